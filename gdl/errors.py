@@ -1,0 +1,60 @@
+"""Errors that reach the operator.
+
+Every error the product raises on purpose is a :class:`GdlError`.  Its string
+form is one line that says what is wrong and what to do about it, so the
+runner can print it as it is, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class GdlError(Exception):
+    """An error the operator can act on.
+
+    ``problem`` says what is wrong, ``fix`` what to do; ``str()`` joins them
+    into the single line the runner prints.
+    """
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        self.problem = problem.rstrip(".")
+        self.fix = fix.rstrip(".")
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        line = self.problem
+        if self.fix:
+            line = f"{line}: {self.fix}"
+        # One line, whatever a caller passed in.
+        return " ".join(line.split())
+
+
+class InvalidRequest(GdlError):
+    """An argument of the request is missing, of the wrong type or out of range."""
+
+
+class ConfigError(GdlError):
+    """The master's gdl configuration is missing or wrong."""
+
+
+class ProviderError(GdlError):
+    """The provider refused or failed an operation."""
+
+
+class CredentialsError(ProviderError):
+    """The provider's credentials are missing or rejected."""
+
+
+class CapacityError(ProviderError):
+    """The provider cannot hold the request (quota, subnet, flavor)."""
+
+
+class NameClash(ProviderError):
+    """A resource with the requested name exists and is not ours."""
+
+
+class NotFound(GdlError):
+    """The environment, server or resource asked for does not exist."""
+
+
+class LockHeld(GdlError):
+    """Another operation on the same environment is running."""

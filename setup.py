@@ -1,0 +1,44 @@
+"""Install gdl: the plain-Python core and the Salt modules that sit on it.
+
+The Salt modules stay in the source tree's ``_runners/``, ``_modules/`` and
+``_clouds/`` so a master can also sync them from ``file_roots``; the wheel
+carries them as ``gdl/_salt/<type>/`` and registers them with Salt's loader
+through the ``salt.loader`` entry point, so ``pip install`` is enough.
+"""
+
+from setuptools import find_packages, setup
+
+SALT_MODULE_DIRS = {"runners": "_runners", "modules": "_modules", "clouds": "_clouds"}
+
+setup(
+    name="gdl",
+    version="0.1.0",
+    description="Highly available web apps on OpenStack, provisioned the Salt way",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["gdl", "gdl.*"])
+    + [f"gdl._salt.{ext_type}" for ext_type in SALT_MODULE_DIRS],
+    package_dir={
+        "": ".",
+        **{f"gdl._salt.{ext_type}": src for ext_type, src in SALT_MODULE_DIRS.items()},
+    },
+    install_requires=[
+        "salt>=3008.4,<3009",
+        "openstacksdk",
+        "pyyaml",
+    ],
+    extras_require={
+        "tests": ["pytest", "flask", "gunicorn", "markdown", "bandit"],
+        "lint": ["ruff"],
+    },
+    entry_points={
+        "salt.loader": ["gdl = gdl.saltext:loader_dirs"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Salt",
+        "Operating System :: POSIX :: Linux",
+    ],
+)
