@@ -1,0 +1,102 @@
+"""What the master remembers of each environment: the request and its secrets.
+
+The servers themselves are always read from the provider; the record keeps
+only what the provider cannot tell: the requested size and count, which
+provider holds the environment, and the VRRP secret.  It is written before
+anything is made, so a build that dies half-way still leaves a destroy
+everything it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from gdl import naming
+
+
+@dataclass(frozen=True)
+class EnvRecord:
+    app: str
+    env: str
+    provider: str
+    servers: int
+    size: str
+    vrrp_secret: str
+    created: str
+    updated: str
+
+    def with_request(self, servers: int, size: str) -> EnvRecord:
+        return replace(self, servers=servers, size=size, updated=_now())
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def new_vrrp_secret() -> str:
+    # keepalived's PASS authentication uses at most 8 characters.
+    return secrets.token_hex(4)
+
+
+def record_path(state_dir: str | os.PathLike[str], app: str, env: str) -> Path:
+    return Path(state_dir) / "envs" / f"{naming.env_id(app, env)}.json"
+
+
+def load(state_dir: str | os.PathLike[str], app: str, env: str) -> EnvRecord | None:
+    path = record_path(state_dir, app, env)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    return EnvRecord(**data)
+
+
+def new_record(app: str, env: str, provider: str, servers: int, size: str) -> EnvRecord:
+    now = _now()
+    return EnvRecord(
+        app=app,
+        env=env,
+        provider=provider,
+        servers=servers,
+        size=size,
+        vrrp_secret=new_vrrp_secret(),
+        created=now,
+        updated=now,
+    )
+
+
+def save(state_dir: str | os.PathLike[str], record: EnvRecord) -> Path:
+    """Write the record atomically, readable by root only (it holds the VRRP secret)."""
+    path = record_path(state_dir, record.app, record.env)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(asdict(record), handle, indent=2, sort_keys=True)
+    tmp.replace(path)
+    return path
+
+
+def remove(state_dir: str | os.PathLike[str], app: str, env: str) -> bool:
+    path = record_path(state_dir, app, env)
+    existed = path.exists()
+    path.unlink(missing_ok=True)
+    return existed
+
+
+def list_records(state_dir: str | os.PathLike[str]) -> list[EnvRecord]:
+    directory = Path(state_dir) / "envs"
+    if not directory.is_dir():
+        return []
+    records = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            records.append(EnvRecord(**json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue  # a torn or foreign file is not an environment
+    return records

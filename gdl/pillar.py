@@ -1,0 +1,106 @@
+"""Each environment's pillar, written by the runner under the master's state dir.
+
+Two files per environment under ``<state_dir>/pillar/gdl/envs/``: ``<app>-<env>.sls``
+for every server of the environment, and ``<app>-<env>-lb.sls`` with the VRRP
+secret, which ``pillar/top.sls`` gives to the load balancers only.  Both use the
+``yaml`` renderer alone, so no value is ever run through Jinja.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gdl import naming
+from gdl.envstore import EnvRecord
+from gdl.providers.base import EnvNetwork, Server
+
+
+def _by_index(server: Server) -> int:
+    parsed = naming.parse_server_name(server.name)
+    return parsed.index if parsed else 0
+
+
+def members(servers: Iterable[Server], role: str) -> list[dict[str, Any]]:
+    chosen = sorted((s for s in servers if s.role == role), key=_by_index)
+    return [{"name": s.name, "address": s.address} for s in chosen]
+
+
+def env_pillar(
+    record: EnvRecord, network: EnvNetwork, servers: Iterable[Server], app_servers: Iterable[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pillar for every server, pillar for the load balancers only).
+
+    ``app_servers`` names the app servers that belong in the haproxy
+    backend: the desired ones that exist, not those about to be removed.
+    """
+    servers = list(servers)
+    in_rotation = set(app_servers)
+    common = {
+        "gdl": {
+            "app": record.app,
+            "env": record.env,
+            "provider": record.provider,
+            "vip": network.vip,
+            "public_address": network.public_address,
+            "cidr": network.cidr,
+            "servers": members((s for s in servers if s.name in in_rotation), "app"),
+            "lbs": members(servers, "lb"),
+            "vrrp": {"router_id": network.router_id},
+        }
+    }
+    lb_only = {"gdl": {"vrrp": {"secret": record.vrrp_secret}}}
+    return common, lb_only
+
+
+def env_dir(pillar_dir: str | os.PathLike[str]) -> Path:
+    return Path(pillar_dir) / "gdl" / "envs"
+
+
+def pillar_files(pillar_dir: str | os.PathLike[str], app: str, env: str) -> tuple[Path, Path]:
+    base = env_dir(pillar_dir) / naming.env_id(app, env)
+    return base.with_name(f"{base.name}.sls"), base.with_name(f"{base.name}-lb.sls")
+
+
+def _write(path: Path, data: dict[str, Any]) -> bool:
+    text = "#!yaml\n" + yaml.safe_dump(data, default_flow_style=False, sort_keys=True)
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    tmp.replace(path)
+    return True
+
+
+def write(
+    pillar_dir: str | os.PathLike[str],
+    record: EnvRecord,
+    network: EnvNetwork,
+    servers: Iterable[Server],
+    app_servers: Iterable[str],
+) -> bool:
+    """Write the environment's pillar; True when a file changed."""
+    common, lb_only = env_pillar(record, network, servers, app_servers)
+    common_path, lb_path = pillar_files(pillar_dir, record.app, record.env)
+    changed = _write(common_path, common)
+    changed = _write(lb_path, lb_only) or changed
+    return changed
+
+
+def remove(pillar_dir: str | os.PathLike[str], app: str, env: str) -> bool:
+    found = False
+    for path in pillar_files(pillar_dir, app, env):
+        if path.exists():
+            path.unlink()
+            found = True
+    return found

@@ -1,0 +1,64 @@
+import stat
+
+import yaml
+
+from gdl import envstore, pillar
+from gdl.providers.base import RUNNING, EnvNetwork, Server
+
+
+def make_server(name, address):
+    return Server(
+        name=name,
+        app="blog",
+        env="dev",
+        role=name.split("-")[0],
+        state=RUNNING,
+        address=address,
+        size="m1.small",
+        provider_id=name,
+    )
+
+
+def test_record_round_trip_is_private(tmp_path):
+    record = envstore.new_record("blog", "dev", "local", 2, "m1.small")
+    path = envstore.save(tmp_path, record)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert envstore.load(tmp_path, "blog", "dev") == record
+    assert len(record.vrrp_secret) == 8
+    assert [r.env for r in envstore.list_records(tmp_path)] == ["dev"]
+    assert envstore.remove(tmp_path, "blog", "dev")
+    assert envstore.load(tmp_path, "blog", "dev") is None
+    assert not envstore.remove(tmp_path, "blog", "dev")
+
+
+def test_pillar_keeps_the_secret_for_the_load_balancers(tmp_path):
+    record = envstore.new_record("blog", "dev", "local", 2, "m1.small")
+    network = EnvNetwork(
+        vip="10.9.0.250",
+        public_address="10.9.0.250",
+        cidr="10.9.0.0/24",
+        router_id=42,
+        master_address="10.9.0.1",
+    )
+    servers = [
+        make_server("app-1-blog-dev", "10.9.0.4"),
+        make_server("app-0-blog-dev", "10.9.0.3"),
+        make_server("app-2-blog-dev", "10.9.0.5"),
+        make_server("lb-0-blog-dev", "10.9.0.6"),
+        make_server("lb-1-blog-dev", "10.9.0.7"),
+    ]
+    changed = pillar.write(tmp_path, record, network, servers, ["app-0-blog-dev", "app-1-blog-dev"])
+    assert changed
+    common_path, lb_path = pillar.pillar_files(tmp_path, "blog", "dev")
+    common = yaml.safe_load(common_path.read_text().split("\n", 1)[1])["gdl"]
+    assert [s["name"] for s in common["servers"]] == ["app-0-blog-dev", "app-1-blog-dev"]
+    assert common["vrrp"] == {"router_id": 42}
+    assert record.vrrp_secret not in common_path.read_text()
+    assert record.vrrp_secret in lb_path.read_text()
+    assert common_path.read_text().startswith("#!yaml\n")
+    assert stat.S_IMODE(lb_path.stat().st_mode) == 0o600
+    assert not pillar.write(
+        tmp_path, record, network, servers, ["app-0-blog-dev", "app-1-blog-dev"]
+    )
+    assert pillar.remove(tmp_path, "blog", "dev")
+    assert not common_path.exists() and not lb_path.exists()
