@@ -1,0 +1,341 @@
+"""gdl: highly available web apps, provisioned the Salt way.
+
+An environment is an app (a directory under ``apps/``) and an environment
+name: ``app=blog env=dev``.  It is made of N app servers (the app under
+gunicorn behind nginx) and a VRRP pair of load balancers (haproxy behind a
+keepalived virtual IP).
+
+.. code-block:: bash
+
+    salt-run gdl.build app=blog env=dev servers=2 size=m1.small
+    salt-run gdl.status app=blog env=dev
+    salt-run gdl.destroy app=blog env=dev
+
+This module is thin: the logic lives in the ``gdl`` Python package.
+Inside orchestrate steps, pass ``environment=`` rather than ``env=`` (Salt
+takes a step's ``env`` argument for ``saltenv``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import salt.exceptions
+
+try:
+    from gdl import spec as _spec
+    from gdl import workflow
+    from gdl.config import Settings
+    from gdl.errors import GdlError
+
+    HAS_GDL = True
+except ImportError as _import_error:  # pragma: no cover - reported by __virtual__
+    HAS_GDL = False
+    _IMPORT_ERROR = str(_import_error)
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "gdl"
+__func_alias__ = {"list_": "list"}
+
+
+def __virtual__():
+    if not HAS_GDL:
+        return False, f"the gdl Python package is not importable: {_IMPORT_ERROR}"
+    return __virtualname__
+
+
+class Refused(salt.exceptions.NotImplemented):
+    """A request gdl refuses: salt-run prints the one line as is and exits 1.
+
+    Salt's runner client reports this exception family by its message alone,
+    without a traceback, which is what an operator should see for a
+    mistake they can fix.
+    """
+
+
+def _context() -> workflow.Context:
+    from gdl.saltops import MasterOps
+
+    settings = Settings.from_opts(__opts__)
+    ops = MasterOps(__opts__, __salt__["state.orchestrate"])
+    return workflow.Context(settings=settings, salt=ops, progress=_progress)
+
+
+def _progress(message: str) -> None:
+    log.info("gdl: %s", message)
+    # Outside salt-run (no event bus, no __jid_event__) progress is logged only.
+    with contextlib.suppress(NameError):
+        __jid_event__.fire_event({"message": message}, "progress")
+
+
+def _env_name(env: Any, environment: Any) -> Any:
+    if env is not None and environment is not None and env != environment:
+        raise GdlError(
+            f"env={env!r} and environment={environment!r} disagree", "give only one of them"
+        )
+    return env if env is not None else environment
+
+
+def _run(action, *args, **kwargs):
+    try:
+        return action(*args, **kwargs)
+    except GdlError as error:
+        log.info("gdl: refused: %s", error)
+        raise Refused(str(error)) from None
+
+
+def _check_kwargs(kwargs: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    _run(_spec.reject_unknown, kwargs, allowed)
+
+
+def build(
+    app=None,
+    env=None,
+    servers=2,
+    size=None,
+    provider=None,
+    test=False,
+    environment=None,
+    **kwargs,
+):
+    """
+    Build or converge an environment: ``servers`` app servers and a VRRP pair of
+    load balancers, serving ``app`` at a virtual IP.  Prints the URL.
+
+    Re-running converges: more servers are added and put in rotation, fewer are
+    drained from haproxy and then deleted, the same request changes nothing.
+
+    app
+        An app under ``apps/`` (``blog``, ``hello_world``).
+    env
+        The environment's name, a DNS label (``dev``, ``qa``).
+    servers
+        Number of app servers, 1 to 50 (default 2).
+    size
+        The provider's size (flavor) name (default ``m1.small``).
+    provider
+        ``local`` or ``openstack`` (default: the master's ``gdl:provider``).
+    test
+        ``True`` prints the plan and changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.build app=blog env=dev servers=2 size=m1.small
+        salt-run gdl.build app=blog env=dev servers=3 test=True
+    """
+    _check_kwargs(kwargs, ("app", "env", "servers", "size", "provider", "test"))
+    ctx = _run(_context)
+    request = _run(
+        _spec.build_spec,
+        app,
+        _run(_env_name, env, environment),
+        servers=servers,
+        size=size,
+        provider=provider,
+        default_provider=ctx.settings.provider,
+    )
+    dry_run = _run(_spec.parse_bool, "test", test)
+    result = _run(workflow.build, ctx, request, test=dry_run)
+    if not dry_run:
+        _progress(f"{request.env_id} is served at {result['url']}")
+    return result
+
+
+def destroy(app=None, env=None, provider=None, test=False, environment=None, **kwargs):
+    """
+    Remove everything an environment owns: servers, VRRP pair, VIP, network
+    parts, minion keys, pillar and records.  Destroying what is gone succeeds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.destroy app=blog env=dev
+        salt-run gdl.destroy app=blog env=dev test=True
+    """
+    _check_kwargs(kwargs, ("app", "env", "provider", "test"))
+    ctx = _run(_context)
+    app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
+    chosen = _run(_spec.parse_provider, provider, None) if provider else None
+    dry_run = _run(_spec.parse_bool, "test", test)
+    return _run(workflow.destroy, ctx, app, env, provider=chosen, test=dry_run)
+
+
+def status(app=None, env=None, environment=None, **kwargs):
+    """
+    Show an environment: its servers with address and state, which load
+    balancer holds the VIP, each backend's health in haproxy, and the URL.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.status app=blog env=dev
+    """
+    _check_kwargs(kwargs, ("app", "env"))
+    ctx = _run(_context)
+    app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
+    return _run(workflow.status, ctx, app, env)
+
+
+def list_(**kwargs):
+    """
+    List the environments that exist, as found at the providers.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.list
+    """
+    _check_kwargs(kwargs, ())
+    return _run(workflow.list_environments, _run(_context))
+
+
+def deploy(app=None, env=None, version=None, source=None, batch=1, **kwargs):
+    """
+    Roll a new release of the app out to the environment, one server (or
+    ``batch`` servers) at a time, draining each from haproxy first.
+
+    Not available in this version of gdl.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.deploy app=blog env=dev version=1.1.0
+    """
+    raise Refused("gdl.deploy is not available in this version: re-run gdl.build instead")
+
+
+def rollback(app=None, env=None, **kwargs):
+    """
+    Return the environment's servers to the previous release of the app.
+
+    Not available in this version of gdl.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.rollback app=blog env=dev
+    """
+    raise Refused("gdl.rollback is not available in this version")
+
+
+# -- orchestration steps: orch/build.sls and orch/destroy.sls call these ------------------
+
+
+def _target(app, env, environment):
+    return _run(_spec.parse_target, app, _run(_env_name, env, environment))
+
+
+def vrrp_pair(app=None, environment=None, env=None, **kwargs):
+    """
+    Orchestration step: make the environment's missing load balancers through
+    salt-cloud (profile ``gdl-<provider>-lb``) and wait for their minions.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.vrrp_pair app=blog environment=dev
+    """
+    app, env = _target(app, env, environment)
+    return _run(workflow.ensure_vrrp_pair, _run(_context), app, env)
+
+
+def write_pillar(app=None, environment=None, env=None, **kwargs):
+    """
+    Orchestration step: write the environment's pillar from what the provider
+    reports now.  Returns True when it changed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.write_pillar app=blog environment=dev
+    """
+    app, env = _target(app, env, environment)
+    return _run(workflow.write_env_pillar, _run(_context), app, env)
+
+
+def surplus(app=None, environment=None, env=None, **kwargs):
+    """
+    The environment's app servers beyond the requested count (to drain and remove).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.surplus app=blog environment=dev
+    """
+    app, env = _target(app, env, environment)
+    return _run(workflow.surplus, _run(_context), app, env)
+
+
+def remove_surplus(app=None, environment=None, env=None, **kwargs):
+    """
+    Orchestration step: delete the app servers beyond the requested count and
+    forget their keys (after they were drained).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.remove_surplus app=blog environment=dev
+    """
+    app, env = _target(app, env, environment)
+    ctx = _run(_context)
+    extra = _run(workflow.surplus, ctx, app, env)
+    return _run(workflow.remove_servers, ctx, app, env, extra)
+
+
+def remove_all(app=None, environment=None, env=None, provider=None, **kwargs):
+    """
+    Orchestration step: delete every server of the environment and its keys.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.remove_all app=blog environment=dev
+    """
+    app, env = _target(app, env, environment)
+    return _run(workflow.remove_all, _run(_context), app, env, provider=provider)
+
+
+def teardown(app=None, environment=None, env=None, provider=None, **kwargs):
+    """
+    Orchestration step: remove the environment's network parts, keys, pillar
+    and record (after its servers).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.teardown app=blog environment=dev
+    """
+    app, env = _target(app, env, environment)
+    _run(workflow.teardown, _run(_context), app, env, provider=provider)
+    return True
+
+
+def check_vip(app=None, environment=None, env=None, timeout=60, **kwargs):
+    """
+    Orchestration step: wait until the environment's VIP serves the app's
+    health check.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.check_vip app=blog environment=dev
+    """
+    app, env = _target(app, env, environment)
+    return _run(workflow.check_vip, _run(_context), app, env, timeout=float(timeout))

@@ -1,0 +1,80 @@
+{#- Converge one environment after gdl.build made its app servers.
+    Pillar: app, env.  Each step reads the provider and the environment's
+    record itself, so this file can be re-run on its own:
+      salt-run state.orch orch.build pillar='{"app": "blog", "env": "dev"}'
+-#}
+{%- set app = pillar['app'] %}
+{%- set env = pillar['env'] %}
+{#- Exact-name patterns: env names may contain '-', so a glob could reach another environment. #}
+{%- set app_servers = '^app-[0-9]+-' ~ app ~ '-' ~ env ~ '$' %}
+{%- set lbs = '^lb-[0-9]+-' ~ app ~ '-' ~ env ~ '$' %}
+{%- set surplus = salt['saltutil.runner']('gdl.surplus', app=app, environment=env) or [] %}
+
+gdl_vrrp_pair:
+  salt.runner:
+    - name: gdl.vrrp_pair
+    - app: {{ app }}
+    - environment: {{ env }}
+
+gdl_pillar:
+  salt.runner:
+    - name: gdl.write_pillar
+    - app: {{ app }}
+    - environment: {{ env }}
+    - require:
+      - salt: gdl_vrrp_pair
+
+gdl_sync_modules:
+  salt.function:
+    - name: saltutil.sync_modules
+    - tgt: '{{ app_servers }}|{{ lbs }}'
+    - tgt_type: pcre
+    - require:
+      - salt: gdl_pillar
+
+gdl_app_role:
+  salt.state:
+    - tgt: '{{ app_servers }}'
+    - tgt_type: pcre
+    - sls: gdl.app
+    - require:
+      - salt: gdl_sync_modules
+
+{%- for server in surplus %}
+
+gdl_drain_{{ server }}:
+  salt.function:
+    - name: gdl_lb.drain
+    - tgt: '{{ lbs }}'
+    - tgt_type: pcre
+    - arg:
+      - {{ server }}
+    - require:
+      - salt: gdl_app_role
+    - require_in:
+      - salt: gdl_lb_role
+{%- endfor %}
+
+gdl_lb_role:
+  salt.state:
+    - tgt: '{{ lbs }}'
+    - tgt_type: pcre
+    - sls: gdl.lb
+    - require:
+      - salt: gdl_app_role
+
+gdl_remove_surplus:
+  salt.runner:
+    - name: gdl.remove_surplus
+    - app: {{ app }}
+    - environment: {{ env }}
+    - require:
+      - salt: gdl_lb_role
+
+gdl_vip_serves:
+  salt.runner:
+    - name: gdl.check_vip
+    - app: {{ app }}
+    - environment: {{ env }}
+    - require:
+      - salt: gdl_remove_surplus
