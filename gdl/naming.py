@@ -17,10 +17,10 @@ import re
 from dataclasses import dataclass
 
 ROLES = ("app", "lb")
-APP_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,23}$")
-ENV_PATTERN = re.compile(r"^[a-z](?:[a-z0-9-]{0,14}[a-z0-9])?$")
+APP_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,23}\Z")
+ENV_PATTERN = re.compile(r"^[a-z](?:[a-z0-9-]{0,14}[a-z0-9])?\Z")
 SERVER_PATTERN = re.compile(
-    r"^(?P<role>app|lb)-(?P<index>0|[1-9][0-9]{0,2})-(?P<app>[a-z][a-z0-9_]{0,23})-(?P<env>[a-z](?:[a-z0-9-]{0,14}[a-z0-9])?)$"
+    r"^(?P<role>app|lb)-(?P<index>0|[1-9][0-9]{0,2})-(?P<app>[a-z][a-z0-9_]{0,23})-(?P<env>[a-z](?:[a-z0-9-]{0,14}[a-z0-9])?)\Z"
 )
 
 # Keys of the ownership marks (OpenStack metadata, tags, local host records).
