@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The test command: system packages, the project venv, lint, then pytest.
+#
+#   ./tests/run.sh                  everything under tests/
+#   ./tests/run.sh tests/unit       one tier (arguments go to pytest as they are)
+#   ./tests/run.sh -k keys -x       any pytest options
+#
+# On a fresh Debian 12 machine it must run as root (it installs Debian packages);
+# once they are there it runs as any user.  GDL_SKIP_LINT=1 skips ruff.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+VENV=${GDL_TEST_VENV:-$REPO/.venv}
+APT=(apt-get -o DPkg::Lock::Timeout=600 -y -q)
+
+# What the suite runs for real: the daemons of the servers gdl makes, namespace
+# tooling, the venv's build needs, the benchmark client and a browser for UI tests.
+PACKAGES=(
+    python3-venv python3-dev gcc ca-certificates
+    iproute2 util-linux procps psmisc openssl
+    nginx haproxy keepalived
+    wrk
+    chromium chromium-driver
+)
+
+say() { printf 'tests/run.sh: %s\n' "$*"; }
+die() { printf 'tests/run.sh: %s\n' "$*" >&2; exit 1; }
+
+install_packages() {
+    local missing=() pkg
+    for pkg in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+            || missing+=("$pkg")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    [[ $(id -u) -eq 0 ]] || die "missing Debian packages: ${missing[*]}: run as root, or apt-get install them"
+    say "installing ${missing[*]}"
+    # Daemon packages must not start their services on the test machine.
+    local policy_made=false status=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        policy_made=true
+    fi
+    { DEBIAN_FRONTEND=noninteractive "${APT[@]}" update \
+        && DEBIAN_FRONTEND=noninteractive "${APT[@]}" install --no-install-recommends "${missing[@]}"; } \
+        || status=$?
+    [[ $policy_made == true ]] && rm -f /usr/sbin/policy-rc.d
+    [[ $status -eq 0 ]] || die "apt-get failed (exit $status)"
+}
+
+install_venv() {
+    if [[ ! -x $VENV/bin/python ]]; then
+        say "making $VENV"
+        /usr/bin/python3 -m venv "$VENV"
+    fi
+    # Reinstall only when what pip reads changed (setup.py, pyproject.toml).
+    local stamp=$VENV/.gdl-tests-installed wanted
+    wanted=$(cat "$REPO/setup.py" "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1)
+    if [[ -f $stamp && $(<"$stamp") == "$wanted" ]] \
+        && "$VENV/bin/python" -c 'import gdl, salt, pytest' 2>/dev/null \
+        && [[ -x $VENV/bin/ruff ]]; then
+        return 0
+    fi
+    say "installing gdl (editable) with its test and lint extras into $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$REPO[tests,lint]"
+    echo "$wanted" >"$stamp"
+}
+
+install_packages
+install_venv
+cd "$REPO"
+
+# The OpenStack tests run against a real control plane from Debian's packages;
+# installing it is a no-op once done (GDL_RIG=0 skips those tests instead).
+if [[ ${GDL_RIG:-1} != 0 ]]; then
+    say "OpenStack test rig packages"
+    "$REPO/tests/openstack/rig/rig" install
+fi
+
+if [[ ${GDL_SKIP_LINT:-0} != 1 ]]; then
+    say "ruff check"
+    "$VENV/bin/ruff" check .
+    say "ruff format --check"
+    "$VENV/bin/ruff" format --check .
+fi
+
+say "pytest $*"
+started=$SECONDS
+status=0
+"$VENV/bin/python" -m pytest "$@" || status=$?
+say "pytest exited $status after $((SECONDS - started)) s"
+exit "$status"
