@@ -1,0 +1,8 @@
+"""The local provider: servers as Linux-namespace hosts on this machine.
+
+See ``docs/local-provider.md`` for how a host is made and what is private.
+"""
+
+from gdl.providers.local.provider import SIZES, LocalProvider
+
+__all__ = ["SIZES", "LocalProvider"]
