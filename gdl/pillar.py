@@ -1,7 +1,7 @@
 """Each environment's pillar, written by the runner under the master's state dir.
 
 Two files per environment under ``<state_dir>/pillar/gdl/envs/``: ``<app>-<env>.sls``
-for every server of the environment, and ``<app>-<env>-lb.sls`` with the VRRP
+for every server of the environment, and ``lb/<app>-<env>.sls`` with the VRRP
 secret, which ``pillar/top.sls`` gives to the load balancers only.  Both use the
 ``yaml`` renderer alone, so no value is ever run through Jinja.
 """
@@ -62,8 +62,10 @@ def env_dir(pillar_dir: str | os.PathLike[str]) -> Path:
 
 
 def pillar_files(pillar_dir: str | os.PathLike[str], app: str, env: str) -> tuple[Path, Path]:
-    base = env_dir(pillar_dir) / naming.env_id(app, env)
-    return base.with_name(f"{base.name}.sls"), base.with_name(f"{base.name}-lb.sls")
+    # The secret has a directory of its own: a "-lb" suffix would meet the
+    # common file of an environment whose name ends in "-lb".
+    name = f"{naming.env_id(app, env)}.sls"
+    return env_dir(pillar_dir) / name, env_dir(pillar_dir) / "lb" / name
 
 
 def _write(path: Path, data: dict[str, Any]) -> bool:

@@ -1,0 +1,432 @@
+"""The app catalogue and the release builder, on the master.
+
+An app is a directory under ``apps/`` holding a manifest, ``app.yaml``::
+
+    name: blog                    # the directory's name
+    version: 1.0.0                # the release's name on the servers
+    wsgi: blog:app                # gunicorn's entry, module:attribute
+    requirements: requirements.txt  # must list gunicorn
+    health: /healthz              # haproxy's check path, answers 200 when fit
+    static: static                # optional: a directory nginx serves at /static/
+    description: ...              # optional
+
+Adding an app is adding such a directory: the states read the manifest.
+
+App servers have no internet, so everything they install comes from one
+**release archive** built here: the app's files plus a ``wheelhouse/`` with a
+wheel for every requirement (``pip wheel``), and ``RELEASE.json``.  The
+archive is written to ``<state_dir>/files/gdl-releases/<app>/`` (that
+``files`` directory is a ``file_roots`` entry of the master), so minions fetch
+``salt://gdl-releases/<app>/<app>-<version>.tar.gz`` and check it against the
+``.sha256`` file beside it.  Building is idempotent: wheels are rebuilt only
+when the requirements file changes, and the archive is byte-for-byte the same
+for the same inputs, so re-running changes nothing on the servers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from gdl import naming
+from gdl.errors import GdlError, InvalidRequest
+
+if TYPE_CHECKING:
+    from gdl.config import Settings
+
+MANIFEST_NAME = "app.yaml"
+RELEASES_DIR = "gdl-releases"  # under the fileserver's files directory
+VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,31}$")
+WSGI_PATTERN = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+)
+REQUIRED_KEYS = ("name", "version", "wsgi", "requirements", "health")
+OPTIONAL_KEYS = ("static", "description")
+# Left out of a release: build and editor leftovers that differ between checkouts.
+SKIPPED_NAMES = {"__pycache__", ".pytest_cache", "wheelhouse", "RELEASE.json"}
+SKIPPED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
+
+Runner = Callable[..., subprocess.CompletedProcess]
+
+
+@dataclass(frozen=True)
+class AppManifest:
+    """An app's validated manifest."""
+
+    name: str
+    version: str
+    wsgi: str
+    requirements: str
+    health: str
+    static: str | None
+    description: str
+    path: Path  # the app's directory
+
+    @property
+    def requirements_path(self) -> Path:
+        return self.path / self.requirements
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "wsgi": self.wsgi,
+            "requirements": self.requirements,
+            "health": self.health,
+            "static": self.static,
+            "description": self.description,
+        }
+
+
+@dataclass(frozen=True)
+class Release:
+    """A release archive on the master's fileserver."""
+
+    app: str
+    version: str
+    archive: Path
+    sha256: str
+    requirements_sha256: str
+    changed: bool  # False when an identical archive was already there
+
+    @property
+    def url(self) -> str:
+        return release_url(self.app, self.version)
+
+
+def list_apps(apps_dir: Path | str) -> list[str]:
+    """The names of the apps under ``apps_dir``: directories holding a manifest."""
+    root = Path(apps_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        entry.name
+        for entry in root.iterdir()
+        if entry.is_dir() and (entry / MANIFEST_NAME).is_file()
+    )
+
+
+def load_manifest(apps_dir: Path | str, name: str) -> AppManifest:
+    """Read and check app ``name``'s manifest; InvalidRequest says what to fix."""
+    available = list_apps(apps_dir)
+    if name not in available:
+        choices = ", ".join(available) if available else "none: add one under apps/"
+        raise InvalidRequest(f"app {name!r} does not exist", f"use one of {choices}")
+    app_dir = Path(apps_dir) / name
+    manifest_path = app_dir / MANIFEST_NAME
+    where = f"apps/{name}/{MANIFEST_NAME}"
+    try:
+        data = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        problem = " ".join(str(exc).split())
+        raise InvalidRequest(f"{where} cannot be read ({problem})", "fix its YAML") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"{where} is not a mapping", "write key: value lines")
+    return _check_manifest(data, app_dir, where)
+
+
+def _check_manifest(data: dict[str, Any], app_dir: Path, where: str) -> AppManifest:
+    missing = [key for key in REQUIRED_KEYS if data.get(key) in (None, "")]
+    if missing:
+        raise InvalidRequest(f"{where} lacks {', '.join(missing)}", "add them (see docs/apps.md)")
+    unknown = sorted(set(data) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    if unknown:
+        raise InvalidRequest(
+            f"{where} has unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}",
+            f"use only {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)}",
+        )
+    values = {key: str(data[key]) for key in REQUIRED_KEYS}
+    if values["name"] != app_dir.name:
+        raise InvalidRequest(
+            f"{where} names the app {values['name']!r}", f"set name: {app_dir.name}"
+        )
+    if not naming.APP_PATTERN.match(values["name"]):
+        raise InvalidRequest(
+            f"app name {values['name']!r} is not valid",
+            "use lower-case letters, digits and '_', starting with a letter, at most 24",
+        )
+    if not VERSION_PATTERN.match(values["version"]):
+        raise InvalidRequest(
+            f"{where} has version {values['version']!r}",
+            "use letters, digits, '.', '_', '+' and '-', at most 32, for example 1.2.0",
+        )
+    if not WSGI_PATTERN.match(values["wsgi"]):
+        raise InvalidRequest(
+            f"{where} has wsgi {values['wsgi']!r}", "write module:attribute, for example blog:app"
+        )
+    if not values["health"].startswith("/") or any(c.isspace() for c in values["health"]):
+        raise InvalidRequest(
+            f"{where} has health {values['health']!r}", "give a path such as /healthz"
+        )
+    requirements = app_dir / values["requirements"]
+    if not _inside(requirements, app_dir) or not requirements.is_file():
+        raise InvalidRequest(
+            f"{where} names requirements {values['requirements']!r}, not a file of the app",
+            "give a file inside the app's directory",
+        )
+    if not re.search(r"^\s*gunicorn\b", requirements.read_text(encoding="utf-8"), re.MULTILINE):
+        raise InvalidRequest(
+            f"apps/{app_dir.name}/{values['requirements']} does not list gunicorn",
+            "add gunicorn: every app runs under it",
+        )
+    static = data.get("static")
+    if static not in (None, ""):
+        static = str(static)
+        if not _inside(app_dir / static, app_dir) or not (app_dir / static).is_dir():
+            raise InvalidRequest(
+                f"{where} names static {static!r}, not a directory of the app",
+                "give a directory inside the app's directory, or drop the key",
+            )
+    else:
+        static = None
+    return AppManifest(
+        name=values["name"],
+        version=values["version"],
+        wsgi=values["wsgi"],
+        requirements=values["requirements"],
+        health=values["health"],
+        static=static,
+        description=str(data.get("description") or ""),
+        path=app_dir,
+    )
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def release_url(app: str, version: str) -> str:
+    """The fileserver URL minions fetch a release from."""
+    return f"salt://{RELEASES_DIR}/{app}/{app}-{version}.tar.gz"
+
+
+def release_path(files_dir: Path | str, app: str, version: str) -> Path:
+    """Where a release archive lives on the master."""
+    return Path(files_dir) / RELEASES_DIR / app / f"{app}-{version}.tar.gz"
+
+
+def requirements_sha256(manifest: AppManifest) -> str:
+    return hashlib.sha256(manifest.requirements_path.read_bytes()).hexdigest()
+
+
+def build_wheelhouse(
+    manifest: AppManifest,
+    cache_dir: Path | str,
+    python: str = sys.executable,
+    run: Runner = subprocess.run,
+) -> Path:
+    """Wheels for every requirement of the app, built once per requirements file.
+
+    The wheels land in ``<cache_dir>/<app>/<requirements sha256>/``; a
+    directory that exists is complete (it is renamed into place only after
+    ``pip wheel`` succeeded), so an unchanged requirements file costs nothing.
+    Wheels are built by ``python``: give an interpreter of the servers'
+    Python minor version when it differs from the master's.
+    """
+    target = Path(cache_dir) / manifest.name / requirements_sha256(manifest)
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        command = [
+            python,
+            "-m",
+            "pip",
+            "wheel",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+            "--requirement",
+            str(manifest.requirements_path),
+            "--wheel-dir",
+            str(scratch),
+        ]
+        done = run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            lines = [line for line in (done.stderr or done.stdout or "").splitlines() if line]
+            detail = lines[-1] if lines else f"exit status {done.returncode}"
+            raise GdlError(
+                f"building wheels for app {manifest.name!r} failed ({detail})",
+                f"check apps/{manifest.name}/{manifest.requirements} and that the master "
+                "reaches the package index",
+            )
+        scratch.chmod(0o755)
+        os.replace(scratch, target)
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def _release_members(manifest: AppManifest, wheelhouse: Path) -> list[tuple[str, Path]]:
+    """(name in the archive, file on disk), sorted, for a reproducible archive."""
+    members: list[tuple[str, Path]] = []
+    for root, dirs, files in os.walk(manifest.path):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_NAMES and not d.startswith("."))
+        for file_name in files:
+            if file_name in SKIPPED_NAMES or file_name.startswith("."):
+                continue
+            if file_name.endswith(SKIPPED_SUFFIXES):
+                continue
+            path = Path(root) / file_name
+            members.append((path.relative_to(manifest.path).as_posix(), path))
+    members.extend(
+        (f"wheelhouse/{wheel.name}", wheel) for wheel in wheelhouse.iterdir() if wheel.is_file()
+    )
+    return sorted(members)
+
+
+def _add_file(archive: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    info.mtime = 0  # the same inputs make the same bytes
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    archive.addfile(info, io.BytesIO(data))
+
+
+def _add_dir(archive: tarfile.TarFile, name: str) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    archive.addfile(info)
+
+
+def release_bytes(manifest: AppManifest, wheelhouse: Path) -> bytes:
+    """The release archive (tar.gz, no top-level directory), reproducibly."""
+    members = _release_members(manifest, wheelhouse)
+    info = {
+        "app": manifest.name,
+        "version": manifest.version,
+        "requirements_sha256": requirements_sha256(manifest),
+        "manifest": manifest.as_dict(),
+    }
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        seen_dirs: set[str] = set()
+        for name, path in members:
+            parts = name.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                directory = "/".join(parts[:depth])
+                if directory not in seen_dirs:
+                    seen_dirs.add(directory)
+                    _add_dir(archive, directory)
+            mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            _add_file(archive, name, path.read_bytes(), mode)
+        _add_file(
+            archive,
+            "RELEASE.json",
+            (json.dumps(info, indent=2, sort_keys=True) + "\n").encode(),
+            0o644,
+        )
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as compressed:
+        compressed.write(raw.getvalue())
+    return packed.getvalue()
+
+
+def build_release(
+    apps_dir: Path | str,
+    name: str,
+    files_dir: Path | str,
+    cache_dir: Path | str,
+    python: str = sys.executable,
+    run: Runner = subprocess.run,
+) -> Release:
+    """Build (or find) the release archive of app ``name`` at its manifest's version.
+
+    ``files_dir`` is the master's ``file_roots`` entry for generated files
+    (``<state_dir>/files``); ``cache_dir`` keeps wheels between builds
+    (``<state_dir>/wheelhouse``).  Writing is atomic, and an archive whose
+    bytes are unchanged is left alone (``changed`` False).
+    """
+    manifest = load_manifest(apps_dir, name)
+    wheelhouse = build_wheelhouse(manifest, cache_dir, python=python, run=run)
+    data = release_bytes(manifest, wheelhouse)
+    digest = hashlib.sha256(data).hexdigest()
+    archive = release_path(files_dir, manifest.name, manifest.version)
+    hash_file = archive.with_name(archive.name + ".sha256")
+    changed = not (
+        archive.is_file()
+        and hash_file.is_file()
+        and hash_file.read_text(encoding="utf-8").split()[:1] == [digest]
+    )
+    if changed:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(archive, data)
+        # The format archive.extracted's source_hash reads: "<hex>  <file name>".
+        _write_atomic(hash_file, f"{digest}  {archive.name}\n".encode())
+    return Release(
+        app=manifest.name,
+        version=manifest.version,
+        archive=archive,
+        sha256=digest,
+        requirements_sha256=requirements_sha256(manifest),
+        changed=changed,
+    )
+
+
+def list_releases(files_dir: Path | str, app: str) -> list[str]:
+    """The versions of ``app`` already built on this master, sorted by name."""
+    directory = Path(files_dir) / RELEASES_DIR / app
+    prefix, suffix = f"{app}-", ".tar.gz"
+    if not directory.is_dir():
+        return []
+    return sorted(
+        entry.name[len(prefix) : -len(suffix)]
+        for entry in directory.iterdir()
+        if entry.name.startswith(prefix) and entry.name.endswith(suffix)
+    )
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temp_name, 0o644)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def files_dir(settings: Settings) -> Path:
+    """The master's ``file_roots`` entry for generated files: ``<state_dir>/files``."""
+    return Path(settings.state_dir) / "files"
+
+
+def wheel_cache_dir(settings: Settings) -> Path:
+    """Where wheels are kept between builds: ``<state_dir>/wheelhouse`` (not served)."""
+    return Path(settings.state_dir) / "wheelhouse"
+
+
+def build_release_for(settings: Settings, name: str, python: str = sys.executable) -> Release:
+    """:func:`build_release` with the directories of the master's settings."""
+    return build_release(
+        settings.apps_dir, name, files_dir(settings), wheel_cache_dir(settings), python=python
+    )

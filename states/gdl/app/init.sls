@@ -1,0 +1,5 @@
+# gdl.app: the app release under gunicorn, behind nginx.
+include:
+  - .install
+  - .config
+  - .service

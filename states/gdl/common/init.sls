@@ -1,0 +1,4 @@
+# gdl.common: what every server of an environment has, whatever its role.
+include:
+  - .install
+  - .config

@@ -1,0 +1,17 @@
+{%- from tpldir ~ '/map.jinja' import gdl, role, lb with context %}
+{%- import 'gdl/common/service.jinja' as service with context %}
+{%- set keepalived_status = 'start-stop-daemon --status --pidfile /run/keepalived.pid --exec /usr/sbin/keepalived' %}
+# Undo gdl.lb: stop keepalived first (the VIP leaves this LB at once), then
+# haproxy, and remove keepalived's configuration (it holds the secret).
+# Packages stay.
+
+{{ service.dead('gdl-lb-keepalived-dead', 'keepalived', lb['init'], status=keepalived_status) }}
+
+{{ service.dead('gdl-lb-haproxy-dead', 'haproxy', lb['init'],
+                require=[{service.requisite_module(lb['init']): 'gdl-lb-keepalived-dead'}]) }}
+
+gdl-lb-clean-files:
+  file.absent:
+    - name: /etc/keepalived/keepalived.conf
+    - require:
+      - {{ service.requisite_module(lb['init']) }}: gdl-lb-keepalived-dead

@@ -1,0 +1,43 @@
+{%- from tpldir ~ '/map.jinja' import gdl, role, lb with context %}
+{#- Each file is checked by its daemon before it replaces the running one's:
+    a bad pillar value fails this state and leaves the service as it was. #}
+
+include:
+  - .install
+
+gdl-lb-haproxy-config:
+  file.managed:
+    - name: /etc/haproxy/haproxy.cfg
+    - source: salt://{{ tpldir }}/files/haproxy.cfg.jinja
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: '0644'
+    - check_cmd: /usr/sbin/haproxy -c -q -f
+    - context:
+        gdl:
+          app: {{ gdl['app'] | json }}
+          env: {{ gdl['env'] | json }}
+          servers: {{ gdl['servers'] | json }}
+        haproxy: {{ role['haproxy'] | json }}
+        lb: {{ lb | json }}
+    - require:
+      - pkg: gdl-lb-packages
+
+{#- The VRRP secret is in this file: root only, and never in the state's output. #}
+gdl-lb-keepalived-config:
+  file.managed:
+    - name: /etc/keepalived/keepalived.conf
+    - source: salt://{{ tpldir }}/files/keepalived.conf.jinja
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: '0600'
+    - show_changes: false
+    - check_cmd: /usr/sbin/keepalived --config-test -f
+    - context:
+        gdl: {{ gdl | json }}
+        keepalived: {{ role['keepalived'] | json }}
+        lb: {{ lb | json }}
+    - require:
+      - pkg: gdl-lb-packages

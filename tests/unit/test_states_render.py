@@ -1,0 +1,347 @@
+"""The states render with a sample pillar, and the files they write are valid.
+
+``salt-call --local state.show_sls`` compiles the states without applying
+them, in a configuration of its own under a temporary directory: nothing on
+this machine changes.  The file templates are then rendered with the context
+the states give them and checked by the daemons' own config checkers where
+those are installed (read-only: ``haproxy -c``, ``keepalived -t``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+import yaml
+
+from gdl import pillar as env_pillar
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SALT_CALL = Path(sys.executable).parent / "salt-call"
+
+SAMPLE = {
+    "gdl": {
+        "app": "blog",
+        "env": "dev",
+        "servers": [
+            {"name": "app-0-blog-dev", "address": "10.20.0.11"},
+            {"name": "app-1-blog-dev", "address": "10.20.0.12"},
+        ],
+        "lbs": [
+            {"name": "lb-0-blog-dev", "address": "10.20.0.2"},
+            {"name": "lb-1-blog-dev", "address": "10.20.0.3"},
+        ],
+        "vip": "10.20.0.10",
+        "vrrp": {"router_id": 42, "interface": "eth0"},
+    }
+}
+SECRET = {"gdl": {"vrrp": {"secret": "k3epal1v"}}}
+
+pytestmark = pytest.mark.skipif(not SALT_CALL.exists(), reason=f"{SALT_CALL} is not installed")
+
+
+class LocalSalt:
+    """salt-call --local with file_roots on this repo and a pillar of the test's own."""
+
+    def __init__(self, root: Path, common: dict[str, Any], lb_only: dict[str, Any]) -> None:
+        self.root = root
+        # The layout the runner writes (gdl/pillar.py), read through pillar/top.sls.
+        common_file, lb_file = env_pillar.pillar_files(
+            root / "pillar", common["gdl"]["app"], common["gdl"]["env"]
+        )
+        for path, data in ((common_file, common), (lb_file, lb_only)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("#!yaml\n" + yaml.safe_dump(data))
+        # A stand-in release: the states ask the fileserver for its hash.
+        releases = root / "files" / "gdl-releases" / common["gdl"]["app"]
+        releases.mkdir(parents=True)
+        version = common["gdl"].get("version") or "1.0.0"
+        (releases / f"{common['gdl']['app']}-{version}.tar.gz").write_bytes(b"release")
+        config = {
+            "file_client": "local",
+            "root_dir": str(root),
+            "cachedir": str(root / "cache"),
+            "pki_dir": str(root / "pki"),
+            "sock_dir": str(root / "run"),
+            "pidfile": str(root / "run" / "minion.pid"),
+            "log_file": str(root / "minion.log"),
+            "file_roots": {
+                "base": [str(REPO_ROOT), str(REPO_ROOT / "states"), str(root / "files")]
+            },
+            "pillar_roots": {"base": [str(REPO_ROOT / "pillar"), str(root / "pillar")]},
+        }
+        (root / "conf").mkdir()
+        (root / "conf" / "minion").write_text(yaml.safe_dump(config))
+
+    def call(self, minion_id: str, *args: str) -> subprocess.CompletedProcess:
+        command = [
+            str(SALT_CALL),
+            "--local",
+            "--config-dir",
+            str(self.root / "conf"),
+            "--id",
+            minion_id,
+            "--out",
+            "json",
+            "--retcode-passthrough",
+            *args,
+        ]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    def show_sls(self, minion_id: str, mods: str) -> dict[str, Any]:
+        done = self.call(minion_id, "state.show_sls", mods)
+        assert done.returncode == 0, done.stdout + done.stderr
+        result = json.loads(done.stdout)["local"]
+        assert isinstance(result, dict), result
+        return result
+
+
+def merged(*parts: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+def with_gdl(**changes: Any) -> dict[str, Any]:
+    return {"gdl": {**SAMPLE["gdl"], **changes}}
+
+
+def state_args(states: dict[str, Any], state_id: str) -> tuple[str, dict[str, Any]]:
+    """(function, arguments) of one state in show_sls output."""
+    body = states[state_id]
+    for module, items in body.items():
+        if module.startswith("__"):
+            continue
+        args: dict[str, Any] = {}
+        function = ""
+        for item in items:
+            if isinstance(item, dict):
+                args.update(item)
+            else:
+                function = f"{module}.{item}"
+        return function, args
+    raise AssertionError(f"{state_id} has no state function")
+
+
+def render_file(args: dict[str, Any]) -> str:
+    """Render a file.managed template the way Salt's jinja renderer would."""
+    assert args["source"].startswith("salt://")
+    path = REPO_ROOT / "states" / args["source"][len("salt://") :]
+    environment = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    return environment.from_string(path.read_text()).render(**args.get("context", {}))
+
+
+@pytest.fixture(scope="module")
+def local_salt(tmp_path_factory) -> LocalSalt:
+    return LocalSalt(tmp_path_factory.mktemp("render"), SAMPLE, SECRET)
+
+
+def test_app_role_renders_for_a_host_without_systemd(local_salt):
+    states = local_salt.show_sls("app-0-blog-dev", "gdl.common,gdl.app")
+    function, args = state_args(states, "gdl-app-release-archive")
+    assert function == "file.managed"
+    assert args["source"] == "salt://gdl-releases/blog/blog-1.0.0.tar.gz"
+    digest = hashlib.sha256(b"release").hexdigest()
+    assert args["source_hash"] == f"sha256={digest}"
+    _, extract = state_args(states, "gdl-app-release")
+    assert "-C /srv/gdl/blog/releases/1.0.0" in extract["name"]
+    assert extract["creates"] == f"/srv/gdl/blog/releases/1.0.0/.gdl-release-{digest[:16]}"
+    _, venv = state_args(states, "gdl-app-virtualenv")
+    assert "--no-index" in venv["name"] and "--find-links" in venv["name"]
+    assert venv["creates"].endswith("/venv/.gdl-complete")
+    function, unit = state_args(states, "gdl-app-gunicorn-unit")
+    assert unit["name"] == "/etc/init.d/gdl-blog"
+    # No init system: the init script is run directly, guarded by its status
+    # (nothing to enable services in, and Salt's service module may be
+    # systemd's offline stand-in, which does nothing).
+    function, gunicorn = state_args(states, "gdl-app-gunicorn-running")
+    assert (function, gunicorn["name"]) == ("cmd.run", "service gdl-blog start")
+    assert gunicorn["unless"] == "service gdl-blog status"
+    function, restart = state_args(states, "gdl-app-gunicorn-running-restart")
+    assert restart["name"] == "service gdl-blog restart"
+    assert {"file": "gdl-app-current"} in restart["onchanges"]
+    _, reload = state_args(states, "gdl-app-nginx-running-reload")
+    assert reload["name"] == "service nginx reload"
+    _, user = state_args(states, "gdl-app-user")
+    assert user["uid"] == 2400 and user["name"] != "root"
+    _, hosts = state_args(states, "gdl-common-host-lb-1-blog-dev")
+    assert (hosts["name"], hosts["ip"]) == ("lb-1-blog-dev", "10.20.0.3")
+
+    script = render_file(unit)
+    assert "--startas" in script and "--pidfile" in script
+    assert "blog:app" in script and "GDL_APP_VERSION=1.0.0" in script
+    check = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
+    assert check.returncode == 0, check.stderr
+
+    _, site = state_args(states, "gdl-app-nginx-site")
+    assert site["check_cmd"] == "/usr/local/sbin/gdl-nginx-check-site"
+    conf = render_file(site)
+    assert "server_tokens off;" in conf
+    assert "alias /srv/gdl/blog/current/static/;" in conf
+    assert "proxy_pass http://gdl_blog;" in conf
+    assert "access_log /var/log/nginx/gdl-blog.access.log;" in conf
+
+
+def test_app_role_renders_for_systemd_and_for_another_app(tmp_path):
+    pillar = with_gdl(app="hello_world", version="0.9.0", roles={"app": {"init": "systemd"}})
+    salt = LocalSalt(tmp_path, pillar, SECRET)
+    states = salt.show_sls("app-0-hello_world-dev", "gdl.app")
+    _, unit = state_args(states, "gdl-app-gunicorn-unit")
+    assert unit["name"] == "/etc/systemd/system/gdl-hello_world.service"
+    assert "gdl-app-systemd-reload" in states
+    _, gunicorn = state_args(states, "gdl-app-gunicorn-running")
+    assert gunicorn["enable"] is True
+    # The pillar's version wins over the manifest's: that is a rollback.
+    _, current = state_args(states, "gdl-app-current")
+    assert current["target"] == "/srv/gdl/hello_world/releases/0.9.0"
+    text = render_file(unit)
+    assert "User=gdl" in text and "hello_world:app" in text
+    # hello_world has no static directory: nginx proxies everything.
+    assert "location /static/" not in render_file(state_args(states, "gdl-app-nginx-site")[1])
+
+
+def test_lb_role_renders_and_its_configs_pass_their_checkers(local_salt):
+    states = local_salt.show_sls("lb-0-blog-dev", "gdl.common,gdl.lb")
+    _, haproxy_args = state_args(states, "gdl-lb-haproxy-config")
+    assert haproxy_args["check_cmd"].startswith("/usr/sbin/haproxy -c")
+    haproxy_cfg = render_file(haproxy_args)
+    assert "balance roundrobin" in haproxy_cfg
+    assert "server app-0-blog-dev 10.20.0.11:80" in haproxy_cfg
+    assert "server app-1-blog-dev 10.20.0.12:80" in haproxy_cfg
+    assert "uri /healthz" in haproxy_cfg
+    assert "observe layer7 error-limit 1 on-error mark-down" in haproxy_cfg
+    assert "option redispatch" in haproxy_cfg
+    assert "stats socket /run/haproxy/admin.sock mode 600 level admin" in haproxy_cfg
+    assert "k3epal1v" not in haproxy_cfg
+
+    # keepalived's Debian init script has no `status`: its pidfile is asked instead.
+    _, keepalived_running = state_args(states, "gdl-lb-keepalived-running")
+    assert keepalived_running["unless"].startswith("start-stop-daemon --status")
+    assert {"cmd": "gdl-lb-haproxy-running"} in keepalived_running["require"]
+
+    _, keepalived_args = state_args(states, "gdl-lb-keepalived-config")
+    assert keepalived_args["show_changes"] is False
+    assert keepalived_args["mode"] == "0600"
+    keepalived_conf = render_file(keepalived_args)
+    assert "vrrp_instance VI_blog_dev {" in keepalived_conf
+    assert "virtual_router_id 42" in keepalived_conf
+    assert "priority 150" in keepalived_conf
+    assert "unicast_src_ip 10.20.0.2" in keepalived_conf
+    assert "10.20.0.3" in keepalived_conf  # the peer
+    assert "auth_pass k3epal1v" in keepalived_conf
+    assert "10.20.0.10/32 dev eth0" in keepalived_conf
+    assert "nopreempt" in keepalived_conf
+
+    for binary, args, text in (
+        ("haproxy", ["-c", "-q", "-f"], haproxy_cfg),
+        ("keepalived", ["--config-test", "-f"], keepalived_conf),
+    ):
+        executable = shutil.which(binary) or f"/usr/sbin/{binary}"
+        if not Path(executable).exists():
+            continue
+        config = local_salt.root / f"check-{binary}.conf"
+        config.write_text(text)
+        done = subprocess.run([executable, *args, str(config)], capture_output=True, text=True)
+        assert done.returncode == 0, f"{binary}: {done.stdout}{done.stderr}"
+
+
+def test_second_lb_finds_its_interface_from_its_address(tmp_path):
+    # 127.0.0.1 is on `lo` on every machine: the interface comes from grains.
+    lbs = [
+        {"name": "lb-0-blog-dev", "address": "10.20.0.2"},
+        {"name": "lb-1-blog-dev", "address": "127.0.0.1"},
+    ]
+    salt = LocalSalt(tmp_path, with_gdl(lbs=lbs, vrrp={"router_id": 7}), SECRET)
+    states = salt.show_sls("lb-1-blog-dev", "gdl.lb")
+    conf = render_file(state_args(states, "gdl-lb-keepalived-config")[1])
+    assert "interface lo" in conf
+    assert "priority 100" in conf
+    assert "unicast_src_ip 127.0.0.1" in conf
+    assert "virtual_router_id 7" in conf
+
+
+def test_clean_states_render(local_salt):
+    app = local_salt.show_sls("app-0-blog-dev", "gdl.app.clean,gdl.common.clean")
+    function, stop = state_args(app, "gdl-app-gunicorn-dead")
+    assert (function, stop["name"]) == ("cmd.run", "service gdl-blog stop")
+    lb = local_salt.show_sls("lb-0-blog-dev", "gdl.lb.clean")
+    assert state_args(lb, "gdl-lb-keepalived-dead")[1]["name"] == "service keepalived stop"
+    _, files = state_args(lb, "gdl-lb-clean-files")
+    assert files["require"] == [{"cmd": "gdl-lb-keepalived-dead"}]
+
+
+def test_missing_release_fails_with_a_clear_message(tmp_path):
+    salt = LocalSalt(tmp_path, with_gdl(version="7.0.0"), SECRET)
+    (tmp_path / "files" / "gdl-releases" / "blog" / "blog-7.0.0.tar.gz").unlink()
+    done = salt.call("app-0-blog-dev", "state.show_sls", "gdl.app")
+    assert done.returncode != 0
+    assert "release blog 7.0.0 is not on the master" in done.stdout + done.stderr
+
+
+def test_missing_pillar_fails_with_a_clear_message(tmp_path):
+    salt = LocalSalt(tmp_path, with_gdl(vip=""), SECRET)
+    done = salt.call("lb-0-blog-dev", "state.show_sls", "gdl.lb")
+    assert done.returncode != 0
+    assert "pillar gdl:vip is empty" in done.stdout + done.stderr
+
+
+def test_lb_not_in_the_pillar_is_refused(local_salt):
+    done = local_salt.call("lb-5-blog-dev", "state.show_sls", "gdl.lb")
+    assert done.returncode != 0
+    assert "is not in pillar gdl:lbs" in done.stdout + done.stderr
+
+
+def test_top_files_give_each_role_its_states_and_the_secret_to_lbs_only(local_salt):
+    done = local_salt.call("lb-1-blog-dev", "state.show_top")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["local"]["base"] == ["gdl.common", "gdl.lb"]
+    done = local_salt.call("app-1-blog-dev", "state.show_top")
+    assert json.loads(done.stdout)["local"]["base"] == ["gdl.common", "gdl.app"]
+
+    # Values are masked in pillar output; the keys say enough.
+    def vrrp_keys(minion_id: str) -> list[str]:
+        done = local_salt.call(minion_id, "pillar.get", "gdl:vrrp")
+        assert done.returncode == 0, done.stderr
+        return sorted(json.loads(done.stdout)["local"])
+
+    assert vrrp_keys("lb-0-blog-dev") == ["interface", "router_id", "secret"]
+    assert vrrp_keys("app-0-blog-dev") == ["interface", "router_id"]
+    # Another environment's server gets none of it.
+    done = local_salt.call("app-0-blog-qa", "pillar.get", "gdl")
+    assert json.loads(done.stdout)["local"] in ("", {}, None)
+
+
+def test_pillar_example_documents_every_default_key():
+    example = yaml.safe_load((REPO_ROOT / "pillar" / "pillar.example").read_text())["gdl"]
+
+    def keys(data: Any, prefix: str = "") -> set[str]:
+        if not isinstance(data, dict):
+            return set()
+        found = set()
+        for key, value in data.items():
+            found.add(prefix + key)
+            found |= keys(value, f"{prefix}{key}:")
+        return found
+
+    documented = keys(example)
+    for role in ("common", "app", "lb"):
+        defaults = yaml.safe_load(
+            (REPO_ROOT / "states" / "gdl" / role / "defaults.yaml").read_text()
+        )["gdl"]
+        missing = keys(defaults) - documented
+        assert not missing, f"pillar.example lacks {sorted(missing)} (defaults of {role})"
+    assert merged(SAMPLE, SECRET)["gdl"]["vrrp"]["secret"] == "k3epal1v"
