@@ -65,7 +65,7 @@ class ServerRequest:
     role: str
     size: str
     minion_public_key: str  # PEM, already accepted on the master
-    minion_private_key: str  # PEM, handed to the server at boot only
+    minion_private_key: str = field(repr=False)  # PEM, handed to the server at boot only
     master_address: str
 
 

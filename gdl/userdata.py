@@ -1,0 +1,116 @@
+"""Cloud-init user data that turns a fresh server into a gdl minion.
+
+The server installs Salt in its own virtualenv (the distribution's Salt may be
+missing or too old), receives its preseeded key pair (the master generated it
+and has already accepted the public half) and starts ``salt-minion`` pointed at
+the master.  Nothing here asks the master for anything: a server boots into an
+accepted minion or not at all.
+
+The user data carries the minion's private key: it is handed to the cloud and
+never printed.  :func:`describe` says what a document holds without it.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from gdl.providers.base import ServerRequest
+
+SALT_REQUIREMENT = "salt>=3008.4,<3009"
+SALT_PREFIX = "/opt/gdl/salt"
+MINION_CONFIG = "/etc/salt/minion.d/gdl.conf"
+MINION_PKI_DIR = "/etc/salt/pki/minion"
+INSTALL_SCRIPT = "/usr/local/sbin/gdl-minion-install"
+
+# Runs once at first boot (cloud-init runcmd). Plain sh: it must work on any image with
+# python3; Debian/Ubuntu images need python3-venv, which cloud-init installs first.
+_INSTALL = """#!/bin/sh
+# Install Salt in a virtualenv and start the minion; safe to run again.
+set -eu
+prefix={prefix}
+if [ ! -x "$prefix/bin/salt-minion" ]; then
+    python3 -m venv "$prefix"
+    "$prefix/bin/pip" install --quiet --upgrade pip
+    "$prefix/bin/pip" install --quiet '{requirement}'
+fi
+ln -sf "$prefix/bin/salt-call" /usr/local/bin/salt-call
+if [ -d /run/systemd/system ]; then
+    cat > /etc/systemd/system/salt-minion.service <<'UNIT'
+[Unit]
+Description=Salt minion (gdl)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart={prefix}/bin/salt-minion
+Restart=always
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable --now salt-minion.service
+else
+    "$prefix/bin/salt-minion" -d
+fi
+"""
+
+
+def minion_config(request: ServerRequest) -> str:
+    """The minion's ``minion.d`` drop-in: who the master is and who the minion is."""
+    return yaml.safe_dump(
+        {
+            "master": request.master_address,
+            "id": request.name,
+            # The key is preseeded and accepted: a rejected key is a fault, not a wait.
+            "acceptance_wait_time": 5,
+            "grains": {"gdl": {"app": request.app, "env": request.env, "role": request.role}},
+        },
+        default_flow_style=False,
+        sort_keys=True,
+    )
+
+
+def render(request: ServerRequest, packages: tuple[str, ...] = ("python3-venv",)) -> str:
+    """The ``#cloud-config`` document for ``request``'s server (contains its private key)."""
+    document = {
+        "hostname": request.name,
+        "fqdn": request.name,
+        "packages": list(packages),
+        "write_files": [
+            {
+                "path": MINION_CONFIG,
+                "permissions": "0644",
+                "owner": "root:root",
+                "content": minion_config(request),
+            },
+            {
+                "path": f"{MINION_PKI_DIR}/minion.pem",
+                "permissions": "0400",
+                "owner": "root:root",
+                "content": request.minion_private_key,
+            },
+            {
+                "path": f"{MINION_PKI_DIR}/minion.pub",
+                "permissions": "0644",
+                "owner": "root:root",
+                "content": request.minion_public_key,
+            },
+            {
+                "path": INSTALL_SCRIPT,
+                "permissions": "0755",
+                "owner": "root:root",
+                "content": _INSTALL.format(prefix=SALT_PREFIX, requirement=SALT_REQUIREMENT),
+            },
+        ],
+        "runcmd": [[INSTALL_SCRIPT]],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(document, default_flow_style=False, sort_keys=False)
+
+
+def describe(user_data: str) -> str:
+    """A one-line account of a user-data document that never shows file contents."""
+    document = yaml.safe_load(user_data.split("\n", 1)[1]) or {}
+    paths = ", ".join(f["path"] for f in document.get("write_files", []))
+    return f"cloud-config for {document.get('hostname', '?')}: writes {paths}"

@@ -1,0 +1,328 @@
+"""The OpenStack provider against the rig: a real Nova/Neutron/Glance/Keystone.
+
+Nothing boots on the rig (Nova's fake driver): servers reach ACTIVE and their ports go
+ACTIVE, but no cloud-init runs, so these tests stop at what the cloud records.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gdl import keys, naming, userdata
+from gdl.errors import CapacityError, ConfigError, CredentialsError, GdlError, NotFound
+from gdl.providers.base import RUNNING, ServerRequest
+from gdl.providers.openstack import MARK_SERVER, group_description, group_name, tags_of
+from gdl.spec import EnvSpec
+
+
+def spec(env: str, servers: int = 2, size: str = "m1.small", app: str = "blog") -> EnvSpec:
+    return EnvSpec(app=app, env=env, servers=servers, size=size, provider="openstack")
+
+
+def requests(app: str, env: str, master: str, apps: int = 2, lbs: int = 2) -> list:
+    made = []
+    for role, count in (("app", apps), ("lb", lbs)):
+        for index in range(count):
+            name = naming.server_name(role, index, app, env)
+            pair = keys.generate(bits=1024)
+            made.append(
+                ServerRequest(
+                    name=name,
+                    app=app,
+                    env=env,
+                    role=role,
+                    size="m1.tiny",
+                    minion_public_key=pair.public_pem,
+                    minion_private_key=pair.private_pem,
+                    master_address=master,
+                )
+            )
+    return made
+
+
+def snapshot(conn) -> dict[str, set[str]]:
+    """The ids of everything gdl could make in the demo project."""
+    return {
+        "servers": {s.id for s in conn.compute.servers()},
+        "ports": {p.id for p in conn.network.ports()},
+        "security_groups": {g.id for g in conn.network.security_groups()},
+        "server_groups": {g.id for g in conn.compute.server_groups()},
+        "floating_ips": {f.id for f in conn.network.ips()},
+    }
+
+
+def env_leftovers(conn, app: str, env: str) -> dict[str, list[str]]:
+    """Anything of (app, env) still in the cloud, found by its marks and names."""
+    tags = ",".join(tags_of(naming.ownership(app, env)))
+    names = {group_name(app, env, role) for role in naming.ROLES}
+    found = {
+        "servers": [
+            s.name for s in conn.compute.servers() if naming.owned_by(s.metadata or {}, app, env)
+        ],
+        "ports": [p.name for p in conn.network.ports(tags=tags)],
+        "floating_ips": [f.floating_ip_address for f in conn.network.ips(tags=tags)],
+        "security_groups": [g.name for g in conn.network.security_groups(tags=tags)],
+        "server_groups": [g.name for g in conn.compute.server_groups() if g.name in names],
+    }
+    return {kind: items for kind, items in found.items() if items}
+
+
+@pytest.fixture
+def cleanup(provider) -> Iterator[list[tuple[str, str]]]:
+    """Environments a test made; torn down whatever the test's outcome."""
+    envs: list[tuple[str, str]] = []
+    yield envs
+    for app, env in envs:
+        provider.teardown_env(app, env)
+
+
+# -- check(): every bad input is one line, and nothing is made --------------------------
+
+
+def test_check_accepts_a_good_request(provider, env_name):
+    provider.check(spec(env_name()))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "size", "error", "words"),
+    [
+        ({"image": "no-such-image"}, "m1.small", NotFound, "image 'no-such-image' does not exist"),
+        ({}, "m9.nope", NotFound, "flavor 'm9.nope' (size=m9.nope) does not exist"),
+        ({"network": "no-such-net"}, "m1.small", NotFound, "network 'no-such-net' does not exist"),
+        ({"key_name": "no-such-key"}, "m1.small", NotFound, "key pair 'no-such-key'"),
+        ({"cloud": "no-such-cloud"}, "m1.small", ConfigError, "cloud 'no-such-cloud' is not in"),
+    ],
+)
+def test_check_refuses_bad_input_in_one_line(
+    make_provider, demo, env_name, overrides, size, error, words
+):
+    before = snapshot(demo)
+    with pytest.raises(error) as caught:
+        make_provider(**overrides).check(spec(env_name(), size=size))
+    message = str(caught.value)
+    assert words in message
+    assert "\n" not in message and ": " in message  # problem: fix
+    assert snapshot(demo) == before
+
+
+def test_check_refuses_a_wrong_password(make_provider, rig, tmp_path, demo, env_name):
+    clouds = json.loads(Path(rig["clouds_file"]).read_text())
+    clouds["clouds"]["gdl-rig-demo"]["auth"]["password"] = "wrong-password"
+    bad = tmp_path / "clouds.yaml"
+    bad.write_text(json.dumps(clouds))
+    with pytest.raises(CredentialsError) as caught:
+        make_provider(clouds_file=str(bad)).check(spec(env_name()))
+    message = str(caught.value)
+    assert message.startswith("OpenStack rejected the credentials:")
+    assert "wrong-password" not in message and "\n" not in message
+
+
+def test_check_refuses_a_request_beyond_the_quota(quota_project, admin, env_name):
+    provider = quota_project()
+    project = provider.conn.current_project_id
+    before = snapshot(provider.conn)
+    admin.set_compute_quotas(project, instances=3)
+    with pytest.raises(CapacityError) as caught:
+        provider.check(spec(env_name(), servers=2))  # 2 apps + 2 LBs = 4 instances
+    message = str(caught.value)
+    assert "instances needs 4, 3 free of 3" in message
+    assert "\n" not in message
+    assert snapshot(provider.conn) == before
+
+
+def test_check_refuses_too_few_floating_ips(quota_project, admin, env_name):
+    provider = quota_project()
+    admin.set_network_quotas(provider.conn.current_project_id, floating_ips=0)
+    with pytest.raises(CapacityError, match="floating_ips needs 1, 0 free of 0"):
+        provider.check(spec(env_name()))
+
+
+# -- an environment's life ----------------------------------------------------------------
+
+
+def test_two_environments_made_and_torn_down_apart(provider, admin, demo, env_name, cleanup):
+    app, first, second = "blog", env_name(), env_name()
+    cleanup.extend([(app, first), (app, second)])
+    master = provider.cfg.master_address
+
+    network = provider.ensure_env(app, first)
+    assert provider.ensure_env(app, first) == network  # idempotent
+    assert provider.find_env(app, first) == network
+    assert ipaddress.ip_address(network.vip) in ipaddress.ip_network(network.cidr)
+    assert 1 <= network.router_id <= 255
+    assert network.public_address != network.vip  # the floating IP of the VIP port
+
+    made = provider.create_servers(requests(app, first, master))
+    assert sorted(s.name for s in made) == [
+        f"app-0-blog-{first}",
+        f"app-1-blog-{first}",
+        f"lb-0-blog-{first}",
+        f"lb-1-blog-{first}",
+    ]
+    assert {s.state for s in made} == {RUNNING}
+    listed = provider.list_servers(app, first)
+    assert [s.name for s in listed] == sorted(s.name for s in made)
+    assert all(s.address and s.size == "m1.tiny" for s in listed)
+
+    # Servers: ACTIVE, marked, in their role's anti-affinity group, with user data.
+    groups = {g.name: g for g in demo.compute.server_groups()}
+    for role in naming.ROLES:
+        group = groups[group_name(app, first, role)]
+        policy = group.policy or (group.policies or [None])[0]
+        assert policy in ("soft-anti-affinity", "anti-affinity")
+        members = {demo.compute.get_server(m).name for m in group.member_ids}
+        assert members == {s.name for s in made if s.role == role}
+    for server in made:
+        full = demo.compute.get_server(server.provider_id)
+        assert full.status == "ACTIVE"
+        assert naming.owned_by(full.metadata, app, first)
+        assert full.metadata[naming.MARK_ROLE] == server.role
+        # Nova shows user data to admins only.
+        text = base64.b64decode(admin.compute.get_server(server.provider_id).user_data).decode()
+        document = yaml.safe_load(text.split("\n", 1)[1])
+        written = {f["path"]: f for f in document["write_files"]}
+        config = yaml.safe_load(written[userdata.MINION_CONFIG]["content"])
+        assert (config["master"], config["id"]) == (master, server.name)
+        assert written["/etc/salt/pki/minion/minion.pem"]["permissions"] == "0400"
+        assert "PRIVATE KEY" in written["/etc/salt/pki/minion/minion.pem"]["content"]
+
+    # Security groups and their rules.
+    sgs = {g.name: g for g in demo.network.security_groups(tags=f"gdl_env={first}")}
+    lb_sg, app_sg = sgs[group_name(app, first, "lb")], sgs[group_name(app, first, "app")]
+
+    def rules(group):
+        return {
+            (r.protocol, r.port_range_min, r.port_range_max, r.remote_ip_prefix, r.remote_group_id)
+            for r in demo.network.security_group_rules(
+                security_group_id=group.id, direction="ingress"
+            )
+        }
+
+    from_master = f"{master}/32"
+    assert rules(lb_sg) == {
+        ("tcp", 80, 80, "0.0.0.0/0", None),
+        ("tcp", 443, 443, "0.0.0.0/0", None),
+        ("tcp", 22, 22, from_master, None),
+        ("tcp", 4505, 4506, from_master, None),
+        ("112", None, None, None, lb_sg.id),
+    }
+    assert rules(app_sg) == {
+        ("tcp", 80, 80, None, lb_sg.id),
+        ("tcp", 22, 22, from_master, None),
+        ("tcp", 4505, 4506, from_master, None),
+    }
+
+    # The VIP: its own port, in both LB ports' allowed address pairs, with the floating IP.
+    vip_ports = list(demo.network.ports(tags=f"gdl_env={first},gdl_role=vip"))
+    assert len(vip_ports) == 1
+    vip_port = vip_ports[0]
+    assert vip_port.fixed_ips[0]["ip_address"] == network.vip
+    assert f"gdl_vrid={network.router_id}" in vip_port.tags
+    for server in (s for s in made if s.role == "lb"):
+        (port,) = demo.network.ports(tags=f"{MARK_SERVER}={server.name}")
+        pairs = [ipaddress.ip_network(p["ip_address"]) for p in port.allowed_address_pairs]
+        assert pairs == [ipaddress.ip_network(f"{network.vip}/32")]
+        assert port.security_group_ids == [lb_sg.id]
+    for server in (s for s in made if s.role == "app"):
+        (port,) = demo.network.ports(tags=f"{MARK_SERVER}={server.name}")
+        assert port.allowed_address_pairs == []
+        assert port.security_group_ids == [app_sg.id]
+    (fip,) = demo.network.ips(port_id=vip_port.id)
+    assert fip.floating_ip_address == network.public_address
+
+    # A second environment on the same network coexists, with another router id.
+    other = provider.ensure_env(app, second)
+    assert other.vip != network.vip
+    assert other.router_id != network.router_id
+    provider.create_servers(requests(app, second, master, apps=1, lbs=0))
+    second_before = env_leftovers(demo, app, second)
+
+    # Tearing down the first leaves nothing of it and the second untouched.
+    deleted = provider.delete_servers([s.name for s in provider.list_servers(app, first)])
+    assert len(deleted) == 4
+    assert provider.delete_servers(deleted) == []  # idempotent
+    provider.teardown_env(app, first)
+    provider.teardown_env(app, first)  # idempotent
+    assert env_leftovers(demo, app, first) == {}
+    assert provider.find_env(app, first) is None
+    assert env_leftovers(demo, app, second) == second_before
+    assert provider.find_env(app, second) == other
+
+
+def test_half_made_environment_is_destroyed_from_the_cloud_alone(
+    make_provider, demo, env_name, cleanup
+):
+    app, env = "blog", env_name()
+    cleanup.append((app, env))
+    building = make_provider()
+    building.ensure_env(app, env)
+    (request,) = requests(app, env, building.cfg.master_address, apps=0, lbs=1)
+    # The build died after making a server's port, before the server.
+    building._server_port(request, building._ensure_parts(app, env))
+    assert env_leftovers(demo, app, env)
+
+    destroying = make_provider()  # knows nothing of the first
+    destroying.delete_servers([s.name for s in destroying.list_servers(app, env)])
+    destroying.teardown_env(app, env)
+    assert env_leftovers(demo, app, env) == {}
+
+
+def test_a_server_that_fails_is_reported_with_its_fault_and_removed(
+    provider, admin, demo, env_name, cleanup
+):
+    app, env = "blog", env_name()
+    cleanup.append((app, env))
+    # More disk than the fake compute host has (and no quota on disk): the scheduler
+    # finds no valid host.
+    flavor = admin.compute.find_flavor("gdl-test-huge") or admin.compute.create_flavor(
+        name="gdl-test-huge", vcpus=1, ram=512, disk=1024 * 1024
+    )
+    assert flavor is not None
+    provider.ensure_env(app, env)
+    (request,) = requests(app, env, provider.cfg.master_address, apps=1, lbs=0)
+    request = ServerRequest(**{**request.__dict__, "size": "gdl-test-huge"})
+    with pytest.raises(GdlError) as caught:
+        provider.create_servers([request])
+    message = str(caught.value)
+    assert "went to ERROR" in message and "No valid host" in message
+    assert "\n" not in message
+    leftovers = env_leftovers(demo, app, env)
+    assert "servers" not in leftovers
+    assert leftovers.get("ports", []) == [f"gdl-blog-{env}-vip"]
+
+
+def test_concurrent_builders_share_one_set_of_parts(make_provider, demo, env_name, cleanup):
+    app, env = "blog", env_name()
+    cleanup.append((app, env))
+    builders = [make_provider(), make_provider()]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        networks = list(pool.map(lambda p: p.ensure_env(app, env), builders))
+    assert networks[0] == networks[1]
+    leftovers = env_leftovers(demo, app, env)
+    assert sorted(leftovers["security_groups"]) == [f"gdl-blog-{env}-app", f"gdl-blog-{env}-lb"]
+    assert leftovers["ports"] == [f"gdl-blog-{env}-vip"]
+    assert len(leftovers["floating_ips"]) == 1
+
+
+def test_parts_left_untagged_are_adopted_and_torn_down(provider, demo, env_name, cleanup):
+    app, env = "blog", env_name()
+    cleanup.append((app, env))
+    # A build died between making the group and tagging it.
+    orphan = demo.network.create_security_group(
+        name=group_name(app, env, "lb"), description=group_description(app, env, "lb")
+    )
+    provider.ensure_env(app, env)
+    groups = list(demo.network.security_groups(name=group_name(app, env, "lb")))
+    assert [g.id for g in groups] == [orphan.id]  # adopted, not doubled
+    assert "gdl_role=lb" in groups[0].tags
+    provider.teardown_env(app, env)
+    assert env_leftovers(demo, app, env) == {}
+    assert demo.network.find_security_group(orphan.id, ignore_missing=True) is None

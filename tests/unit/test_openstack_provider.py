@@ -1,0 +1,149 @@
+"""The OpenStack provider's plain parts: settings, tags, router ids, retries, errors.
+
+Everything that needs a cloud runs against the rig (tests/openstack); here only what the
+rig cannot produce on demand (5xx answers, lost connections) and the pure helpers.
+"""
+
+import logging
+
+import pytest
+from keystoneauth1 import exceptions as ks_exceptions
+from openstack import exceptions as os_exceptions
+
+from gdl.errors import CapacityError, ConfigError, CredentialsError, ProviderError
+from gdl.providers import openstack as provider
+
+BASE = {"image": "debian-12", "network": "private", "master_address": "10.0.0.2"}
+
+
+def http_error(status, message="boom"):
+    """An SDK HTTP error as the cloud layer raises it, without a real response."""
+    error = os_exceptions.HttpException(message=message, details=message)
+    error.status_code = status
+    return error
+
+
+def test_settings_need_image_network_and_master_address():
+    for missing in BASE:
+        section = {k: v for k, v in BASE.items() if k != missing}
+        with pytest.raises(ConfigError, match=f"gdl:openstack:{missing} is not set"):
+            provider.OpenStackSettings.from_mapping(section)
+
+
+def test_settings_master_address_must_be_an_address():
+    with pytest.raises(ConfigError, match="not an IP address"):
+        provider.OpenStackSettings.from_mapping({**BASE, "master_address": "salt.example"})
+
+
+def test_settings_read_optional_keys():
+    cfg = provider.OpenStackSettings.from_mapping(
+        {**BASE, "cloud": "c", "flavor": {"m1.small": "g1.small"}, "key_name": "ops"}
+    )
+    assert cfg.cloud == "c"
+    assert cfg.flavors == {"m1.small": "g1.small"}
+    assert cfg.key_name == "ops"
+    assert cfg.external_network is None
+
+
+def test_no_cloud_configured_is_one_clear_line(monkeypatch):
+    for name in ("OS_CLOUD", "OS_AUTH_URL"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = provider.OpenStackSettings.from_mapping(BASE)
+    with pytest.raises(ConfigError) as caught:
+        provider.connect(cfg)
+    assert "no OpenStack cloud is configured" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_cloud_name_lists_the_known_ones(tmp_path, monkeypatch):
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n  mine:\n    auth:\n      auth_url: http://127.0.0.1:1/v3\n"
+        "      username: u\n      password: p\n      project_name: x\n"
+    )
+    cfg = provider.OpenStackSettings.from_mapping(
+        {**BASE, "cloud": "theirs", "clouds_file": str(clouds)}
+    )
+    with pytest.raises(ConfigError, match=r"cloud 'theirs' is not in clouds.yaml.*mine"):
+        provider.connect(cfg)
+
+
+def test_tags_round_trip_marks():
+    marks = {"gdl_app": "blog", "gdl_env": "dev", "gdl_role": "lb"}
+    tags = provider.tags_of(marks)
+    assert tags == ["gdl_app=blog", "gdl_env=dev", "gdl_role=lb"]
+    assert provider.marks_of([*tags, "not-a-mark"]) == marks
+
+
+def test_router_id_probes_upwards_and_wraps():
+    assert provider.next_router_id(10, []) == 10
+    assert provider.next_router_id(10, [10, 11]) == 12
+    assert provider.next_router_id(255, [255]) == 1
+    assert provider.next_router_id(1, range(1, 256)) is None
+
+
+def test_retry_gets_past_server_errors():
+    answers = [http_error(503), http_error(500), "made"]
+    pauses = []
+
+    def call():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert provider.retry(call, sleep=pauses.append) == "made"
+    assert pauses == [1.0, 2.0]
+
+
+def test_retry_gives_up_after_bounded_attempts():
+    calls = []
+
+    def call():
+        calls.append(1)
+        raise http_error(502)
+
+    with pytest.raises(os_exceptions.HttpException):
+        provider.retry(call, attempts=3, sleep=lambda _: None)
+    assert len(calls) == 3
+
+
+def test_retry_does_not_repeat_client_errors():
+    calls = []
+
+    def call():
+        calls.append(1)
+        raise http_error(400)
+
+    with pytest.raises(os_exceptions.HttpException):
+        provider.retry(call, sleep=lambda _: None)
+    assert len(calls) == 1
+
+
+def test_conflict_is_retried_only_when_asked():
+    assert not provider.is_transient(http_error(409))
+    assert provider.is_transient(http_error(409), conflict_is_transient=True)
+    assert provider.is_transient(ks_exceptions.ConnectFailure("reset"))
+
+
+def test_translate_names_the_kind_of_failure():
+    assert isinstance(provider.translate(ks_exceptions.Unauthorized(), "x"), CredentialsError)
+    quota = provider.translate(http_error(403, "Quota exceeded for instances"), "making lb-0")
+    assert isinstance(quota, CapacityError)
+    other = provider.translate(http_error(500, "oops\nsecond line"), "making lb-0")
+    assert isinstance(other, ProviderError)
+    assert "\n" not in str(other)
+    assert "making lb-0" in str(other)
+
+
+def test_user_data_never_reaches_the_logs(caplog):
+    provider.redact_user_data_in_logs()
+    provider.redact_user_data_in_logs()  # once is enough, twice is harmless
+    body = '{"server": {"name": "lb-0-blog-dev", "user_data": "c2VjcmV0LWtleQ=="}}'
+    with caplog.at_level("DEBUG", logger="keystoneauth.session"):
+        logging.getLogger("keystoneauth.session").debug("REQ: curl -d '%s'", body)
+    (record,) = caplog.records
+    assert "c2VjcmV0LWtleQ" not in record.getMessage()
+    assert '"user_data": "<redacted>"' in record.getMessage()
+    assert "lb-0-blog-dev" in record.getMessage()

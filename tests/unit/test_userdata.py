@@ -1,0 +1,80 @@
+"""The cloud-init user data a server boots with."""
+
+import stat
+
+import yaml
+
+from gdl import userdata
+from gdl.providers.base import ServerRequest
+
+PRIVATE = "-----BEGIN RSA PRIVATE KEY-----\nsecret-material\n-----END RSA PRIVATE KEY-----\n"
+PUBLIC = "-----BEGIN PUBLIC KEY-----\npublic-material\n-----END PUBLIC KEY-----\n"
+
+
+def request(**changes):
+    fields = {
+        "name": "lb-1-blog-dev",
+        "app": "blog",
+        "env": "dev",
+        "role": "lb",
+        "size": "m1.small",
+        "minion_public_key": PUBLIC,
+        "minion_private_key": PRIVATE,
+        "master_address": "10.20.0.2",
+    }
+    fields.update(changes)
+    return ServerRequest(**fields)
+
+
+def parse(text):
+    first, body = text.split("\n", 1)
+    assert first == "#cloud-config"
+    return yaml.safe_load(body)
+
+
+def files(document):
+    return {f["path"]: f for f in document["write_files"]}
+
+
+def test_minion_config_names_master_and_id():
+    written = files(parse(userdata.render(request())))
+    config = yaml.safe_load(written[userdata.MINION_CONFIG]["content"])
+    assert config["master"] == "10.20.0.2"
+    assert config["id"] == "lb-1-blog-dev"
+    assert config["grains"]["gdl"] == {"app": "blog", "env": "dev", "role": "lb"}
+
+
+def test_preseeded_pair_lands_in_the_minion_pki_dir():
+    written = files(parse(userdata.render(request())))
+    pem = written["/etc/salt/pki/minion/minion.pem"]
+    pub = written["/etc/salt/pki/minion/minion.pub"]
+    assert pem["content"] == PRIVATE
+    assert pub["content"] == PUBLIC
+    # The private key is readable by its owner only (salt-minion refuses looser modes).
+    assert int(pem["permissions"], 8) == stat.S_IRUSR
+    assert pem["owner"] == "root:root"
+
+
+def test_installs_a_ranged_salt_and_starts_the_minion():
+    document = parse(userdata.render(request()))
+    script = files(document)[userdata.INSTALL_SCRIPT]
+    assert "'salt>=3008.4,<3009'" in script["content"]
+    assert "salt-minion" in script["content"]
+    assert script["permissions"] == "0755"
+    assert document["runcmd"] == [[userdata.INSTALL_SCRIPT]]
+    assert "python3-venv" in document["packages"]
+    assert document["hostname"] == "lb-1-blog-dev"
+
+
+def test_describe_never_shows_the_private_key():
+    text = userdata.render(request())
+    summary = userdata.describe(text)
+    assert "secret-material" not in summary
+    assert "minion.pem" in summary
+    assert "\n" not in summary
+
+
+def test_odd_key_material_survives_yaml():
+    odd = "line: with colon\n# not a comment\n  indented\n"
+    written = files(parse(userdata.render(request(minion_private_key=odd))))
+    assert written["/etc/salt/pki/minion/minion.pem"]["content"] == odd
