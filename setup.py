@@ -6,15 +6,22 @@ carries them as ``gdl/_salt/<type>/`` and registers them with Salt's loader
 through the ``salt.loader`` entry point, so ``pip install`` is enough.
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
-SALT_MODULE_DIRS = {"runners": "_runners", "modules": "_modules", "clouds": "_clouds"}
+SALT_MODULE_DIRS = {
+    "runners": "_runners",
+    "modules": "_modules",
+    "clouds": "_clouds",
+    "output": "_output",
+}
 
 setup(
     name="gdl",
     version="0.1.0",
     description="Highly available web apps on OpenStack, provisioned the Salt way",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",

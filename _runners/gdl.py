@@ -66,9 +66,11 @@ def _context() -> workflow.Context:
 
 def _progress(message: str) -> None:
     log.info("gdl: %s", message)
-    # Outside salt-run (no event bus, no __jid_event__) progress is logged only.
-    with contextlib.suppress(NameError):
-        __jid_event__.fire_event({"message": message}, "progress")
+    # Outside salt-run there is no __jid_event__ (NameError); after a nested
+    # orchestrate Salt may have dropped the event bus it points to
+    # (ReferenceError).  Progress is then logged only.
+    with contextlib.suppress(NameError, ReferenceError):
+        __jid_event__.fire_event({"message": message, "outputter": "gdl_progress"}, "progress")
 
 
 def _env_name(env: Any, environment: Any) -> Any:
@@ -82,9 +84,19 @@ def _env_name(env: Any, environment: Any) -> Any:
 def _run(action, *args, **kwargs):
     try:
         return action(*args, **kwargs)
+    except Refused:
+        raise
     except GdlError as error:
         log.info("gdl: refused: %s", error)
         raise Refused(str(error)) from None
+    except Exception as error:
+        # Salt reports a TypeError raised anywhere inside a runner as "invalid
+        # arguments" with exit status 0: never let a failure pass as success.
+        log.exception("gdl: %s failed", getattr(action, "__name__", action))
+        raise Refused(
+            f"{getattr(action, '__name__', 'gdl')} failed: {type(error).__name__}: {error}"
+            " (the traceback is in the master log)"
+        ) from None
 
 
 def _check_kwargs(kwargs: dict[str, Any], allowed: tuple[str, ...]) -> None:

@@ -1,7 +1,7 @@
 """The ``salt.loader`` entry point: where Salt finds gdl's modules.
 
-The modules live in the source tree's top-level ``_runners/``, ``_modules/``
-and ``_clouds/`` (so ``saltutil.sync_all`` from ``file_roots`` works too);
+The modules live in the source tree's top-level ``_runners/``, ``_modules/``,
+``_clouds/`` and ``_output/`` (so ``saltutil.sync_all`` from ``file_roots`` works too);
 an installed wheel carries copies under ``gdl/_salt/``.
 """
 
@@ -10,7 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 # Salt's extension type -> the source tree's directory for it.
-EXTENSION_DIRS = {"runners": "_runners", "modules": "_modules", "clouds": "_clouds"}
+EXTENSION_DIRS = {
+    "runners": "_runners",
+    "modules": "_modules",
+    "clouds": "_clouds",
+    "output": "_output",
+}
 
 
 def loader_dirs() -> dict[str, list[str]]:

@@ -116,7 +116,8 @@ def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
 
         ctx.progress(f"{spec.env_id}: preparing the environment's network parts")
         network = provider.ensure_env(spec.app, spec.env)
-        apps.build_wheelhouse(ctx.settings, manifest)
+        ctx.progress(f"{spec.env_id}: building release {manifest.version} of {spec.app}")
+        apps.build_release_for(ctx.settings, spec.app)
 
         app_plan = plan.of_role("app")
         replace_servers(ctx, provider, spec, list(app_plan.replace))
@@ -378,7 +379,7 @@ def check_vip(ctx: Context, app: str, env: str, timeout: float = VIP_TIMEOUT) ->
     if network is None:
         raise NotFound(f"{naming.env_id(app, env)} has no VIP", "run the build again")
     manifest = apps.load_manifest(ctx.settings.apps_dir, app)
-    url = f"http://{network.vip}{manifest.health_path}"
+    url = f"http://{network.vip}{manifest.health}"
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
