@@ -40,9 +40,11 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
+MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
@@ -168,6 +170,11 @@ def build_root(boot: dict) -> None:
     for sub, mode in (("run", 0o755), ("tmp", 0o1777)):
         os.chmod(f"{stage}/{sub}", mode)
         _mount(f"{stage}/{sub}", f"{merged}/{sub}", None, MS_BIND)
+    for path in boot.get("machine_dirs", []):
+        # Still the machine's tree here: pivot_root comes last.
+        os.makedirs(merged + path, exist_ok=True)
+        _mount(path, merged + path, None, MS_BIND | MS_REC)
+        _mount(path, merged + path, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     os.makedirs(f"{merged}/run/lock", exist_ok=True)
     os.chmod(f"{merged}/run/lock", 0o1777)  # noqa: S103 - sticky, like every /run/lock
     _mount("/dev", f"{merged}/dev", None, MS_BIND | MS_REC)

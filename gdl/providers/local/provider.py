@@ -91,6 +91,19 @@ def fresh_dirs(candidates: Iterable[str], needed: Iterable[str]) -> list[str]:
     )
 
 
+def machine_dirs(needed: Iterable[str]) -> list[str]:
+    """Directories under /tmp or /run (fresh in every host) that hosts must still see.
+
+    A venv or checkout there (a CI clone under /tmp, say) is bind-mounted into
+    each host read-only, at the same path.
+    """
+    return _outermost(
+        path
+        for path in needed
+        if os.path.isdir(path) and (_is_under(path, "/tmp") or _is_under(path, "/run"))
+    )
+
+
 class LocalProvider(Provider):
     """Namespace hosts joined by one Linux bridge."""
 
@@ -451,6 +464,8 @@ class LocalProvider(Provider):
         )
         # The minion's interpreter must stay visible (a pyenv Python lives under /root).
         needed = [os.path.realpath(p) for p in (self.venv, self.venv / "bin" / "python3")]
+        # An editable install of gdl (a checkout) is read through the venv too.
+        needed.append(os.path.realpath(Path(__file__).resolve().parents[3]))
         hidden = fresh_dirs((*FRESH_DIRS, *self.hidden_dirs), needed)
         records = list(self._records().values())
         return {
@@ -459,6 +474,7 @@ class LocalProvider(Provider):
             "stage_dir": str(self._host_dir(request.name) / "root"),
             "disk_bytes": size.disk_gb * 1024**3,
             "fresh_dirs": hidden,
+            "machine_dirs": machine_dirs(needed),
             "cgroups": list(cgroups),
             "files": {
                 "/etc/hostname": {"text": request.name + "\n"},

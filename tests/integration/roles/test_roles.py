@@ -13,13 +13,11 @@ import ipaddress
 import itertools
 import json
 import os
-import random
 import re
 import subprocess
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,6 +29,7 @@ from gdl.config import Settings
 from gdl.envstore import EnvRecord
 from gdl.providers.base import EnvNetwork, Server, ServerRequest
 from gdl.providers.local import LocalProvider, network
+from tests.support.local_cloud import make_bridge
 from tests.support.salt_daemons import REPO_ROOT, SaltMaster
 
 pytestmark = pytest.mark.integration
@@ -66,19 +65,6 @@ class Environment:
     def salt(self, target: str, *args: str, timeout: float = 600) -> dict:
         # -t: wait for slow returns (a first apply builds virtualenvs) instead of giving up.
         return self.master.salt_json("-t", str(int(timeout)), "-L", target, *args, timeout=timeout)
-
-
-def make_bridge() -> tuple[str, str]:
-    bridge = f"gdlr{uuid.uuid4().hex[:8]}"
-    for _attempt in range(5):
-        cidr = network.choose_cidr(network.machine_networks(), seed=random.randrange(1 << 20))
-        assert cidr is not None, "no free subnet on this machine"
-        try:
-            network.ensure_bridge(bridge, cidr)
-            return bridge, str(cidr)
-        except Exception:
-            network.remove_bridge(bridge)
-    raise RuntimeError("could not make a bridge on a free subnet")
 
 
 def failed_states(returns: dict) -> list[str]:
@@ -140,7 +126,7 @@ def wait_for(predicate, timeout: float = WAIT, interval: float = 0.1):
 
 @pytest.fixture(scope="module")
 def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environment]:
-    bridge, cidr = make_bridge()
+    bridge, cidr = make_bridge(tag="gdlr")
     master = provider = None
     try:
         gateway = str(network.gateway_address(ipaddress.ip_network(cidr)))
