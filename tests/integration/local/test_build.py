@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
+import subprocess
 import threading
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -110,6 +113,41 @@ def test_build_serves_the_blog_from_both_app_servers(built):
     hosts = served_by(url, 20)
     assert Counter(hosts) == {"app-0-blog-dev": 10, "app-1-blog-dev": 10}
     assert all(a != b for a, b in itertools.pairwise(hosts)), hosts
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed")
+def test_a_browser_shows_the_posts_and_the_serving_host(built, tmp_path):
+    """Headless Chromium renders the index through the VIP: posts and serving host shown."""
+    url = built["result"]["url"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,900",
+    ]
+    screenshot = tmp_path / "index.png"
+    shot = subprocess.run(
+        [str(CHROMIUM), *flags, f"--screenshot={screenshot}", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
+    dom = subprocess.run(
+        [str(CHROMIUM), *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert "How a rollout works" in dom
+    assert "One address, two load balancers" in dom or "one-address-two-load-balancers" in dom
+    assert re.search(r"app-[01]-blog-dev", dom), dom[-2000:]
 
 
 def test_unchanged_build_changes_nothing_and_is_quick(local_cloud, built):
