@@ -1,10 +1,12 @@
 """One operation at a time per environment.
 
-The lock is an ``flock`` on a file in the master's state directory, so it
-dies with the process that holds it: a build killed half-way never leaves a
-stale lock behind.  Within one process the lock is re-entrant, because
-``gdl.build`` holds it while the orchestration it starts calls back into
-runner steps that take it too.
+The lock is a POSIX record lock (``lockf``) on a file in the master's state
+directory, so it dies with the process that holds it: a build killed half-way
+never leaves a stale lock behind.  Unlike ``flock``, it is not shared with
+children the holder forks (salt-cloud forks its parallel workers), so a
+leftover worker never keeps an environment locked.  Within one process the
+lock is re-entrant, because ``gdl.build`` holds it while the orchestration it
+starts calls back into runner steps that take it too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from gdl import naming
 from gdl.errors import LockHeld
 
 # (lock path, pid) -> depth.  Keyed by pid too: a forked child inherits this
-# dict but not the flock's meaning, and must take the lock for itself.
+# dict but not the lock, and must take the lock for itself.
 _held: dict[tuple[str, int], int] = {}
 _guard = threading.Lock()
 
@@ -69,8 +71,8 @@ def env_lock(
     while True:
         handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held elsewhere
             os.close(handle)
             if time.monotonic() >= deadline:
                 raise LockHeld(
@@ -110,7 +112,7 @@ def env_lock(
                 _held.pop(key, None)
             os.ftruncate(handle, 0)
     finally:
-        os.close(handle)  # closing drops the flock
+        os.close(handle)  # closing drops the lock
 
 
 def remove_lock_file(lock_dir: str | os.PathLike[str], app: str, env: str) -> None:

@@ -1,14 +1,13 @@
 import multiprocessing
-
-import pytest
+import time
 
 from gdl.errors import LockHeld
 from gdl.lock import env_lock, remove_lock_file
 
 
-def _try_lock(lock_dir, queue):
+def _try_lock(lock_dir, queue, wait=0):
     try:
-        with env_lock(lock_dir, "blog", "dev", "build"):
+        with env_lock(lock_dir, "blog", "dev", "build", wait=wait):
             queue.put("acquired")
     except LockHeld as error:
         queue.put(str(error))
@@ -52,11 +51,22 @@ def test_removed_lock_file_is_recreated(tmp_path):
         assert (tmp_path / "gdl-blog-dev.lock").exists()
 
 
-def test_wait_gives_up(tmp_path):
+def test_waiting_takes_the_lock_once_it_is_released(tmp_path):
     queue = multiprocessing.Queue()
     with env_lock(tmp_path, "blog", "dev", "build"):
-        worker = multiprocessing.Process(target=_try_lock, args=(tmp_path, queue))
+        worker = multiprocessing.Process(target=_try_lock, args=(tmp_path, queue, 30))
+        worker.start()
+        time.sleep(1)  # the worker is waiting on the held lock meanwhile
+        assert queue.empty()
+    worker.join(30)
+    assert queue.get(timeout=5) == "acquired"
+
+
+def test_waiting_gives_up_with_the_holder(tmp_path):
+    queue = multiprocessing.Queue()
+    with env_lock(tmp_path, "blog", "dev", "build"):
+        worker = multiprocessing.Process(target=_try_lock, args=(tmp_path, queue, 1))
         worker.start()
         worker.join(30)
-    with pytest.raises(LockHeld):
-        raise LockHeld(queue.get(timeout=5))
+        message = queue.get(timeout=5)
+    assert message.startswith("blog-dev is busy: build by pid")
