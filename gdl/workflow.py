@@ -45,6 +45,9 @@ class SaltOps(Protocol):
     def orchestrate(self, sls: str, pillar: dict[str, Any], test: bool) -> tuple[bool, Any]:
         """Run an orchestrate SLS; (succeeded, its return)."""
 
+    def lb_status(self, lbs: list[str], vip: str) -> dict[str, Any]:
+        """Which of ``lbs`` holds ``vip``, and its haproxy backends' states."""
+
 
 @dataclass
 class Context:
@@ -120,7 +123,7 @@ def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
         apps.build_release_for(ctx.settings, spec.app)
 
         app_plan = plan.of_role("app")
-        replace_servers(ctx, provider, spec, list(app_plan.replace))
+        replace_servers(ctx, provider, list(app_plan.replace))
         create_servers(ctx, provider, spec, network, list(app_plan.create + app_plan.replace))
 
         ok, result = ctx.salt.orchestrate(
@@ -164,8 +167,7 @@ def destroy(
             "record": record is not None,
         }
     with env_lock(ctx.settings.lock_dir, app, env, "destroy"):
-        removed = remove_servers(ctx, app, env, [s.name for s in servers], provider=chosen.name)
-        teardown(ctx, app, env, provider=chosen.name)
+        removed = _teardown(ctx, app, env, chosen.name)
     return {
         "result": True,
         "environment": naming.env_id(app, env),
@@ -193,7 +195,7 @@ def status(ctx: Context, app: str, env: str) -> dict[str, Any]:
             for s in sorted(servers, key=lambda s: s.name)
         ],
     }
-    if network and hasattr(ctx.salt, "lb_status"):
+    if network:
         result.update(ctx.salt.lb_status([n for n in lbs if n in answering], network.vip))
     return result
 
@@ -208,15 +210,25 @@ def list_environments(ctx: Context) -> list[dict[str, Any]]:
         for server in provider.list_servers():
             entry = found.setdefault(
                 (server.app, server.env),
-                {"app": server.app, "env": server.env, "provider": name, "app_servers": 0},
+                {
+                    "app": server.app,
+                    "env": server.env,
+                    "provider": name,
+                    "app_servers": 0,
+                    "lbs": 0,
+                },
             )
-            if server.role == "app":
-                entry["app_servers"] += 1
-            entry["lbs"] = entry.get("lbs", 0) + (server.role == "lb")
+            entry["app_servers" if server.role == "app" else "lbs"] += 1
     for key, record in records.items():
         found.setdefault(
             key,
-            {"app": record.app, "env": record.env, "provider": record.provider, "app_servers": 0},
+            {
+                "app": record.app,
+                "env": record.env,
+                "provider": record.provider,
+                "app_servers": 0,
+                "lbs": 0,
+            },
         )
         found[key]["requested"] = record.servers
     return [found[key] for key in sorted(found)]
@@ -253,8 +265,8 @@ def create_servers(
     return made
 
 
-def replace_servers(ctx: Context, provider: Provider, spec: EnvSpec, names: list[str]) -> None:
-    """Delete broken servers so they can be made again under the same names."""
+def replace_servers(ctx: Context, provider: Provider, names: list[str]) -> None:
+    """Delete broken servers and their keys so they can be made again under the same names."""
     if names:
         ctx.progress(f"replacing broken servers: {', '.join(names)}")
         provider.delete_servers(names, progress=ctx.progress)
@@ -286,11 +298,7 @@ def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
     record = _require_record(ctx, app, env)
     provider = ctx.provider(record.provider)
     plan = make_plan(app, env, record.servers, provider.list_servers(app, env)).of_role("lb")
-    if plan.replace:
-        ctx.progress(f"replacing broken load balancers: {', '.join(plan.replace)}")
-        provider.delete_servers(list(plan.replace), progress=ctx.progress)
-        for name in plan.replace:
-            keys.remove(ctx.settings.pki_dir, name)
+    replace_servers(ctx, provider, list(plan.replace))
     missing = list(plan.create + plan.replace)
     if missing:
         for name in missing:
@@ -356,11 +364,11 @@ def teardown(ctx: Context, app: str, env: str, provider: str | None = None) -> N
         _teardown(ctx, app, env, provider)
 
 
-def _teardown(ctx: Context, app: str, env: str, provider: str | None) -> None:
+def _teardown(ctx: Context, app: str, env: str, provider: str | None) -> list[str]:
+    """Servers first (a half-made build's too), then the shared parts; returns the deleted."""
     chosen = _env_provider(ctx, app, env, provider)
     leftover = [s.name for s in chosen.list_servers(app, env)]
-    if leftover:
-        remove_servers(ctx, app, env, leftover, provider=chosen.name)
+    removed = remove_servers(ctx, app, env, leftover, provider=chosen.name) if leftover else []
     ctx.progress(f"removing the network parts of {naming.env_id(app, env)}")
     chosen.teardown_env(app, env)
     for minion_id in keys.env_minions(ctx.settings.pki_dir, app, env):
@@ -368,6 +376,7 @@ def _teardown(ctx: Context, app: str, env: str, provider: str | None) -> None:
     pillar.remove(ctx.settings.pillar_dir, app, env)
     envstore.remove(ctx.settings.state_dir, app, env)
     remove_lock_file(ctx.settings.lock_dir, app, env)
+    return removed
 
 
 def check_vip(ctx: Context, app: str, env: str, timeout: float = VIP_TIMEOUT) -> dict[str, Any]:
