@@ -21,6 +21,8 @@ SALT_PREFIX = "/opt/gdl/salt"
 MINION_CONFIG = "/etc/salt/minion.d/gdl.conf"
 MINION_PKI_DIR = "/etc/salt/pki/minion"
 INSTALL_SCRIPT = "/usr/local/sbin/gdl-minion-install"
+# What a Debian/Ubuntu cloud image lacks to make Salt's virtualenv.
+DEFAULT_PACKAGES = ("python3-venv",)
 
 # Runs once at first boot (cloud-init runcmd). Plain sh: it must work on any image with
 # python3; Debian/Ubuntu images need python3-venv, which cloud-init installs first.
@@ -57,33 +59,41 @@ fi
 """
 
 
-def minion_config(request: ServerRequest) -> str:
+def minion_config(
+    request: ServerRequest, master_port: int | None = None, publish_port: int | None = None
+) -> str:
     """The minion's ``minion.d`` drop-in: who the master is and who the minion is."""
-    return yaml.safe_dump(
-        {
-            "master": request.master_address,
-            "id": request.name,
-            # The key is preseeded and accepted: a rejected key is a fault, not a wait.
-            "acceptance_wait_time": 5,
-            "grains": {"gdl": {"app": request.app, "env": request.env, "role": request.role}},
-        },
-        default_flow_style=False,
-        sort_keys=True,
-    )
+    config: dict = {
+        "master": request.master_address,
+        "id": request.name,
+        # The key is preseeded and accepted: a rejected key is a fault, not a wait.
+        "acceptance_wait_time": 5,
+        "grains": {"gdl": {"app": request.app, "env": request.env, "role": request.role}},
+    }
+    if master_port:
+        config["master_port"] = master_port
+    if publish_port:
+        config["publish_port"] = publish_port
+    return yaml.safe_dump(config, default_flow_style=False, sort_keys=True)
 
 
-def render(request: ServerRequest, packages: tuple[str, ...] = ("python3-venv",)) -> str:
+def render(
+    request: ServerRequest,
+    packages: tuple[str, ...] = DEFAULT_PACKAGES,
+    master_port: int | None = None,
+    publish_port: int | None = None,
+) -> str:
     """The ``#cloud-config`` document for ``request``'s server (contains its private key)."""
-    document = {
-        "hostname": request.name,
-        "fqdn": request.name,
-        "packages": list(packages),
+    document: dict = {"hostname": request.name, "fqdn": request.name}
+    if packages:  # cloud-init's schema refuses an empty list
+        document["packages"] = list(packages)
+    document |= {
         "write_files": [
             {
                 "path": MINION_CONFIG,
                 "permissions": "0644",
                 "owner": "root:root",
-                "content": minion_config(request),
+                "content": minion_config(request, master_port, publish_port),
             },
             {
                 "path": f"{MINION_PKI_DIR}/minion.pem",

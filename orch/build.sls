@@ -29,6 +29,9 @@ gdl_sync_modules:
     - name: saltutil.sync_modules
     - tgt: '{{ app_servers }}|{{ lbs }}'
     - tgt_type: pcre
+    # Many minions syncing at once on a busy master answer late: wait for them rather
+    # than report "no minions responded" after the default few seconds.
+    - timeout: 300
     - require:
       - salt: gdl_pillar
 

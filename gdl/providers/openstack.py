@@ -24,6 +24,10 @@ Settings (the ``gdl:openstack`` mapping of the master config)::
     external_network: public  # where floating IPs come from (when `network` is not external)
     key_name: ops             # optional: else the account's first key pair
     master_address: 10.0.0.2  # what minions connect to
+    master_port: 4506         # optional: the master's ports, when not Salt's defaults
+    publish_port: 4505
+    minion_packages: [python3-venv]   # optional: Debian packages cloud-init installs first
+                                      # ([] for an image that already has python3-venv)
     flavor: {m1.small: g1.small}   # optional: size -> flavor name
     availability_zone: nova   # optional
 """
@@ -341,6 +345,9 @@ class OpenStackSettings:
     availability_zone: str | None = None
     flavors: dict[str, str] = field(default_factory=dict)
     server_timeout: float = 600.0
+    master_port: int | None = None
+    publish_port: int | None = None
+    minion_packages: tuple[str, ...] = userdata.DEFAULT_PACKAGES
 
     @classmethod
     def from_mapping(cls, section: dict[str, Any]) -> OpenStackSettings:
@@ -375,7 +382,30 @@ class OpenStackSettings:
                 "gdl:openstack:flavor is not a mapping",
                 "give size names mapped to flavor names, e.g. {m1.small: g1.small}",
             )
+
+        def port(key: str) -> int | None:
+            value = section.get(key)
+            if value in (None, ""):
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+                raise ConfigError(
+                    f"gdl:openstack:{key} {value!r} is not a TCP port",
+                    "give a number from 1 to 65535, or leave it out for Salt's default",
+                )
+            return value
+
+        packages = section.get("minion_packages", list(userdata.DEFAULT_PACKAGES))
+        if not isinstance(packages, list) or not all(
+            isinstance(p, str) and re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", p) for p in packages
+        ):
+            raise ConfigError(
+                f"gdl:openstack:minion_packages {packages!r} is not a list of package names",
+                "give a list such as [python3-venv], or [] when the image has what Salt needs",
+            )
         return cls(
+            master_port=port("master_port"),
+            publish_port=port("publish_port"),
+            minion_packages=tuple(packages),
             image=text("image", required=True) or "",
             network=text("network", required=True) or "",
             master_address=master_address,
@@ -1089,7 +1119,13 @@ class OpenStackProvider(Provider):
                 **naming.ownership(request.app, request.env, request.role),
                 MARK_SIZE: request.size,
             }
-            encoded = base64.b64encode(userdata.render(request).encode()).decode()
+            document = userdata.render(
+                request,
+                self.cfg.minion_packages,
+                master_port=self.cfg.master_port,
+                publish_port=self.cfg.publish_port,
+            )
+            encoded = base64.b64encode(document.encode()).decode()
             options: dict[str, Any] = {}
             if self.cfg.availability_zone:
                 options["availability_zone"] = self.cfg.availability_zone

@@ -32,7 +32,8 @@ IMAGE = "gdl-rig-image"
 NETWORK = "private"
 EXTERNAL_NETWORK = "public"
 KEY_NAME = "gdl-test"
-# A made-up master: the rig boots nothing, so nobody connects to it.
+# A made-up master for the provider tests: their servers boot, and their minions knock
+# at an address where nobody answers (tests/openstack/test_build.py runs a real one).
 MASTER_ADDRESS = "10.231.0.250"
 RIG_TIMEOUT = 1800
 
@@ -90,7 +91,7 @@ def demo(rig: dict[str, Any]) -> openstack.connection.Connection:
     """The rig's demo project, where gdl works."""
     conn = _connect(rig["clouds_file"], DEMO_CLOUD)
     if conn.compute.find_keypair(KEY_NAME) is None:
-        # Nothing boots on the rig: any valid public key does.
+        # Nobody logs in to the rig's servers: any valid public key does.
         public = (
             Ed25519PrivateKey.generate()
             .public_key()
@@ -111,6 +112,8 @@ def openstack_section(rig: dict[str, Any], demo: openstack.connection.Connection
         "external_network": EXTERNAL_NETWORK,
         "key_name": KEY_NAME,
         "master_address": MASTER_ADDRESS,
+        # The rig's image has what Salt needs; cloud-init must not reach for a mirror.
+        "minion_packages": [],
     }
 
 

@@ -45,6 +45,20 @@ def test_settings_read_optional_keys():
     assert cfg.external_network is None
 
 
+def test_settings_ports_and_packages_are_checked():
+    cfg = provider.OpenStackSettings.from_mapping(
+        {**BASE, "master_port": 14506, "publish_port": 14505, "minion_packages": []}
+    )
+    assert (cfg.master_port, cfg.publish_port, cfg.minion_packages) == (14506, 14505, ())
+    assert provider.OpenStackSettings.from_mapping(BASE).minion_packages == ("python3-venv",)
+    for bad in ({"master_port": "4506x"}, {"publish_port": 70000}, {"master_port": True}):
+        with pytest.raises(ConfigError, match="is not a TCP port"):
+            provider.OpenStackSettings.from_mapping({**BASE, **bad})
+    for bad in ("python3-venv", ["ok", "no; rm -rf /"]):
+        with pytest.raises(ConfigError, match="minion_packages"):
+            provider.OpenStackSettings.from_mapping({**BASE, "minion_packages": bad})
+
+
 def test_no_cloud_configured_is_one_clear_line(monkeypatch):
     for name in ("OS_CLOUD", "OS_AUTH_URL"):
         monkeypatch.delenv(name, raising=False)

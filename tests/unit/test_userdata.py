@@ -78,3 +78,16 @@ def test_odd_key_material_survives_yaml():
     odd = "line: with colon\n# not a comment\n  indented\n"
     written = files(parse(userdata.render(request(minion_private_key=odd))))
     assert written["/etc/salt/pki/minion/minion.pem"]["content"] == odd
+
+
+def test_an_image_with_what_salt_needs_gets_no_package_list():
+    # cloud-init's schema refuses `packages: []`: no packages means no key at all.
+    document = yaml.safe_load(userdata.render(request(), packages=()).split("\n", 1)[1])
+    assert "packages" not in document
+
+
+def test_master_ports_reach_the_minion_config_only_when_set():
+    plain = yaml.safe_load(userdata.minion_config(request()))
+    assert "master_port" not in plain and "publish_port" not in plain
+    moved = yaml.safe_load(userdata.minion_config(request(), master_port=14506, publish_port=14505))
+    assert (moved["master_port"], moved["publish_port"]) == (14506, 14505)

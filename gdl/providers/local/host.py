@@ -115,10 +115,19 @@ def make_cgroups(names: HostNames, memory_bytes: int, vcpus: int) -> list[str]:
     return made
 
 
+def _kill_members(directory: Path) -> None:
+    """SIGKILL what is still in a host's cgroup: a host whose PID 1 was never recorded."""
+    with contextlib.suppress(OSError):
+        for pid in (directory / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
 def remove_cgroups(names: HostNames, timeout: float = 5) -> None:
     """Remove the host's cgroups (and the cloud's parent when it empties)."""
     for parent in cgroup_parents().values():
         directory = parent / names.cgroup
+        _kill_members(directory)
         deadline = time.monotonic() + timeout
         while directory.exists():
             try:
@@ -142,18 +151,23 @@ def _ip(*args: str, batch: str | None = None) -> None:
         raise ProviderError(f"'ip {what}' failed: {result.stderr.strip()}")
 
 
-def plumb(hosts: list[HostNames], bridge: str) -> dict[str, str]:
+def plumb(
+    hosts: list[HostNames], bridge: str, macs: dict[str, str] | None = None
+) -> dict[str, str]:
     """Make each host's network namespace and its veth pair, the machine's end on the bridge.
 
     Returns the errors by network namespace name; hosts not in it are
     plumbed.  One ``ip`` process does it all (parallel creation is bound by
     process start-up); the host's launcher addresses ``eth0`` from inside.
+    ``macs`` gives some hosts' ``eth0`` a fixed MAC address (by netns name).
     """
     lines = []
     for names in hosts:
+        mac = (macs or {}).get(names.netns)
+        address = f" address {mac}" if mac else ""
         lines += [
             f"netns add {names.netns}",
-            f"link add {names.veth} type veth peer name eth0 netns {names.netns}",
+            f"link add {names.veth} type veth peer name eth0{address} netns {names.netns}",
             f"link set {names.veth} master {bridge} up",
         ]
     result = subprocess.run(

@@ -151,6 +151,14 @@ def _write(root: str, path: str, text: str, mode: int = 0o644) -> None:
     os.chmod(target, mode)
 
 
+def _symlink(root: str, path: str, target: str) -> None:
+    link = root + path
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(target, link)
+
+
 def build_root(boot: dict) -> None:
     """Mount the host's filesystem view and pivot into it (runs as PID 1)."""
     stage = boot["stage_dir"]
@@ -176,15 +184,21 @@ def build_root(boot: dict) -> None:
         _mount(path, merged + path, None, MS_BIND | MS_REC)
         _mount(path, merged + path, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     os.makedirs(f"{merged}/run/lock", exist_ok=True)
-    os.chmod(f"{merged}/run/lock", 0o1777)  # noqa: S103 - sticky, like every /run/lock
+    # Sticky and world-writable, like every /run/lock.
+    os.chmod(f"{merged}/run/lock", 0o1777)  # noqa: S103  # nosec B103
     _mount("/dev", f"{merged}/dev", None, MS_BIND | MS_REC)
-    os.chmod(f"{stage}/shm", 0o1777)  # noqa: S103 - sticky, like every /dev/shm
-    _mount(f"{stage}/shm", f"{merged}/dev/shm", None, MS_BIND)
+    # Sticky and world-writable, like every /dev/shm.
+    os.chmod(f"{stage}/shm", 0o1777)  # noqa: S103  # nosec B103
+    # The host's own /dev/shm, inside its root: no file of the machine's /dev/shm is used.
+    _mount(f"{stage}/shm", f"{merged}/dev/shm", None, MS_BIND)  # nosec B108
     _mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # A fresh sysfs shows this network namespace's interfaces, not the machine's.
     _mount("sysfs", f"{merged}/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for path, spec in boot["files"].items():
-        _write(merged, path, spec["text"], int(spec.get("mode", "644"), 8))
+        if "symlink" in spec:
+            _symlink(merged, path, spec["symlink"])
+        else:
+            _write(merged, path, spec["text"], int(spec.get("mode", "644"), 8))
     _pivot_into(merged)
 
 
@@ -207,7 +221,10 @@ def _start(argv: list[str], log_path: str) -> int:
 
 
 def run_init(services: list[dict]) -> None:
-    """Start the host's services and reap every child, restarting services that end."""
+    """Start the host's services and reap every child, restarting services that end.
+
+    A service marked ``once`` (a first-boot job) runs to its end and is not restarted.
+    """
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -231,7 +248,7 @@ def run_init(services: list[dict]) -> None:
         except InterruptedError:
             continue
         service = running.pop(pid, None)
-        if service is not None and not stopping:
+        if service is not None and not stopping and not service.get("once"):
             time.sleep(1)  # a service that dies at once must not spin
             running[_start(service["argv"], service["log"])] = service
 
