@@ -56,8 +56,8 @@ in $VENV, the master's configuration in $SALT_ETC, and a running salt-master.
 Options:
   --provider local|openstack  where servers are made (default: local)
   --cloud NAME                the clouds.yaml entry for openstack (default: \$OS_CLOUD)
-  --master-address ADDR       openstack: the address the master listens on and
-                              servers reach it at (default: all addresses, with a warning)
+  --master-address ADDR       openstack, required: the address the master listens on
+                              (and only there) and servers reach it at
   --image NAME                openstack: the image servers boot (cloud-init on it)
   --network NAME              openstack: the network servers share
   --external-network NAME     openstack: where floating IPs come from
@@ -78,37 +78,45 @@ trap 'status=$?; if [[ $status -ne 0 && $reported == false ]]; then
     printf "%s: stopped by an unexpected failure (exit %s) at: %s\n" "$PROG" "$status" "$BASH_COMMAND" >&2
 fi' EXIT
 changed() { changes+=("$1"); say "$1"; }
+# A value from the command line, fit to quote in a one-line message.
+shown() {
+    local value=${1//[[:cntrl:]]/?}
+    ((${#value} <= 40)) || value="${value:0:37}..."
+    printf '%s' "$value"
+}
 
 # --- arguments --------------------------------------------------------------------
 need_value() { [[ $# -ge 2 && -n $2 && $2 != --* ]] || die "$1 needs a value (see --help)"; }
+# The --option=VALUE form: an empty VALUE is a mistake, not the default.
+need_eq_value() { [[ -n ${1#*=} ]] || die "${1%%=*} needs a value (see --help)"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
         --provider) need_value "$@"; provider=$2; shift 2 ;;
-        --provider=*) provider=${1#*=}; shift ;;
+        --provider=*) need_eq_value "$1"; provider=${1#*=}; shift ;;
         --cloud) need_value "$@"; cloud=$2; shift 2 ;;
-        --cloud=*) cloud=${1#*=}; shift ;;
+        --cloud=*) need_eq_value "$1"; cloud=${1#*=}; shift ;;
         --master-address) need_value "$@"; master_address=$2; shift 2 ;;
-        --master-address=*) master_address=${1#*=}; shift ;;
+        --master-address=*) need_eq_value "$1"; master_address=${1#*=}; shift ;;
         --image) need_value "$@"; image=$2; shift 2 ;;
-        --image=*) image=${1#*=}; shift ;;
+        --image=*) need_eq_value "$1"; image=${1#*=}; shift ;;
         --network) need_value "$@"; network=$2; shift 2 ;;
-        --network=*) network=${1#*=}; shift ;;
+        --network=*) need_eq_value "$1"; network=${1#*=}; shift ;;
         --external-network) need_value "$@"; external_network=$2; shift 2 ;;
-        --external-network=*) external_network=${1#*=}; shift ;;
+        --external-network=*) need_eq_value "$1"; external_network=${1#*=}; shift ;;
         --bridge) need_value "$@"; bridge=$2; shift 2 ;;
-        --bridge=*) bridge=${1#*=}; shift ;;
+        --bridge=*) need_eq_value "$1"; bridge=${1#*=}; shift ;;
         --cidr) need_value "$@"; cidr=$2; shift 2 ;;
-        --cidr=*) cidr=${1#*=}; shift ;;
+        --cidr=*) need_eq_value "$1"; cidr=${1#*=}; shift ;;
         --uninstall) uninstall=true; shift ;;
         --force) force=true; shift ;;
         -h|--help) usage; exit 0 ;;
-        *) printf '%s: unknown option %s (see --help)\n' "$PROG" "$1" >&2; reported=true; exit 2 ;;
+        *) printf '%s: unknown option %s (see --help)\n' "$PROG" "$(shown "$1")" >&2; reported=true; exit 2 ;;
     esac
 done
 
 case $provider in
     local|openstack) ;;
-    *) die "unknown provider '$provider': use --provider local or --provider openstack" ;;
+    *) die "unknown provider '$(shown "$provider")': use --provider local or --provider openstack" ;;
 esac
 if [[ $uninstall == false && $provider == openstack && -z $cloud ]]; then
     die "--provider openstack needs the cloud to use: pass --cloud NAME (an entry of clouds.yaml) or set OS_CLOUD"
@@ -121,6 +129,48 @@ if [[ $provider == openstack && ( -n $bridge || -n $cidr ) ]]; then
 fi
 if [[ $provider == local && ( -n $image || -n $network || -n $external_network ) ]]; then
     die "--image, --network and --external-network are for the openstack provider"
+fi
+
+# Values end up in the master's configuration, in a systemd unit and on ip(8)'s
+# command line: refuse anything but the plain forms, before anything is done.
+ipv4_valid() {
+    local address=$1 octet
+    [[ $address =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$ ]] || return 1
+    for octet in "${BASH_REMATCH[@]:1}"; do
+        [[ $octet == 0 || $octet != 0* ]] && ((10#$octet <= 255)) || return 1
+    done
+}
+check_cidr() {
+    local value=$1 address prefix a b c d host_bits
+    [[ $value == */* ]] && address=${value%/*} && prefix=${value##*/} \
+        && ipv4_valid "$address" && [[ $prefix =~ ^[0-9]{1,2}$ ]] \
+        || die "--cidr '$(shown "$value")' is not an IPv4 subnet: give one like 10.213.7.0/24"
+    ((10#$prefix >= 16 && 10#$prefix <= 29)) \
+        || die "--cidr '$value' has a /$prefix: give a /16 to /29 (a /24 holds 250 servers)"
+    IFS=. read -r a b c d <<<"$address"
+    host_bits=$(( ((10#$a << 24) | (10#$b << 16) | (10#$c << 8) | 10#$d) & ((1 << (32 - 10#$prefix)) - 1) ))
+    ((host_bits == 0)) || die "--cidr '$value' has host bits set: give the subnet's first address, /$prefix"
+}
+if [[ -n $bridge ]] && ! [[ $bridge =~ ^[A-Za-z][A-Za-z0-9_-]{0,14}$ ]]; then
+    die "--bridge '$(shown "$bridge")' is not an interface name: use a letter, then letters, digits, '_' or '-', 15 at most"
+fi
+if [[ -n $cidr ]]; then
+    check_cidr "$cidr"
+fi
+if [[ -n $master_address ]]; then
+    ipv4_valid "$master_address" \
+        || die "--master-address '$(shown "$master_address")' is not an IPv4 address: give the address your servers reach the master at"
+    [[ $master_address != 0.0.0.0 ]] \
+        || die "--master-address 0.0.0.0 listens on every network: give the address your servers reach the master at"
+fi
+for option in cloud image network external_network; do
+    value=${!option}
+    if [[ $value == *[[:cntrl:]]* || $value == *[\'\"\\\`\$]* ]]; then
+        die "--${option//_/-} '$(shown "$value")' has quotes, '\\', '\$', backquotes or control characters: give the name as the cloud shows it"
+    fi
+done
+if [[ $uninstall == false && $provider == openstack && -z $master_address ]]; then
+    die "--provider openstack needs --master-address ADDR: the address servers reach the master at (it listens there only)"
 fi
 
 # --- checks that change nothing ------------------------------------------------------
@@ -298,12 +348,8 @@ local_module_available() {
 # Sets interface, the address the master listens on; for the local provider, makes the bridge.
 prepare_network() {
     if [[ $provider == openstack ]]; then
-        if [[ -n $master_address ]]; then
-            interface=$master_address
-        else
-            say "warning: the master listens on all addresses (0.0.0.0): firewall ports 4505-4506 to your servers' networks, or pass --master-address"
-            interface=0.0.0.0
-        fi
+        # Required by the option checks: the master never listens on every network.
+        interface=$master_address
         return
     fi
     if ! local_module_available; then

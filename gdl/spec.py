@@ -3,11 +3,14 @@
 Runner kwargs arrive YAML-typed from the command line (``servers=2`` is the
 int 2, ``servers=two`` the string ``"two"``, ``test=True`` a bool), so every
 parser here accepts what the YAML loader can produce and rejects the rest
-with one line that says what to type instead.
+with one line that says what to type instead.  A value quoted back in such a
+line is shown by ``repr`` and cut short: whatever an operator typed (newlines,
+terminal escapes, a megabyte of text) prints as one short, inert line.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +20,15 @@ from gdl.errors import InvalidRequest
 PROVIDERS = ("local", "openstack")
 MAX_SERVERS = 50
 DEFAULT_SIZE = "m1.small"
+# The VRRP timing profiles of the lb role (states/gdl/lb/defaults.yaml, docs/vrrp.md).
+VRRP_PROFILES = ("default", "fast")
+# Flavor names as clouds spell them; nothing a shell, YAML or a file name would
+# read as something else.
+SIZE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}\Z")
+# A release's version, as app manifests give it (see gdl.apps).
+VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,31}\Z")
+# How many characters of a bad value an error line quotes.
+SHOWN_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -28,68 +40,132 @@ class EnvSpec:
     servers: int
     size: str
     provider: str
+    # None: keep the environment's profile (a new one gets "default").
+    vrrp_profile: str | None = None
 
     @property
     def env_id(self) -> str:
         return naming.env_id(self.app, self.env)
 
 
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to SHOWN_CHARS: safe to put in a one-line message."""
+    text = repr(value)
+    if len(text) > SHOWN_CHARS:
+        text = f"{text[: SHOWN_CHARS - 3]}... ({len(str(value))} characters)"
+    return text
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value == ""
+
+
 def parse_app(value: Any) -> str:
-    if value is None or value == "":
+    if _missing(value):
         raise InvalidRequest("app is missing", "add app=NAME, one of the apps under apps/")
     if not isinstance(value, str) or not naming.APP_PATTERN.match(value):
         raise InvalidRequest(
-            f"app {value!r} is not a valid app name",
+            f"app {shown(value)} is not a valid app name",
             "use lower-case letters, digits and '_', starting with a letter, at most 24",
         )
     return value
 
 
 def parse_env(value: Any) -> str:
-    if value is None or value == "":
+    if _missing(value):
         raise InvalidRequest("env is missing", "add env=NAME, for example env=dev")
     if not isinstance(value, str) or not naming.ENV_PATTERN.match(value):
         raise InvalidRequest(
-            f"env {value!r} is not a valid environment name",
+            f"env {shown(value)} is not a valid environment name",
             "use a DNS label: lower-case letters, digits and '-', starting with a letter, "
             "at most 16",
         )
     return value
 
 
-def parse_servers(value: Any) -> int:
+def pick_env(env: Any, environment: Any) -> Any:
+    """``env`` or its orchestrate-safe spelling ``environment``; both only when they agree."""
+    if not _missing(env) and not _missing(environment) and env != environment:
+        raise InvalidRequest(
+            f"env={shown(env)} and environment={shown(environment)} disagree",
+            "give only one of them",
+        )
+    return env if not _missing(env) else environment
+
+
+def parse_count(name: str, value: Any, low: int, high: int, example: int) -> int:
+    """A whole number from ``low`` to ``high``: an int, or a string of ASCII digits."""
+    hint = f"give a whole number from {low} to {high}, for example {name}={example}"
+    if _missing(value):
+        raise InvalidRequest(f"{name} is empty", hint)
     # bool is an int in Python; servers=True is a typo, not 1.
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
-        else:
-            raise InvalidRequest(
-                f"servers={value!r} is not a whole number",
-                f"give the number of app servers, 1 to {MAX_SERVERS}, for example servers=2",
-            )
-    if not 1 <= value <= MAX_SERVERS:
+        text = value.strip() if isinstance(value, str) else ""
+        # ASCII only: str.isdigit() also takes other scripts' digits and superscripts.
+        if not (text.isascii() and text.isdigit() and len(text) <= 6):
+            raise InvalidRequest(f"{name}={shown(value)} is not a whole number", hint)
+        value = int(text)
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name}={value} is out of range", hint)
+    return value
+
+
+def parse_servers(value: Any) -> int:
+    return parse_count("servers", value, 1, MAX_SERVERS, 2)
+
+
+def parse_batch(value: Any) -> int:
+    """How many servers a deploy takes out of rotation at once."""
+    return parse_count("batch", value, 1, MAX_SERVERS, 1)
+
+
+def parse_size(value: Any) -> str:
+    if _missing(value):
+        return DEFAULT_SIZE
+    if not isinstance(value, str) or not SIZE_PATTERN.match(value):
         raise InvalidRequest(
-            f"servers={value} is out of range", f"give a number from 1 to {MAX_SERVERS}"
+            f"size={shown(value)} is not a flavor name",
+            "give a flavor name (letters, digits, '.', '_', ':', '+', '-'), "
+            "for example size=m1.small",
         )
     return value
 
 
-def parse_size(value: Any) -> str:
-    if value is None or value == "":
-        return DEFAULT_SIZE
-    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+def parse_version(value: Any, required: bool = False) -> str | None:
+    """A release version (``1.2.0``); None when not given and not required."""
+    if _missing(value):
+        if required:
+            raise InvalidRequest("version is missing", "add version=X.Y.Z")
+        return None
+    # YAML reads version=1.0 as the float 1.0 and version=2 as an int.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not VERSION_PATTERN.match(value):
         raise InvalidRequest(
-            f"size={value!r} is not a flavor name", "give a flavor name, for example size=m1.small"
+            f"version={shown(value)} is not a release version",
+            "use letters, digits, '.', '_', '+' and '-', at most 32, for example version=1.2.0",
         )
     return value
 
 
 def parse_provider(value: Any, default: str = "local") -> str:
-    if value is None or value == "":
+    if _missing(value):
         return default
-    if value not in PROVIDERS:
+    if not isinstance(value, str) or value not in PROVIDERS:
         raise InvalidRequest(
-            f"provider={value!r} is not known", f"use one of: {', '.join(PROVIDERS)}"
+            f"provider={shown(value)} is not known", f"use one of: {', '.join(PROVIDERS)}"
+        )
+    return value
+
+
+def parse_vrrp_profile(value: Any) -> str | None:
+    """A VRRP timing profile; None when not given (the environment keeps its own)."""
+    if _missing(value):
+        return None
+    if not isinstance(value, str) or value not in VRRP_PROFILES:
+        raise InvalidRequest(
+            f"vrrp={shown(value)} is not a VRRP profile",
+            f"use one of: {', '.join(VRRP_PROFILES)} (see docs/vrrp.md)",
         )
     return value
 
@@ -100,7 +176,7 @@ def parse_bool(name: str, value: Any) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
         return value.lower() in ("true", "yes")
     raise InvalidRequest(
-        f"{name}={value!r} is not true or false", f"use {name}=True or {name}=False"
+        f"{name}={shown(value)} is not true or false", f"use {name}=True or {name}=False"
     )
 
 
@@ -116,6 +192,7 @@ def build_spec(
     size: Any = None,
     provider: Any = None,
     default_provider: str = "local",
+    vrrp: Any = None,
 ) -> EnvSpec:
     """Turn the runner's arguments into an EnvSpec, or raise one clear InvalidRequest."""
     return EnvSpec(
@@ -124,6 +201,7 @@ def build_spec(
         servers=parse_servers(servers),
         size=parse_size(size),
         provider=parse_provider(provider, default_provider),
+        vrrp_profile=parse_vrrp_profile(vrrp),
     )
 
 
@@ -131,7 +209,32 @@ def reject_unknown(kwargs: dict[str, Any], allowed: tuple[str, ...]) -> None:
     """Refuse arguments a function does not take (typos must not pass silently)."""
     unknown = sorted(k for k in kwargs if not k.startswith("__") and k not in allowed)
     if unknown:
+        takes = (
+            f"this function takes {', '.join(allowed)}"
+            if allowed
+            else "this function takes no arguments"
+        )
         raise InvalidRequest(
-            f"unknown argument{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}",
-            f"this function takes {', '.join(allowed)}",
+            f"unknown argument{'s' if len(unknown) > 1 else ''} "
+            + ", ".join(
+                k if k.isidentifier() and len(k) <= SHOWN_CHARS else shown(k) for k in unknown
+            ),
+            takes,
+        )
+
+
+def reject_positional(args: tuple[Any, ...], allowed: tuple[str, ...]) -> None:
+    """Refuse values given without a name beyond those a function takes in order.
+
+    Salt reports a runner call with too many positional values as "invalid
+    arguments" and exits 0; catching them here keeps the exit status honest.
+    """
+    if args:
+        example = " ".join(f"{name}=..." for name in allowed[:2])
+        raise InvalidRequest(
+            f"unexpected value{'s' if len(args) > 1 else ''} "
+            f"{', '.join(shown(a) for a in args[:3])} without a name",
+            f"name every argument, for example {example}"
+            if allowed
+            else "this function takes no arguments",
         )

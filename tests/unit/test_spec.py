@@ -77,3 +77,10 @@ def test_reject_unknown_ignores_salt_dunders() -> None:
     spec.reject_unknown({"app": "blog", "__pub_user": "root"}, ("app", "env"))
     with pytest.raises(InvalidRequest, match="unknown arguments sevrers, szie"):
         spec.reject_unknown({"sevrers": 2, "szie": "x"}, ("app", "env"))
+
+
+def test_vrrp_profile_is_optional_and_checked() -> None:
+    assert spec.build_spec("blog", "dev").vrrp_profile is None
+    assert spec.build_spec("blog", "dev", vrrp="fast").vrrp_profile == "fast"
+    with pytest.raises(InvalidRequest, match="vrrp='turbo' is not a VRRP profile"):
+        spec.build_spec("blog", "dev", vrrp="turbo")

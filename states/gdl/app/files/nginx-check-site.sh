@@ -5,7 +5,8 @@
 set -eu
 site="$1"
 conf="$(mktemp /tmp/gdl-nginx-check.XXXXXX)"
-trap 'rm -f "$conf"' EXIT
+# Not exec: the trap must run once nginx is done, or every check leaves its files.
+trap 'rm -f "$conf" "$conf.pid"' EXIT
 cat >"$conf" <<CONF
 pid $conf.pid;
 events {}
@@ -14,4 +15,4 @@ http {
     include $site;
 }
 CONF
-exec nginx -q -t -c "$conf"
+nginx -q -t -c "$conf"

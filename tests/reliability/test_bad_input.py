@@ -1,0 +1,619 @@
+"""Bad input is refused with one line, a non-zero exit, and nothing made.
+
+Every runner function is called through the real ``salt-run`` against a real
+salt-master with gdl's settings, the way an operator types it.  For each bad
+request the test checks what the operator sees (exactly one line that says
+what is wrong and what to do, no traceback, a non-zero exit status) and what
+the machine keeps: the master's gdl state directory and its key directories
+are exactly as before (no host, no key, no pillar file, no environment
+record, no lock), and the local cloud's bridge was not made.
+
+bootstrap.sh's options are checked the same way, by running it with options
+it must refuse before it does anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gdl import pillar as env_pillar
+from gdl import spec
+from gdl.config import Settings
+from gdl.errors import InvalidRequest
+from gdl.providers.local import LocalProvider
+from gdl.providers.local import network as local_network
+from tests.support.salt_daemons import REPO_ROOT, SaltMaster
+
+# Lines Salt 3008 itself writes to stderr at the end of every salt-run,
+# whatever the runner did; they are not gdl's output.
+SALT_NOISE = ("unclosed Runner", "unclosed MasterMinion")
+# What a refusal of gdl.deploy / gdl.rollback says while they are not there.
+NOT_AVAILABLE = "is not available in this version"
+
+LONG = "x" * 5000
+CIDR = "10.251.7.0/24"
+
+# (id, salt-run arguments, a fragment of the one line expected)
+CASES: list[tuple[str, list[str], str]] = [
+    # gdl.build: missing arguments
+    ("build-no-args", ["gdl.build"], "app is missing"),
+    ("build-no-env", ["gdl.build", "app=blog"], "env is missing"),
+    ("build-no-app", ["gdl.build", "env=dev"], "app is missing"),
+    ("build-empty-app", ["gdl.build", "app=", "env=dev"], "app is missing"),
+    # servers: wrong types and out of range
+    ("servers-word", ["gdl.build", "app=blog", "env=dev", "servers=two"], "not a whole number"),
+    ("servers-zero", ["gdl.build", "app=blog", "env=dev", "servers=0"], "out of range"),
+    ("servers-negative", ["gdl.build", "app=blog", "env=dev", "servers=-1"], "out of range"),
+    ("servers-51", ["gdl.build", "app=blog", "env=dev", "servers=51"], "out of range"),
+    ("servers-float", ["gdl.build", "app=blog", "env=dev", "servers=2.5"], "not a whole number"),
+    ("servers-bool", ["gdl.build", "app=blog", "env=dev", "servers=true"], "not a whole number"),
+    ("servers-empty", ["gdl.build", "app=blog", "env=dev", "servers="], "servers is empty"),
+    ("servers-list", ["gdl.build", "app=blog", "env=dev", "servers=[2]"], "not a whole number"),
+    (
+        "servers-arabic-digit",
+        ["gdl.build", "app=blog", "env=dev", "servers=\u0663"],
+        "not a whole number",
+    ),
+    (
+        "servers-huge",
+        ["gdl.build", "app=blog", "env=dev", "servers=99999999999999999999"],
+        "out of range",
+    ),
+    # app names: metacharacters, traversal, spaces, unicode, length, type
+    ("app-traversal", ["gdl.build", "app=../x", "env=dev"], "not a valid app name"),
+    ("app-rm-rf", ["gdl.build", "app=a;rm -rf /", "env=dev"], "not a valid app name"),
+    ("app-subshell", ["gdl.build", "app=$(id)", "env=dev"], "not a valid app name"),
+    ("app-backticks", ["gdl.build", "app=`id`", "env=dev"], "not a valid app name"),
+    ("app-space", ["gdl.build", "app=my app", "env=dev"], "not a valid app name"),
+    ("app-unicode", ["gdl.build", "app=bl\u00f6g", "env=dev"], "not a valid app name"),
+    ("app-upper", ["gdl.build", "app=Blog", "env=dev"], "not a valid app name"),
+    ("app-long", ["gdl.build", f"app={LONG}", "env=dev"], "not a valid app name"),
+    ("app-mapping", ["gdl.build", "app={a: 1}", "env=dev"], "not a valid app name"),
+    ("app-unknown", ["gdl.build", "app=nope", "env=dev"], "does not exist"),
+    # env names
+    ("env-traversal", ["gdl.build", "app=blog", "env=../../etc"], "not a valid environment"),
+    ("env-semicolon", ["gdl.build", "app=blog", "env=dev;reboot"], "not a valid environment"),
+    ("env-subshell", ["gdl.build", "app=blog", "env=$(id)"], "not a valid environment"),
+    ("env-backticks", ["gdl.build", "app=blog", "env=`id`"], "not a valid environment"),
+    ("env-space", ["gdl.build", "app=blog", "env=dev qa"], "not a valid environment"),
+    ("env-unicode", ["gdl.build", "app=blog", "env=d\u00e9v"], "not a valid environment"),
+    ("env-long", ["gdl.build", "app=blog", f"env={LONG}"], "not a valid environment"),
+    ("env-newline", ["gdl.build", "app=blog", "env=dev\nx"], "on one line"),
+    ("env-escape", ["gdl.build", "app=blog", "env=\x1b[31mred"], "not a valid environment"),
+    # size, provider, flags, conflicting and unknown arguments
+    ("size-unknown", ["gdl.build", "app=blog", "env=dev", "size=huge"], "not a local size"),
+    ("size-shell", ["gdl.build", "app=blog", "env=dev", "size=m1.small;id"], "not a flavor"),
+    ("provider-unknown", ["gdl.build", "app=blog", "env=dev", "provider=aws"], "not known"),
+    ("provider-traversal", ["gdl.build", "app=blog", "env=dev", "provider=../local"], "not known"),
+    ("test-not-bool", ["gdl.build", "app=blog", "env=dev", "test=maybe"], "not true or false"),
+    ("env-conflict", ["gdl.build", "app=blog", "env=dev", "environment=qa"], "disagree"),
+    ("app-twice", ["gdl.build", "blog", "app=blog", "env=dev"], "give each argument once"),
+    ("build-unknown-kwarg", ["gdl.build", "app=blog", "env=dev", "colour=red"], "unknown argument"),
+    (
+        "build-extra-positional",
+        ["gdl.build", "blog", "dev", "2", "m1.small", "local", "False", *["dev"] * 6, "extra"],
+        "without a name",
+    ),
+    # gdl.destroy
+    ("destroy-no-args", ["gdl.destroy"], "app is missing"),
+    ("destroy-no-env", ["gdl.destroy", "app=blog"], "env is missing"),
+    ("destroy-unknown-env", ["gdl.destroy", "app=blog", "env=nothere"], "does not exist"),
+    ("destroy-unknown-app", ["gdl.destroy", "app=nope", "env=dev"], "does not exist"),
+    ("destroy-traversal", ["gdl.destroy", "app=blog", "env=../x"], "not a valid environment"),
+    ("destroy-provider", ["gdl.destroy", "app=blog", "env=dev", "provider=aws"], "not known"),
+    ("destroy-test", ["gdl.destroy", "app=blog", "env=dev", "test=2"], "not true or false"),
+    ("destroy-unknown-kwarg", ["gdl.destroy", "app=blog", "env=dev", "servers=2"], "unknown"),
+    ("destroy-conflict", ["gdl.destroy", "app=blog", "env=dev", "environment=qa"], "disagree"),
+    # gdl.status
+    ("status-no-args", ["gdl.status"], "app is missing"),
+    ("status-unknown-env", ["gdl.status", "app=blog", "env=nothere"], "does not exist"),
+    ("status-subshell", ["gdl.status", "app=blog", "env=$(id)"], "not a valid environment"),
+    ("status-unknown-kwarg", ["gdl.status", "app=blog", "env=dev", "servers=1"], "unknown"),
+    ("status-positional", ["gdl.status", "blog", "dev", "dev", "extra"], "without a name"),
+    ("status-conflict", ["gdl.status", "app=blog", "env=dev", "environment=qa"], "disagree"),
+    # gdl.list
+    ("list-unknown-kwarg", ["gdl.list", "foo=1"], "takes no arguments"),
+    ("list-positional", ["gdl.list", "extra"], "without a name"),
+    # gdl.deploy
+    ("deploy-no-args", ["gdl.deploy"], "app is missing"),
+    ("deploy-unknown-env", ["gdl.deploy", "app=blog", "env=nothere"], "does not exist"),
+    ("deploy-batch-zero", ["gdl.deploy", "app=blog", "env=dev", "batch=0"], "batch"),
+    ("deploy-batch-word", ["gdl.deploy", "app=blog", "env=dev", "batch=two"], "batch"),
+    ("deploy-batch-negative", ["gdl.deploy", "app=blog", "env=dev", "batch=-1"], "batch"),
+    ("deploy-batch-float", ["gdl.deploy", "app=blog", "env=dev", "batch=1.5"], "batch"),
+    ("deploy-version-shell", ["gdl.deploy", "app=blog", "env=dev", "version=1;id"], "version"),
+    ("deploy-traversal", ["gdl.deploy", "app=../x", "env=dev"], "not a valid app name"),
+    ("deploy-unknown-kwarg", ["gdl.deploy", "app=blog", "env=dev", "colour=red"], "unknown"),
+    # gdl.rollback
+    ("rollback-no-args", ["gdl.rollback"], "app is missing"),
+    ("rollback-unknown-env", ["gdl.rollback", "app=blog", "env=nothere"], "does not exist"),
+    ("rollback-subshell", ["gdl.rollback", "app=blog", "env=$(id)"], "not a valid environment"),
+    ("rollback-unknown-kwarg", ["gdl.rollback", "app=blog", "env=dev", "colour=red"], "unknown"),
+]
+
+
+def footprint(*roots: Path) -> dict[str, str]:
+    """Every file and directory under ``roots``: its path and a digest of its content."""
+    seen: dict[str, str] = {}
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                seen[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                seen[str(path)] = "dir"
+    return seen
+
+
+def bridge_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", "dev", name], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def bridge() -> Iterator[str]:
+    """The name of the local cloud's bridge: it does not exist, and must stay so."""
+    name = f"gds{uuid.uuid4().hex[:8]}"
+    yield name
+    if bridge_exists(name):
+        local_network.remove_bridge(name)
+
+
+@pytest.fixture(scope="module")
+def master(tmp_path_factory: pytest.TempPathFactory, bridge: str) -> Iterator[SaltMaster]:
+    """A master with gdl on that local cloud."""
+    daemon = SaltMaster(
+        tmp_path_factory.mktemp("gdsbad", numbered=True),
+        gdl_settings={"provider": "local", "local": {"bridge": bridge, "cidr": CIDR}},
+    )
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def check_one_line_refusal(result: subprocess.CompletedProcess[str], fragment: str) -> str:
+    """The refusal's line, after checking it is the whole of what the operator sees."""
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert result.returncode != 0, output
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    line = lines[0]
+    assert fragment in line, output
+    # problem: fix, in few enough characters to read, with nothing a terminal would act on.
+    assert ": " in line, line
+    assert len(line) < 300, line
+    assert all(ch.isprintable() for ch in line), repr(line)
+    stray = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not any(noise in line for noise in SALT_NOISE)
+    ]
+    assert stray == [], output
+    return line
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("args", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_runner_refuses_bad_input(
+    master: SaltMaster, bridge: str, args: list[str], fragment: str
+) -> None:
+    roots = (master.state_dir, master.pki_dir)
+    before = footprint(*roots)
+    result = master.run(*args, timeout=120)
+    if args[0] in ("gdl.deploy", "gdl.rollback") and NOT_AVAILABLE in result.stdout:
+        pytest.skip(f"{args[0]} is not implemented in this tree")
+    check_one_line_refusal(result, fragment)
+    # No host, key, pillar file, record or lock: the state and key directories are unchanged.
+    assert footprint(*roots) == before
+    assert not bridge_exists(bridge)
+    settings = Settings(
+        state_dir=master.state_dir, pki_dir=master.pki_dir, local={"bridge": bridge, "cidr": CIDR}
+    )
+    assert LocalProvider.from_settings(settings).list_servers() == []
+
+
+@pytest.mark.parametrize(
+    ("parse", "value", "fragment"),
+    [
+        (spec.parse_batch, 0, "batch=0 is out of range"),
+        (spec.parse_batch, "two", "batch='two' is not a whole number"),
+        (spec.parse_batch, None, "batch is empty"),
+        (spec.parse_servers, "\u00b2", "not a whole number"),  # a superscript two
+        (spec.parse_servers, "9" * 40, "not a whole number"),
+        (spec.parse_size, "m1.small\n", "not a flavor name"),
+        (lambda v: spec.parse_version(v, required=True), None, "version is missing"),
+        (spec.parse_version, "1.0;id", "not a release version"),
+        (spec.parse_version, "../1.0", "not a release version"),
+        (spec.parse_app, "\x1b]0;pwned\x07" + LONG, "not a valid app name"),
+        (lambda v: spec.pick_env("dev", v), "qa", "disagree"),
+        (lambda v: spec.reject_positional(v, ("app", "env")), ("x",), "without a name"),
+        (lambda v: spec.reject_unknown(v, ()), {"a" * 500: 1}, "takes no arguments"),
+    ],
+)
+def test_spec_refuses_with_one_short_printable_line(parse, value, fragment) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse(value)
+    line = str(caught.value)
+    assert fragment in line
+    assert "\n" not in line and len(line) < 300 and line.isprintable(), repr(line)
+
+
+def test_spec_accepts_what_yaml_gives_for_good_values() -> None:
+    assert spec.parse_batch("3") == 3 and spec.parse_batch(50) == 50
+    assert spec.parse_version(1.0) == "1.0" and spec.parse_version(None) is None
+    assert spec.pick_env(None, "dev") == "dev" and spec.pick_env("dev", "dev") == "dev"
+    spec.reject_positional((), ("app",))
+
+
+def test_there_are_enough_cases() -> None:
+    assert len(CASES) >= 40
+    assert len({c[0] for c in CASES}) == len(CASES)
+    assert {c[1][0] for c in CASES} >= {
+        "gdl.build",
+        "gdl.destroy",
+        "gdl.status",
+        "gdl.list",
+        "gdl.deploy",
+        "gdl.rollback",
+    }
+
+
+# -- bootstrap.sh ---------------------------------------------------------------------
+
+BOOTSTRAP = REPO_ROOT / "bootstrap.sh"
+# What a run that got past its option checks would make first.
+BOOTSTRAP_FOOTPRINT = (
+    Path("/opt/gdl"),
+    Path("/etc/salt/master.d/gdl.conf"),
+    Path("/usr/local/bin/salt-master"),
+    Path("/var/lib/gdl"),
+)
+
+BOOTSTRAP_CASES: list[tuple[str, list[str], str]] = [
+    ("unknown-option", ["--provder", "local"], "unknown option --provder"),
+    ("stray-word", ["local"], "unknown option local"),
+    ("bad-provider", ["--provider", "aws"], "use --provider local or --provider openstack"),
+    ("provider-no-value", ["--provider"], "--provider needs a value"),
+    ("provider-empty", ["--provider="], "--provider needs a value"),
+    ("cloud-no-value", ["--provider", "openstack", "--cloud"], "--cloud needs a value"),
+    ("cidr-no-value", ["--cidr", "--bridge", "gds0"], "--cidr needs a value"),
+    ("cidr-word", ["--cidr", "banana"], "is not an IPv4 subnet"),
+    ("cidr-prefix-33", ["--cidr", "10.0.0.0/33"], "give a /16 to /29"),
+    ("cidr-too-small", ["--cidr=10.0.0.0/30"], "give a /16 to /29"),
+    ("cidr-host-bits", ["--cidr", "10.1.2.3/24"], "host bits set"),
+    ("cidr-octet", ["--cidr", "10.300.0.0/24"], "is not an IPv4 subnet"),
+    ("cidr-ipv6", ["--cidr", "2001:db8::/64"], "is not an IPv4 subnet"),
+    ("cidr-injection", ["--cidr", "10.0.0.0/24;reboot"], "is not an IPv4 subnet"),
+    ("bridge-metachar", ["--bridge", "br;rm -rf /"], "is not an interface name"),
+    ("bridge-traversal", ["--bridge", "../x"], "is not an interface name"),
+    ("bridge-too-long", ["--bridge", "gdsabcdefghijklm"], "is not an interface name"),
+    ("bridge-empty", ["--bridge="], "--bridge needs a value"),
+    ("bridge-newline", ["--bridge", "br0\nx"], "is not an interface name"),
+    (
+        "master-address-word",
+        ["--provider", "openstack", "--cloud", "c", "--master-address", "master"],
+        "is not an IPv4 address",
+    ),
+    (
+        "master-address-any",
+        ["--provider", "openstack", "--cloud", "c", "--master-address", "0.0.0.0"],
+        "listens on every network",
+    ),
+    (
+        "cloud-subshell",
+        ["--provider", "openstack", "--cloud", "$(id)"],
+        "has quotes",
+    ),
+    ("local-with-image", ["--image", "debian"], "are for the openstack provider"),
+    (
+        "openstack-with-bridge",
+        ["--provider", "openstack", "--cloud", "c", "--bridge", "b"],
+        "local",
+    ),
+]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bootstrap.sh's checks are those a root run makes")
+@pytest.mark.parametrize(
+    ("args", "fragment"), [c[1:] for c in BOOTSTRAP_CASES], ids=[c[0] for c in BOOTSTRAP_CASES]
+)
+def test_bootstrap_refuses_bad_options(tmp_path: Path, args: list[str], fragment: str) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "OS_CLOUD"}
+    # Should an option slip through, the OS check stops the run before it changes anything.
+    environment["GDL_OS_RELEASE"] = str(tmp_path / "no-os-release")
+    before = {path: path.exists() for path in BOOTSTRAP_FOOTPRINT}
+    result = subprocess.run(
+        ["bash", str(BOOTSTRAP), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
+    assert {path: path.exists() for path in BOOTSTRAP_FOOTPRINT} == before
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("bootstrap.sh: ")
+    assert fragment in lines[0], result.stderr
+    assert "no-os-release" not in lines[0], "the option was not checked"
+    assert all(ch.isprintable() for ch in lines[0]), repr(lines[0])
+
+
+# -- pillar values that would make an invalid daemon configuration ------------------------
+#
+# The config file states carry a check_cmd: Salt writes the new content to a
+# temporary file, runs the daemon's own checker on it, and puts it in place only
+# when that passes.  Each case renders the real state with a bad pillar value
+# (salt-call --local state.show_sls), then applies that same file.managed state
+# to a file in a temporary directory holding a previous, good version: the state
+# must fail naming its check, and the previous file must be left as it was.
+
+SALT_CALL = Path(sys.executable).parent / "salt-call"
+NGINX_CHECK = REPO_ROOT / "states" / "gdl" / "app" / "files" / "nginx-check-site.sh"
+
+PILLAR = {
+    "gdl": {
+        "app": "blog",
+        "env": "dev",
+        "servers": [
+            {"name": "app-0-blog-dev", "address": "10.20.0.11"},
+            {"name": "app-1-blog-dev", "address": "10.20.0.12"},
+        ],
+        "lbs": [
+            {"name": "lb-0-blog-dev", "address": "10.20.0.2"},
+            {"name": "lb-1-blog-dev", "address": "10.20.0.3"},
+        ],
+        "vip": "10.20.0.10",
+        "vrrp": {"router_id": 42, "interface": "eth0"},
+    }
+}
+LB_PILLAR = {"gdl": {"vrrp": {"secret": "gds5ecr3"}}}  # keepalived takes 8 characters
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merge(out[key], value) if isinstance(out.get(key), dict) else value
+    return out
+
+
+class LocalCall:
+    """salt-call --local on the repository's states, with a pillar of the test's own."""
+
+    def __init__(self, root: Path, common: dict[str, Any], lb_only: dict[str, Any]) -> None:
+        self.root = root
+        common_file, lb_file = env_pillar.pillar_files(root / "pillar", "blog", "dev")
+        for path, data in ((common_file, common), (lb_file, lb_only)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("#!yaml\n" + yaml.safe_dump(data))
+        releases = root / "files" / "gdl-releases" / "blog"
+        releases.mkdir(parents=True)
+        (releases / "blog-1.0.0.tar.gz").write_bytes(b"release")
+        config = {
+            "file_client": "local",
+            "root_dir": str(root),
+            "cachedir": str(root / "cache"),
+            "pki_dir": str(root / "pki"),
+            "sock_dir": str(root / "run"),
+            "pidfile": str(root / "run" / "minion.pid"),
+            "log_file": str(root / "minion.log"),
+            "file_roots": {
+                "base": [str(REPO_ROOT), str(REPO_ROOT / "states"), str(root / "files")]
+            },
+            "pillar_roots": {"base": [str(REPO_ROOT / "pillar"), str(root / "pillar")]},
+        }
+        (root / "conf").mkdir()
+        (root / "conf" / "minion").write_text(yaml.safe_dump(config))
+
+    def call(self, minion_id: str, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [
+            str(SALT_CALL),
+            "--local",
+            "--config-dir",
+            str(self.root / "conf"),
+            "--id",
+            minion_id,
+            "--out",
+            "json",
+            "--retcode-passthrough",
+            *args,
+        ]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    def state_args(self, minion_id: str, mods: str, state_id: str) -> dict[str, Any]:
+        done = self.call(minion_id, "state.show_sls", mods)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return self._file_args(json.loads(done.stdout)["local"], state_id)
+
+    def state_args_or_refusal(
+        self, minion_id: str, mods: str, state_id: str
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The state's arguments, or None and why the role refused to render."""
+        done = self.call(minion_id, "state.show_sls", mods)
+        if done.returncode != 0:
+            return None, done.stdout + done.stderr
+        return self._file_args(json.loads(done.stdout)["local"], state_id), ""
+
+    @staticmethod
+    def _file_args(states: dict[str, Any], state_id: str) -> dict[str, Any]:
+        body = states[state_id]["file"]
+        return {k: v for item in body if isinstance(item, dict) for k, v in item.items()}
+
+    def apply_to(self, minion_id: str, args: dict[str, Any], target: Path) -> dict[str, Any]:
+        """Apply the file.managed state ``args`` with its name moved to ``target``."""
+        # Requisites name states of the role that are not applied here.
+        kept = {k: v for k, v in args.items() if k not in ("name", "require", "watch")}
+        items = [{"name": str(target)}, *({k: v} for k, v in kept.items())]
+        state = {"gds-checked-config": {"file.managed": items}}
+        (self.root / "files" / "gds_checked_config.sls").write_text("#!json\n" + json.dumps(state))
+        done = self.call(minion_id, "state.sls", "gds_checked_config")
+        assert "Traceback" not in done.stderr, done.stderr
+        returned = json.loads(done.stdout)["local"]
+        assert isinstance(returned, dict), returned
+        (result,) = returned.values()
+        return result
+
+
+# (id, minion, sls, state id, pillar changes)
+BAD_PILLAR_CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
+    (
+        "nginx-body-size-injection",
+        "app-0-blog-dev",
+        "gdl.app",
+        "gdl-app-nginx-site",
+        {"gdl": {"roles": {"app": {"nginx": {"client_max_body_size": "1m; evil"}}}}},
+    ),
+    (
+        "nginx-port-word",
+        "app-0-blog-dev",
+        "gdl.app",
+        "gdl-app-nginx-site",
+        {"gdl": {"roles": {"app": {"nginx": {"port": "eighty"}}}}},
+    ),
+    (
+        "nginx-timeout-word",
+        "app-0-blog-dev",
+        "gdl.app",
+        "gdl-app-nginx-site",
+        {"gdl": {"roles": {"app": {"nginx": {"proxy_read_timeout": "soon"}}}}},
+    ),
+    (
+        "haproxy-timeout-unit",
+        "lb-0-blog-dev",
+        "gdl.lb",
+        "gdl-lb-haproxy-config",
+        {"gdl": {"roles": {"lb": {"haproxy": {"timeout_client": "30q"}}}}},
+    ),
+    (
+        "haproxy-port-out-of-range",
+        "lb-0-blog-dev",
+        "gdl.lb",
+        "gdl-lb-haproxy-config",
+        {"gdl": {"roles": {"lb": {"haproxy": {"port": 99999}}}}},
+    ),
+    (
+        "haproxy-check-inter-negative",
+        "lb-0-blog-dev",
+        "gdl.lb",
+        "gdl-lb-haproxy-config",
+        {"gdl": {"roles": {"lb": {"haproxy": {"check_inter": "-5"}}}}},
+    ),
+    (
+        "keepalived-advert-word",
+        "lb-0-blog-dev",
+        "gdl.lb",
+        "gdl-lb-keepalived-config",
+        {"gdl": {"vrrp": {"advert_int": "often"}}},
+    ),
+    (
+        "keepalived-vip-word",
+        "lb-0-blog-dev",
+        "gdl.lb",
+        "gdl-lb-keepalived-config",
+        {"gdl": {"vip": "banana"}},
+    ),
+]
+
+DAEMONS_PRESENT = all(Path(f"/usr/sbin/{d}").exists() for d in ("nginx", "haproxy", "keepalived"))
+needs_daemons = pytest.mark.skipif(
+    not (SALT_CALL.exists() and DAEMONS_PRESENT and os.geteuid() == 0),
+    reason="needs salt-call, nginx, haproxy and keepalived, as root (nginx -t opens its logs)",
+)
+
+
+def _checker(args: dict[str, Any]) -> dict[str, Any]:
+    """The state's arguments, with the nginx checker taken from the checkout (not installed)."""
+    args = dict(args)
+    if args.get("check_cmd") == "/usr/local/sbin/gdl-nginx-check-site":
+        args["check_cmd"] = f"sh {NGINX_CHECK}"
+    return args
+
+
+def _nginx_check_files() -> set[Path]:
+    return set(Path("/tmp").glob("gdl-nginx-check.*"))
+
+
+@pytest.fixture
+def nginx_logs() -> Iterator[None]:
+    """nginx -t opens the site's log files: remove those it made.
+
+    The nginx checker's own temporary files must be gone when it returns.
+    """
+    logs = Path("/var/log/nginx")
+    before = set(logs.iterdir()) if logs.is_dir() else set()
+    checks_before = _nginx_check_files()
+    yield
+    if logs.is_dir():
+        for path in set(logs.iterdir()) - before:
+            path.unlink(missing_ok=True)
+    left = _nginx_check_files() - checks_before
+    for path in left:
+        path.unlink(missing_ok=True)
+    assert not left, f"the nginx check left {sorted(left)}"
+
+
+@needs_daemons
+@pytest.mark.parametrize(
+    ("minion", "sls", "state_id"),
+    [
+        ("app-0-blog-dev", "gdl.app", "gdl-app-nginx-site"),
+        ("lb-0-blog-dev", "gdl.lb", "gdl-lb-haproxy-config"),
+        ("lb-0-blog-dev", "gdl.lb", "gdl-lb-keepalived-config"),
+    ],
+    ids=["nginx", "haproxy", "keepalived"],
+)
+def test_config_state_checks_and_installs_a_good_config(
+    tmp_path: Path, nginx_logs: None, minion: str, sls: str, state_id: str
+) -> None:
+    salt = LocalCall(tmp_path / "salt", PILLAR, LB_PILLAR)
+    args = salt.state_args(minion, sls, state_id)
+    assert args.get("check_cmd"), f"{state_id} has no check_cmd"
+    target = tmp_path / "installed.conf"
+    target.write_text("previous\n")
+    result = salt.apply_to(minion, _checker(args), target)
+    assert result["result"] is True, result
+    assert target.read_text() != "previous\n"
+
+
+@needs_daemons
+@pytest.mark.parametrize(
+    ("minion", "sls", "state_id", "changes"),
+    [c[1:] for c in BAD_PILLAR_CASES],
+    ids=[c[0] for c in BAD_PILLAR_CASES],
+)
+def test_bad_pillar_value_never_reaches_the_daemon(
+    tmp_path: Path,
+    nginx_logs: None,
+    minion: str,
+    sls: str,
+    state_id: str,
+    changes: dict[str, Any],
+) -> None:
+    salt = LocalCall(tmp_path / "salt", _merge(PILLAR, changes), LB_PILLAR)
+    args, refusal = salt.state_args_or_refusal(minion, sls, state_id)
+    if args is None:
+        # The role itself refused the value while rendering: earlier still, and fine,
+        # as long as it says which pillar key is wrong.
+        assert "pillar gdl:" in refusal, refusal
+        return
+    target = tmp_path / "installed.conf"
+    target.write_text("previous\n")
+    result = salt.apply_to(minion, _checker(args), target)
+    assert result["result"] is False, result
+    assert "check_cmd" in result["comment"], result
+    assert target.read_text() == "previous\n"
+    # The VRRP secret stays out of what the failed state reports.
+    assert LB_PILLAR["gdl"]["vrrp"]["secret"] not in json.dumps(result)
