@@ -12,8 +12,11 @@ pillar key (default ``/run/haproxy/admin.sock``); every function also takes
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket as socketlib
 import time
+import urllib.error
+import urllib.request
 
 import salt.utils.network
 from salt.exceptions import CommandExecutionError
@@ -236,3 +239,79 @@ def holds_vip(vip):
         salt 'lb-*' gdl_lb.holds_vip 10.20.0.10
     """
     return address_in(vip, local_addresses())
+
+
+def wait_up(server, timeout=30, backend=None, socket=None, interval=0.2):
+    """
+    Wait until haproxy counts ``server`` UP (its health checks pass and it is
+    in rotation); True when it got there within ``timeout`` seconds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' gdl_lb.wait_up app-1-blog-dev timeout=30
+    """
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        # "UP 1/2" is a server on its way down: only a plain UP is fit.
+        if _find(server, backend=backend, socket=socket)["status"] in ("UP", "no check"):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def _get(url, host, timeout):
+    """(status, body) of one GET; (None, reason) when no HTTP answer came."""
+    if not str(url).startswith(("http://", "https://")):
+        raise CommandExecutionError(f"{url!r} is not an http(s) URL")
+    # The scheme is checked above: no file: or custom scheme is opened.
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  # nosec B310
+            return response.status, response.read(65536).decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(65536).decode(errors="replace")
+    except (OSError, ValueError) as exc:
+        return None, str(getattr(exc, "reason", exc))
+
+
+def check_http(url, host=None, version=None, timeout=30, interval=0.5):
+    """
+    Ask ``url`` (an app server's health check, straight, not through haproxy)
+    until it answers 200, and, when ``version`` is given and the answer is
+    JSON with a ``version`` key, until that is ``version``.  Gives up after
+    ``timeout`` seconds.
+
+    Returns ``healthy`` (True or False), the last ``status`` (None when no
+    HTTP answer came), the ``version`` the answer named, and ``detail``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-0-blog-dev' gdl_lb.check_http http://10.20.0.11/healthz host=blog
+    """
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        status, body = _get(url, host, timeout=min(5.0, max(1.0, float(timeout))))
+        answered = None
+        if status is not None:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and data.get("version") is not None:
+                answered = str(data["version"])
+        if status == 200 and (version is None or answered in (None, str(version))):
+            return {"healthy": True, "status": status, "version": answered, "detail": "ok"}
+        if status is None:
+            detail = f"no answer ({body})"
+        elif status != 200:
+            detail = f"answered {status}"
+        else:
+            detail = f"runs version {answered}, not {version}"
+        if time.monotonic() >= deadline:
+            return {"healthy": False, "status": status, "version": answered, "detail": detail}
+        time.sleep(float(interval))

@@ -18,7 +18,10 @@ wheel for every requirement (``pip wheel``), and ``RELEASE.json``.  The
 archive is written to ``<state_dir>/files/gdl-releases/<app>/`` (that
 ``files`` directory is a ``file_roots`` entry of the master), so minions fetch
 ``salt://gdl-releases/<app>/<app>-<version>.tar.gz`` and check it against the
-``.sha256`` file beside it.  Building is idempotent: wheels are rebuilt only
+``.sha256`` file beside it; the release's manifest is written beside it too
+(``<app>-<version>.yaml``), so the states run a release by its own manifest
+even when it was built from a directory other than ``apps/<app>`` (a deploy's
+``source=``).  Building is idempotent: wheels are rebuilt only
 when the requirements file changes, and the archive is byte-for-byte the same
 for the same inputs, so re-running changes nothing on the servers.
 """
@@ -140,7 +143,33 @@ def load_manifest(apps_dir: Path | str, name: str) -> AppManifest:
     return _check_manifest(data, app_dir, where)
 
 
-def _check_manifest(data: dict[str, Any], app_dir: Path, where: str) -> AppManifest:
+def load_manifest_from(source: Path | str, name: str) -> AppManifest:
+    """Read and check the manifest of app ``name`` in directory ``source``.
+
+    ``source`` holds a release of the app outside ``apps/`` (a deploy's
+    ``source=``): its directory may be named anything, its manifest must name
+    the app.
+    """
+    app_dir = Path(source)
+    manifest_path = app_dir / MANIFEST_NAME
+    where = str(manifest_path)
+    if not manifest_path.is_file():
+        raise InvalidRequest(
+            f"{app_dir} holds no {MANIFEST_NAME}", f"give the directory of a release of {name}"
+        )
+    try:
+        data = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        problem = " ".join(str(exc).split())
+        raise InvalidRequest(f"{where} cannot be read ({problem})", "fix its YAML") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"{where} is not a mapping", "write key: value lines")
+    return _check_manifest(data, app_dir, where, expected_name=name)
+
+
+def _check_manifest(
+    data: dict[str, Any], app_dir: Path, where: str, expected_name: str | None = None
+) -> AppManifest:
     missing = [key for key in REQUIRED_KEYS if data.get(key) in (None, "")]
     if missing:
         raise InvalidRequest(f"{where} lacks {', '.join(missing)}", "add them (see docs/apps.md)")
@@ -151,9 +180,10 @@ def _check_manifest(data: dict[str, Any], app_dir: Path, where: str) -> AppManif
             f"use only {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)}",
         )
     values = {key: str(data[key]) for key in REQUIRED_KEYS}
-    if values["name"] != app_dir.name:
+    expected_name = expected_name or app_dir.name
+    if values["name"] != expected_name:
         raise InvalidRequest(
-            f"{where} names the app {values['name']!r}", f"set name: {app_dir.name}"
+            f"{where} names the app {values['name']!r}", f"set name: {expected_name}"
         )
     if not naming.APP_PATTERN.match(values["name"]):
         raise InvalidRequest(
@@ -181,7 +211,7 @@ def _check_manifest(data: dict[str, Any], app_dir: Path, where: str) -> AppManif
         )
     if not re.search(r"^\s*gunicorn\b", requirements.read_text(encoding="utf-8"), re.MULTILINE):
         raise InvalidRequest(
-            f"apps/{app_dir.name}/{values['requirements']} does not list gunicorn",
+            f"{where.rsplit(MANIFEST_NAME, 1)[0]}{values['requirements']} does not list gunicorn",
             "add gunicorn: every app runs under it",
         )
     static = data.get("static")
@@ -222,6 +252,11 @@ def release_url(app: str, version: str) -> str:
 def release_path(files_dir: Path | str, app: str, version: str) -> Path:
     """Where a release archive lives on the master."""
     return Path(files_dir) / RELEASES_DIR / app / f"{app}-{version}.tar.gz"
+
+
+def release_manifest_path(files_dir: Path | str, app: str, version: str) -> Path:
+    """The release's manifest beside its archive (the states read it)."""
+    return Path(files_dir) / RELEASES_DIR / app / f"{app}-{version}.yaml"
 
 
 def requirements_sha256(manifest: AppManifest) -> str:
@@ -364,7 +399,19 @@ def build_release(
     (``<state_dir>/wheelhouse``).  Writing is atomic, and an archive whose
     bytes are unchanged is left alone (``changed`` False).
     """
-    manifest = load_manifest(apps_dir, name)
+    return build_release_of(
+        load_manifest(apps_dir, name), files_dir, cache_dir, python=python, run=run
+    )
+
+
+def build_release_of(
+    manifest: AppManifest,
+    files_dir: Path | str,
+    cache_dir: Path | str,
+    python: str = sys.executable,
+    run: Runner = subprocess.run,
+) -> Release:
+    """Build (or find) the release archive of an already checked manifest."""
     wheelhouse = build_wheelhouse(manifest, cache_dir, python=python, run=run)
     data = release_bytes(manifest, wheelhouse)
     digest = hashlib.sha256(data).hexdigest()
@@ -380,6 +427,11 @@ def build_release(
         _write_atomic(archive, data)
         # The format archive.extracted's source_hash reads: "<hex>  <file name>".
         _write_atomic(hash_file, f"{digest}  {archive.name}\n".encode())
+    manifest_file = release_manifest_path(files_dir, manifest.name, manifest.version)
+    manifest_text = yaml.safe_dump(manifest.as_dict(), default_flow_style=False, sort_keys=True)
+    if not manifest_file.is_file() or manifest_file.read_text(encoding="utf-8") != manifest_text:
+        manifest_file.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(manifest_file, manifest_text.encode())
     return Release(
         app=manifest.name,
         version=manifest.version,
@@ -430,3 +482,11 @@ def build_release_for(settings: Settings, name: str, python: str = sys.executabl
     return build_release(
         settings.apps_dir, name, files_dir(settings), wheel_cache_dir(settings), python=python
     )
+
+
+def build_release_from(
+    settings: Settings, name: str, source: Path | str, python: str = sys.executable
+) -> Release:
+    """Build the release of app ``name`` held in directory ``source`` (its own app.yaml)."""
+    manifest = load_manifest_from(source, name)
+    return build_release_of(manifest, files_dir(settings), wheel_cache_dir(settings), python=python)

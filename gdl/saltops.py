@@ -42,6 +42,23 @@ class MasterOps:
             or {}
         )
 
+    def apply_state(
+        self, minions: list[str], sls: str, pillar: dict[str, Any], timeout: float = 600
+    ) -> dict[str, Any]:
+        if not minions:
+            return {}
+        return (
+            self.client.cmd(
+                minions,
+                "state.apply",
+                arg=[sls],
+                kwarg={"pillar": pillar},
+                tgt_type="list",
+                timeout=int(timeout),
+            )
+            or {}
+        )
+
     def cloud_create(self, profile: str, names: list[str], overrides: dict[str, Any]) -> None:
         config_dir = os.path.dirname(self.opts.get("conf_file") or "/etc/salt/master")
         client = salt.cloud.CloudClient(path=os.path.join(config_dir, "cloud"))
