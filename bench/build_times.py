@@ -17,6 +17,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -38,16 +39,21 @@ def timed_run(master, *args: str) -> float:
     return seconds
 
 
-def measure(master, servers: int) -> dict[str, float]:
+def measure(
+    master, servers: int, while_built: Callable[[str], dict] | None = None
+) -> dict[str, object]:
+    """Build, re-run and destroy; ``while_built(env)`` may add figures before the destroy."""
     env = f"bench{servers}"
     build = timed_run(master, "gdl.build", f"app={APP}", f"env={env}", f"servers={servers}")
     rerun = timed_run(master, "gdl.build", f"app={APP}", f"env={env}", f"servers={servers}")
+    extra = while_built(env) if while_built else {}
     destroy = timed_run(master, "gdl.destroy", f"app={APP}", f"env={env}")
     return {
         "servers": servers,
         "build_s": round(build, 1),
         "noop_rerun_s": round(rerun, 1),
         "destroy_s": round(destroy, 1),
+        **extra,
     }
 
 

@@ -2,9 +2,11 @@
 
 The servers themselves are always read from the provider; the record keeps
 only what the provider cannot tell: the requested size and count, which
-provider holds the environment, and the VRRP secret.  It is written before
-anything is made, so a build that dies half-way still leaves a destroy
-everything it needs.
+provider holds the environment, the VRRP secret, and the app release the
+environment runs (``release``) with the one it ran before
+(``previous_release``), so a re-run of the build keeps what the last deploy
+or rollback chose.  It is written before anything is made, so a build that
+dies half-way still leaves a destroy everything it needs.
 """
 
 from __future__ import annotations
@@ -29,9 +31,26 @@ class EnvRecord:
     vrrp_secret: str
     created: str
     updated: str
+    # Records written before releases were tracked have neither: None.
+    release: str | None = None
+    previous_release: str | None = None
+    # The lb role's VRRP timing profile (docs/vrrp.md); older records: default.
+    vrrp_profile: str = "default"
+
+    def with_vrrp_profile(self, profile: str) -> EnvRecord:
+        if profile == self.vrrp_profile:
+            return self
+        return replace(self, vrrp_profile=profile, updated=_now())
 
     def with_request(self, servers: int, size: str) -> EnvRecord:
         return replace(self, servers=servers, size=size, updated=_now())
+
+    def with_release(self, release: str) -> EnvRecord:
+        """The record once ``release`` runs everywhere; the one it replaces becomes previous."""
+        if release == self.release:
+            return self
+        previous = self.release if self.release is not None else self.previous_release
+        return replace(self, release=release, previous_release=previous, updated=_now())
 
 
 def _now() -> str:
@@ -53,7 +72,12 @@ def load(state_dir: str | os.PathLike[str], app: str, env: str) -> EnvRecord | N
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    return EnvRecord(**data)
+    return _from_dict(data)
+
+
+def _from_dict(data: dict) -> EnvRecord:
+    known = set(EnvRecord.__dataclass_fields__)
+    return EnvRecord(**{key: value for key, value in data.items() if key in known})
 
 
 def new_record(app: str, env: str, provider: str, servers: int, size: str) -> EnvRecord:
@@ -96,7 +120,7 @@ def list_records(state_dir: str | os.PathLike[str]) -> list[EnvRecord]:
     records = []
     for path in sorted(directory.glob("*.json")):
         try:
-            records.append(EnvRecord(**json.loads(path.read_text())))
+            records.append(_from_dict(json.loads(path.read_text())))
         except (OSError, ValueError, TypeError):
             continue  # a torn or foreign file is not an environment
     return records

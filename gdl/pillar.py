@@ -45,12 +45,15 @@ def env_pillar(
             "app": record.app,
             "env": record.env,
             "provider": record.provider,
+            # The release the app servers run: the record's, set by build, deploy
+            # and rollback ('' runs the version in the app's manifest).
+            "version": record.release or "",
             "vip": network.vip,
             "public_address": network.public_address,
             "cidr": network.cidr,
             "servers": members((s for s in servers if s.name in in_rotation), "app"),
             "lbs": members(servers, "lb"),
-            "vrrp": {"router_id": network.router_id},
+            "vrrp": {"router_id": network.router_id, "profile": record.vrrp_profile},
         }
     }
     lb_only = {"gdl": {"vrrp": {"secret": record.vrrp_secret}}}

@@ -52,7 +52,7 @@ def test_pillar_keeps_the_secret_for_the_load_balancers(tmp_path):
     common_path, lb_path = pillar.pillar_files(tmp_path, "blog", "dev")
     common = yaml.safe_load(common_path.read_text().split("\n", 1)[1])["gdl"]
     assert [s["name"] for s in common["servers"]] == ["app-0-blog-dev", "app-1-blog-dev"]
-    assert common["vrrp"] == {"router_id": 42}
+    assert common["vrrp"] == {"router_id": 42, "profile": "default"}
     assert record.vrrp_secret not in common_path.read_text()
     assert record.vrrp_secret in lb_path.read_text()
     assert common_path.read_text().startswith("#!yaml\n")
@@ -62,3 +62,26 @@ def test_pillar_keeps_the_secret_for_the_load_balancers(tmp_path):
     )
     assert pillar.remove(tmp_path, "blog", "dev")
     assert not common_path.exists() and not lb_path.exists()
+
+
+def test_vrrp_profile_is_kept_in_the_record_and_written_to_the_pillar(tmp_path):
+    record = envstore.new_record("blog", "dev", "local", 2, "m1.small")
+    assert record.vrrp_profile == "default"
+    # A record written before profiles existed reads as `default`.
+    path = envstore.save(tmp_path, record)
+    path.write_text(path.read_text().replace('"vrrp_profile": "default",', ""))
+    assert "vrrp_profile" not in path.read_text()
+    assert envstore.load(tmp_path, "blog", "dev").vrrp_profile == "default"
+
+    fast = record.with_vrrp_profile("fast")
+    assert fast.vrrp_profile == "fast"
+    assert fast.with_request(3, "m1.small").vrrp_profile == "fast"  # a later build keeps it
+    network = EnvNetwork(
+        vip="10.9.0.250",
+        public_address="10.9.0.250",
+        cidr="10.9.0.0/24",
+        router_id=42,
+        master_address="10.9.0.1",
+    )
+    common, _ = pillar.env_pillar(fast, network, [], [])
+    assert common["gdl"]["vrrp"] == {"router_id": 42, "profile": "fast"}

@@ -1,0 +1,604 @@
+"""The benchmark suite: every figure of bench/README.md in one run on the local provider.
+
+Makes one throwaway local cloud (its own bridge and salt-master), and on it:
+
+1. builds the blog with 2 app servers (``env=fo``; the first build also makes
+   the release's wheels, reported apart);
+2. throughput and p50/p99 latency with wrk through the VIP and straight to one
+   app server's nginx, in the same run, and their ratio;
+3. failed requests while one app server's gunicorn dies, while scaling 2 -> 3
+   -> 2, and during a rolling deploy (``gdl.deploy``, when it is available);
+4. VIP failover for four faults of the VRRP master under both VRRP profiles
+   (bench/failover.py);
+5. build, no-op re-run and destroy times for 1, 2, 4 and 8 app servers
+   (bench/build_times.py), and the salt-master's memory (PSS) with 8.
+
+Writes ``bench/results.json``, the table ``bench/results.md`` and the plot
+``bench/failover.png``.  Everything it makes is removed at the end, also on
+failure or Ctrl-C: hosts, master, bridge (tests/support/local_cloud.py); wrk
+runs under a timeout.  Needs root; about 15 minutes on 2 cores.
+
+    .venv/bin/python bench/run.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(BENCH_DIR))
+
+import build_times  # noqa: E402
+import failover  # noqa: E402
+from failover import Poller  # noqa: E402
+
+from tests.support.local_cloud import LocalCloud, running_local_cloud  # noqa: E402
+
+RESULTS_JSON = BENCH_DIR / "results.json"
+RESULTS_MD = BENCH_DIR / "results.md"
+PLOT = BENCH_DIR / "failover.png"
+APP = "blog"
+ENV = "fo"
+SERVERS = 2
+BUILD_COUNTS = (1, 2, 4, 8)
+WRK_SECONDS = 5
+WRK_CONNECTIONS = 16
+SETTLE = 1.0  # seconds the client runs before and after an action
+# Targets the table is checked against.
+TARGETS = {
+    "takeover_sigkill_default_s": 4.0,
+    "takeover_sigkill_fast_s": 1.5,
+    "failed_app_server_dies": 1,
+    "failed_scaling": 0,
+    "failed_deploy": 0,
+}
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def section(results: dict, key: str, action: Callable[[], object]) -> None:
+    """Run one part of the suite; a failure is recorded and the suite goes on."""
+    started = time.monotonic()
+    try:
+        results[key] = action()
+    except Exception as error:
+        results[key] = {"error": f"{type(error).__name__}: {error}"[-1500:]}
+    progress(f"{key}: done in {time.monotonic() - started:.0f} s")
+
+
+# -- wrk ------------------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return round(float(number) * _UNITS[unit], 2)
+
+
+def wrk(url: str) -> dict[str, object]:
+    command = [
+        "wrk", "-t2", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", "--timeout", "2s",
+        "--latency", url,
+    ]  # fmt: skip
+    out = subprocess.run(
+        command, capture_output=True, text=True, timeout=WRK_SECONDS + 30, check=True
+    ).stdout
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)$", out, re.MULTILINE)
+    return {
+        "url": url,
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": _ms(latency["50"]),
+        "p99_ms": _ms(latency["99"]),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "none",
+    }
+
+
+def throughput(cloud: LocalCloud) -> dict[str, object]:
+    provider = cloud.provider()
+    vip = provider.find_env(APP, ENV).vip
+    app_server = next(s for s in provider.list_servers(APP, ENV) if s.name.startswith("app-0-"))
+    # The same page both ways; the app's index is what users ask for.
+    through_vip = wrk(f"http://{vip}/")
+    direct = wrk(f"http://{app_server.address}/")
+    return {
+        "duration_s": WRK_SECONDS,
+        "connections": WRK_CONNECTIONS,
+        "app_servers_behind_vip": SERVERS,
+        "vip": through_vip,
+        "one_app_server": direct,
+        "rps_ratio_vip_to_direct": round(
+            through_vip["requests_per_s"] / direct["requests_per_s"], 2
+        ),
+        "p50_ratio_vip_to_direct": round(through_vip["p50_ms"] / direct["p50_ms"], 2),
+        "p99_ratio_vip_to_direct": round(through_vip["p99_ms"] / direct["p99_ms"], 2),
+    }
+
+
+# -- requests during changes ------------------------------------------------------------------
+
+
+def while_polling(cloud: LocalCloud, action: Callable[[], object]) -> dict[str, object]:
+    """Failed requests to the VIP from just before ``action`` until just after it."""
+    vip = cloud.provider().find_env(APP, ENV).vip
+    with Poller(f"http://{vip}/healthz") as poller:
+        time.sleep(SETTLE)
+        started = time.monotonic()
+        detail = action()
+        seconds = time.monotonic() - started
+        time.sleep(SETTLE)
+    failed, requests = poller.failed_since(started - SETTLE)
+    return {"failed": failed, "requests": requests, "action_s": round(seconds, 1), **(detail or {})}
+
+
+def app_server_dies(cloud: LocalCloud) -> dict[str, object]:
+    victim = f"app-0-{APP}-{ENV}"
+
+    def kill_gunicorn() -> dict[str, object]:
+        failover.in_host(cloud, victim, ["killall", "-KILL", "gunicorn"], check=True)
+        time.sleep(failover.WINDOW)
+        return {"server": victim, "fault": "SIGKILL of every gunicorn process"}
+
+    row = while_polling(cloud, kill_gunicorn)
+    failover.in_host(cloud, victim, ["service", f"gdl-{APP}", "start"])
+    time.sleep(failover.READY)  # haproxy's check takes it back after 2 passes
+    return row
+
+
+def scaling(cloud: LocalCloud) -> dict[str, object]:
+    return {
+        f"up_{SERVERS}_to_{SERVERS + 1}": while_polling(
+            cloud,
+            lambda: {"build_s": round(failover.build(cloud, APP, ENV, SERVERS + 1, "default"), 1)},
+        ),
+        f"down_{SERVERS + 1}_to_{SERVERS}": while_polling(
+            cloud,
+            lambda: {"build_s": round(failover.build(cloud, APP, ENV, SERVERS, "default"), 1)},
+        ),
+    }
+
+
+def new_release(root: Path) -> tuple[Path, str]:
+    """A copy of the app with its version bumped: a release the servers do not run yet."""
+    source = root / f"{APP}-bench"
+    shutil.copytree(REPO_ROOT / "apps" / APP, source)
+    manifest = source / "app.yaml"
+    text = manifest.read_text()
+    version = re.search(r"^version: *(\S+)", text, re.MULTILINE).group(1) + ".1"
+    manifest.write_text(re.sub(r"^version: *\S+", f"version: {version}", text, flags=re.MULTILINE))
+    return source, version
+
+
+def deploy(cloud: LocalCloud, root: Path) -> dict[str, object]:
+    """A rolling deploy of a new release under load, when this version of gdl has one."""
+    source, version = new_release(root)
+    outcome: dict[str, object] = {}
+
+    def run_deploy() -> dict[str, object]:
+        result = cloud.master.run(
+            "gdl.deploy", f"app={APP}", f"env={ENV}", f"source={source}", timeout=1200
+        )
+        outcome["returncode"] = result.returncode
+        outcome["output"] = (result.stdout + result.stderr).strip()[-500:]
+        return {}
+
+    row = while_polling(cloud, run_deploy)
+    if outcome["returncode"] != 0:
+        if "not available" in str(outcome["output"]):
+            return {"available": False, "refused": outcome["output"]}
+        return {"available": True, "error": f"gdl.deploy failed: {outcome['output']}"}
+    return {"available": True, "version": version, **row}
+
+
+# -- the salt-master's memory -------------------------------------------------------------------
+
+
+def master_pids(cloud: LocalCloud) -> list[int]:
+    """The salt-master and the processes it forked (its own process group)."""
+    group = os.getpgid(cloud.master.pid)
+    if group == os.getpgrp():
+        raise RuntimeError("the salt-master shares this process group: PSS would count it")
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == group and fields[0] != "Z":
+                pids.append(int(entry))
+    return pids
+
+
+def master_pss_mib(cloud: LocalCloud) -> tuple[float, int]:
+    """(summed PSS in MiB, number of processes) of the salt-master."""
+    total_kib = 0
+    pids = master_pids(cloud)
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        total_kib += int(re.search(r"^Pss:\s+(\d+) kB", text, re.MULTILINE).group(1))
+    return round(total_kib / 1024, 1), len(pids)
+
+
+class PssPeak:
+    """Samples the master's PSS every second in a thread: the peak of the ``with`` block."""
+
+    def __init__(self, cloud: LocalCloud) -> None:
+        self.cloud = cloud
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1):
+            # A process may exit between listing and reading: skip that sample.
+            with contextlib.suppress(Exception):
+                self.peak = max(self.peak, master_pss_mib(self.cloud)[0])
+
+    def __enter__(self) -> PssPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def build_times_and_memory(cloud: LocalCloud) -> dict[str, object]:
+    rows = []
+    memory: dict[str, object] = {}
+    for servers in BUILD_COUNTS:
+        if servers == max(BUILD_COUNTS):
+
+            def settled_pss(env: str) -> dict[str, object]:
+                pss, processes = master_pss_mib(cloud)
+                memory.update(
+                    {
+                        "environment": env,
+                        "app_servers": max(BUILD_COUNTS),
+                        "settled_pss_mib": pss,
+                        "processes": processes,
+                    }
+                )
+                return {}
+
+            with PssPeak(cloud) as peak:
+                row = build_times.measure(cloud.master, servers, settled_pss)
+            memory["peak_pss_mib_during_build_rerun_destroy"] = peak.peak
+        else:
+            row = build_times.measure(cloud.master, servers)
+        rows.append(row)
+        progress(f"servers={servers}: {row}")
+    return {"rows": rows, "master_memory": memory}
+
+
+# -- the report -----------------------------------------------------------------------------
+
+
+def _fmt(value: object, unit: str = "") -> str:
+    if value is None:
+        return "none in window"
+    return f"{value}{unit}"
+
+
+def _check(value: object, limit: float) -> str:
+    if not isinstance(value, (int, float)):
+        return "not measured"
+    return "met" if value <= limit else "**missed**"
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "# gdl benchmark results",
+        "",
+        f"Measured {results['measured']} on {results['machine']} with `bench/run.py` "
+        f"(local provider, app `{APP}`, {SERVERS} app servers unless said otherwise). "
+        f"The whole run took {results.get('total_s')} s. Raw figures: "
+        "[results.json](results.json). The machine was shared with other work; its load "
+        "average (1 min) when a run started: "
+        + ", ".join(f"{v} at {k}" for k, v in results.get("load_average_at_start", {}).items())
+        + ".",
+        "",
+    ]
+    if results.get("remeasured"):
+        lines += [
+            "Measured again later with `bench/run.py --only ...`: "
+            + ", ".join(f"{k} ({v})" for k, v in results["remeasured"].items())
+            + ".",
+            "",
+        ]
+    fo = results.get("failover", {})
+    lines += [
+        "## VIP failover (fault on the VRRP master)",
+        "",
+        f"Client: a fresh HTTP request to the VIP every {int(failover.INTERVAL * 1000)} ms "
+        f"(timeout {failover.REQUEST_TIMEOUT:g} s), watched for {failover.WINDOW:g} s after "
+        "the fault. **Takeover** = from the fault until the first answer served by the "
+        "other LB (its `X-Load-Balancer` header): the failover time. **Longest silence** = "
+        "the longest time without any answer. After a SIGKILL of keepalived the old master "
+        "keeps the VIP and its haproxy answers until the peer's gratuitous ARPs win, so "
+        "clients may see no failure at all while the pair is briefly split.",
+        "",
+        "| profile | fault | takeover (s) | longest silence (s) | failed / requests | "
+        "old master keeps VIP |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for row in fo.get("rows", []) if isinstance(fo, dict) else []:
+        if "error" in row:
+            lines.append(
+                f"| {row['profile']} | {row['fault']} | error: {row['error'][:200]} | | | |"
+            )
+            continue
+        lines.append(
+            f"| {row['profile']} | {row['fault']} | {_fmt(row['takeover_s'])} | "
+            f"{row['longest_silence_s']} | {row['failed']} / {row['requests']} | "
+            f"{'yes' if row['old_master_keeps_vip'] else 'no'} |"
+        )
+    if isinstance(fo, dict) and "error" in fo:
+        lines.append(f"\nerror: {fo['error']}")
+    lines += ["", "![client outcomes during each failover](failover.png)", ""]
+
+    changes = [
+        ("one app server's gunicorn killed (SIGKILL)", results.get("app_server_dies")),
+    ]
+    scale = results.get("scaling") or {}
+    for key, value in scale.items() if isinstance(scale, dict) else []:
+        if key != "error":
+            changes.append((f"scale {key.replace('_', ' ')}", value))
+    if "error" in scale:
+        changes.append(("scaling", scale))
+    deploy_result = results.get("deploy") or {}
+    if deploy_result.get("available"):
+        changes.append(
+            (f"rolling deploy of {deploy_result.get('version')} (`gdl.deploy`)", deploy_result)
+        )
+    lines += [
+        "## Requests during changes",
+        "",
+        "Same client, from 1 s before the change until 1 s after it ended.",
+        "",
+        "| change | failed / requests | change took (s) |",
+        "| --- | ---: | ---: |",
+    ]
+    for label, row in changes:
+        if not isinstance(row, dict) or "error" in (row or {}):
+            lines.append(f"| {label} | error: {(row or {}).get('error', 'not run')[:200]} | |")
+        else:
+            lines.append(f"| {label} | {row['failed']} / {row['requests']} | {row['action_s']} |")
+    if not deploy_result.get("available"):
+        refused = deploy_result.get("refused") or deploy_result.get("error") or "not run"
+        lines.append(f"| rolling deploy (`gdl.deploy`) | **not measured**: {refused[:200]} | |")
+    lines.append("")
+
+    tp = results.get("throughput") or {"error": "not run"}
+    lines += ["## Throughput: through the VIP vs one app server", ""]
+    if "error" in tp:
+        lines.append(f"error: {tp['error']}")
+    else:
+        lines += [
+            f"wrk, {tp['duration_s']} s, {tp['connections']} connections, 2 threads, page `/`, "
+            "both in the same run (client, LBs and app servers share the machine's CPUs).",
+            "",
+            "| target | requests/s | p50 (ms) | p99 (ms) | non-2xx |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            f"| VIP (haproxy, {tp['app_servers_behind_vip']} app servers) | "
+            f"{tp['vip']['requests_per_s']} | {tp['vip']['p50_ms']} | {tp['vip']['p99_ms']} | "
+            f"{tp['vip']['non_2xx']} |",
+            f"| one app server (nginx) | {tp['one_app_server']['requests_per_s']} | "
+            f"{tp['one_app_server']['p50_ms']} | {tp['one_app_server']['p99_ms']} | "
+            f"{tp['one_app_server']['non_2xx']} |",
+            f"| ratio VIP / direct | {tp['rps_ratio_vip_to_direct']} | "
+            f"{tp['p50_ratio_vip_to_direct']} | {tp['p99_ratio_vip_to_direct']} | |",
+        ]
+    lines.append("")
+
+    bt = results.get("build_times") or {"error": "not run"}
+    lines += ["## Build, no-op re-run and destroy", ""]
+    if "error" in bt:
+        lines.append(f"error: {bt['error']}")
+    else:
+        lines += [
+            f"The first build of the run, which also builds the release's wheels, took "
+            f"{results.get('first_build_s')} s (not in the table).",
+            "",
+            "| app servers | build (s) | no-op re-run (s) | destroy (s) |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        for row in bt["rows"]:
+            lines.append(
+                f"| {row['servers']} | {row['build_s']} | {row['noop_rerun_s']} | "
+                f"{row['destroy_s']} |"
+            )
+        memory = bt.get("master_memory", {})
+        if memory:
+            lines += [
+                "",
+                f"salt-master memory with {memory.get('app_servers')} app servers (+2 LBs): "
+                f"PSS {memory.get('settled_pss_mib')} MiB over {memory.get('processes')} "
+                f"processes after the no-op re-run; peak "
+                f"{memory.get('peak_pss_mib_during_build_rerun_destroy')} MiB while building, "
+                "re-running and destroying (sampled every second; PSS from "
+                "/proc/PID/smaps_rollup of the master's process group).",
+            ]
+    lines.append("")
+
+    lines += ["## Targets", "", "| target | limit | measured | |", "| --- | ---: | ---: | --- |"]
+    for label, limit, value in targets(results):
+        shown = "—" if value is None else value
+        lines.append(f"| {label} | {limit} | {shown} | {_check(value, limit)} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def targets(results: dict) -> list[tuple[str, float, object]]:
+    rows = (results.get("failover") or {}).get("rows", [])
+
+    def takeover(profile: str) -> object:
+        return next(
+            (
+                r.get("takeover_s")
+                for r in rows
+                if r.get("profile") == profile and r.get("fault") == "keepalived SIGKILL"
+            ),
+            None,
+        )
+
+    def failed(row: object) -> object:
+        return row.get("failed") if isinstance(row, dict) else None
+
+    scale = results.get("scaling") or {}
+    scale_failed = [failed(v) for k, v in scale.items() if k != "error"]
+    deploy_result = results.get("deploy") or {}
+    return [
+        ("takeover after SIGKILL of keepalived, default profile (s)",
+         TARGETS["takeover_sigkill_default_s"], takeover("default")),
+        ("takeover after SIGKILL of keepalived, fast profile (s)",
+         TARGETS["takeover_sigkill_fast_s"], takeover("fast")),
+        ("failed requests when an app server dies",
+         TARGETS["failed_app_server_dies"], failed(results.get("app_server_dies"))),
+        ("failed requests while scaling up and down",
+         TARGETS["failed_scaling"],
+         sum(scale_failed) if scale_failed and None not in scale_failed else None),
+        ("failed requests during a rolling deploy", TARGETS["failed_deploy"],
+         failed(deploy_result) if deploy_result.get("available") else None),
+    ]  # fmt: skip
+
+
+def plot(traces: dict[str, list[tuple[float, bool, str]]], path: Path) -> bool:
+    """One strip per profile and fault: each request at its time, by outcome and LB."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        progress("matplotlib is not installed (pip install .[bench]): no plot")
+        return False
+    if not traces:
+        return False
+    figure, axes = plt.subplots(len(traces), 1, figsize=(11, 1.1 * len(traces) + 1), sharex=True)
+    axes = axes if len(traces) > 1 else [axes]
+    # One colour per LB in every strip.
+    lbs = sorted({lb for points in traces.values() for _, ok, lb in points if ok})
+    for axis, (name, points) in zip(axes, traces.items(), strict=True):
+        for index, lb in enumerate(lbs):
+            xs = [t for t, ok, served in points if ok and served == lb]
+            axis.scatter(xs, [1] * len(xs), s=6, color=f"C{index}", label=f"answered by {lb}")
+        failed = [t for t, ok, _ in points if not ok]
+        axis.scatter(failed, [0] * len(failed), s=10, color="red", marker="x", label="failed")
+        axis.axvline(0, color="black", linewidth=0.8)
+        axis.set_yticks([0, 1], ["failed", "ok"])
+        axis.set_ylim(-0.5, 1.5)
+        axis.set_title(name, fontsize=9, loc="left")
+        axis.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[-1].set_xlabel("seconds since the fault (request completion time)")
+    figure.suptitle("VIP client outcomes during failover (request every 50 ms)", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+SECTIONS = ("throughput", "app_server_dies", "scaling", "deploy", "failover", "build_times")
+
+
+def main(argv: list[str]) -> int:
+    if os.geteuid() != 0:
+        print("bench/run.py makes local hosts: run it as root", file=sys.stderr)
+        return 2
+    # `--only failover,deploy` measures those again and keeps the rest of results.json.
+    only = set(argv[1].split(",")) if len(argv) == 2 and argv[0] == "--only" else set(SECTIONS)
+    if argv and (only - set(SECTIONS) or argv[0] != "--only"):
+        print(f"usage: run.py [--only {','.join(SECTIONS)}]", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    results: dict[str, object] = {}
+    if only != set(SECTIONS):
+        results = json.loads(RESULTS_JSON.read_text())
+        results.setdefault("remeasured", {}).update(dict.fromkeys(sorted(only), now))
+    else:
+        results["measured"] = now
+    results["machine"] = f"{platform.node()}, {os.cpu_count()} CPUs"
+    results.setdefault("load_average_at_start", {})[now] = round(os.getloadavg()[0], 1)
+    traces: dict[str, list[tuple[float, bool, str]]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="gdl-bench-") as root,
+        running_local_cloud(Path(root) / "master", tag="gdlr") as cloud,
+    ):
+
+        def failovers() -> dict[str, object]:
+            rows, found = failover.failover_rows(
+                cloud,
+                APP,
+                ENV,
+                SERVERS,
+                built_with="default",
+                on_row=lambda row: progress(f"failover {row}"),
+            )
+            traces.update(found)
+            return {
+                "client_interval_s": failover.INTERVAL,
+                "window_s": failover.WINDOW,
+                "rows": rows,
+            }
+
+        actions: dict[str, Callable[[], object]] = {
+            "throughput": lambda: throughput(cloud),
+            "app_server_dies": lambda: app_server_dies(cloud),
+            "scaling": lambda: scaling(cloud),
+            "deploy": lambda: deploy(cloud, Path(root)),
+            "failover": failovers,
+        }
+        if only - {"build_times"}:
+            progress(f"local cloud on bridge {cloud.bridge}; first build of {APP}/{ENV}")
+            first = failover.build(cloud, APP, ENV, SERVERS, "default")
+            # The figure of a whole run; a partial one keeps it.
+            results.setdefault("first_build_s", round(first, 1))
+            for key, action in actions.items():
+                if key in only:
+                    section(results, key, action)
+            cloud.master.run("gdl.destroy", f"app={APP}", f"env={ENV}", timeout=600)
+        if "build_times" in only:
+            section(results, "build_times", lambda: build_times_and_memory(cloud))
+    if only == set(SECTIONS):
+        results["total_s"] = round(time.monotonic() - started)
+    else:
+        results.setdefault("partial_runs_s", {})[now] = round(time.monotonic() - started)
+    results["targets"] = [
+        {"target": label, "limit": limit, "measured": value, "met": _check(value, limit) == "met"}
+        for label, limit, value in targets(results)
+    ]
+    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
+    plotted = plot(traces, PLOT)
+    RESULTS_MD.write_text(markdown(results))
+    print(RESULTS_MD.read_text())
+    written = [RESULTS_JSON, RESULTS_MD] + ([PLOT] if plotted else [])
+    progress("written: " + ", ".join(str(p.relative_to(REPO_ROOT)) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
