@@ -24,6 +24,7 @@ class Settings:
     source_dir: Path = Path(__file__).resolve().parent.parent  # holds apps/, states/, orch/
     pki_dir: Path = Path("/etc/salt/pki/master")
     master_config: Path = Path("/etc/salt/master")
+    cache_dir: Path = Path("/var/cache/salt/master")  # the master's cachedir
     local: dict[str, Any] = field(default_factory=dict)
     openstack: dict[str, Any] = field(default_factory=dict)
 
@@ -56,6 +57,7 @@ class Settings:
             source_dir=Path(section.get("source_dir", defaults.source_dir)),
             pki_dir=Path(opts.get("pki_dir", defaults.pki_dir)),
             master_config=Path(opts.get("conf_file", defaults.master_config)),
+            cache_dir=Path(opts.get("cachedir", defaults.cache_dir)),
             local=dict(section.get("local") or {}),
             openstack=dict(section.get("openstack") or {}),
         )

@@ -8,6 +8,7 @@ boot.  No key is ever auto-accepted, and a server's key goes with it.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,40 @@ def remove(pki_dir: str | os.PathLike[str], minion_id: str) -> bool:
             path.unlink()
             found = True
     return found
+
+
+def remove_cached_data(cache_dir: str | os.PathLike[str], minion_id: str) -> bool:
+    """Forget what the master cached of ``minion_id`` (its grains and pillar); True if any.
+
+    ``salt-key -d`` does this too: a destroyed server's pillar (with the
+    environment's secrets) must not outlive it in the master's cache.
+    """
+    _check_minion_id(minion_id)
+    found = False
+    for bank in ("grains", "pillar", "mine"):
+        directory = Path(cache_dir) / bank
+        if not directory.is_dir():
+            continue
+        # Salt's file cache names a key <key>.p; pillar keys may carry ":<pillarenv>".
+        for path in directory.glob(f"{minion_id}*.p"):
+            if path.name[: -len(".p")].split(":")[0] == minion_id:
+                path.unlink(missing_ok=True)
+                found = True
+    legacy = Path(cache_dir) / "minions" / minion_id
+    if legacy.is_dir():
+        shutil.rmtree(legacy, ignore_errors=True)
+        found = True
+    return found
+
+
+def cached_minions(cache_dir: str | os.PathLike[str]) -> set[str]:
+    """Every minion id the master's cache holds grains, pillar or mine data of."""
+    ids: set[str] = set()
+    for bank in ("grains", "pillar", "mine"):
+        directory = Path(cache_dir) / bank
+        if directory.is_dir():
+            ids.update(p.name[: -len(".p")].split(":")[0] for p in directory.glob("*.p"))
+    return ids
 
 
 def known_minions(pki_dir: str | os.PathLike[str]) -> set[str]:

@@ -90,3 +90,15 @@ def test_known_and_env_minions(tmp_path: Path, pair: keys.KeyPair) -> None:
         "app-1-blog-dev",
     }
     assert keys.known_minions(tmp_path / "missing") == set()
+
+
+def test_remove_cached_data_forgets_only_that_minions_grains_and_pillar(tmp_path: Path) -> None:
+    for bank in ("grains", "pillar"):
+        (tmp_path / bank).mkdir()
+        for name in ("app-0-blog-dev.p", "app-0-blog-dev2.p", "app-0-blog-dev:base.p"):
+            (tmp_path / bank / name).write_text("x")
+    assert keys.cached_minions(tmp_path) == {"app-0-blog-dev", "app-0-blog-dev2"}
+    assert keys.remove_cached_data(tmp_path, "app-0-blog-dev") is True
+    assert sorted(p.name for p in (tmp_path / "pillar").iterdir()) == ["app-0-blog-dev2.p"]
+    assert keys.cached_minions(tmp_path) == {"app-0-blog-dev2"}
+    assert keys.remove_cached_data(tmp_path, "app-0-blog-dev") is False

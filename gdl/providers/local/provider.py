@@ -86,7 +86,8 @@ def fresh_dirs(candidates: Iterable[str], needed: Iterable[str]) -> list[str]:
     return _outermost(
         d
         for d in candidates
-        if not _is_under(d, "/tmp") and not _is_under(d, "/run") and d != "/"
+        # Paths compared, not files made: /tmp and /run are never hidden.
+        if not _is_under(d, "/tmp") and not _is_under(d, "/run") and d != "/"  # nosec B108
         if not any(_is_under(path, d) for path in needed)
     )
 
@@ -100,8 +101,20 @@ def machine_dirs(needed: Iterable[str]) -> list[str]:
     return _outermost(
         path
         for path in needed
-        if os.path.isdir(path) and (_is_under(path, "/tmp") or _is_under(path, "/run"))
+        # Paths compared, not files made.
+        if os.path.isdir(path) and (_is_under(path, "/tmp") or _is_under(path, "/run"))  # nosec B108
     )
+
+
+# A test hook, read by the local provider only: server names (comma-separated) whose
+# host fails to boot after its network was plumbed, as a real boot failure would.
+# It exercises the provider's and the workflow's failure paths on an honest host.
+FAIL_HOSTS_VARIABLE = "GDL_LOCAL_FAIL_HOSTS"
+
+
+def _injected_failures(names: Iterable[str]) -> list[str]:
+    wanted = {n.strip() for n in os.environ.get(FAIL_HOSTS_VARIABLE, "").split(",") if n.strip()}
+    return [name for name in names if name in wanted]
 
 
 class LocalProvider(Provider):
@@ -230,7 +243,11 @@ class LocalProvider(Provider):
     def _state(self, record: dict) -> str:
         names = host.HostNames.of(self.tag, record["name"])
         if record.get("pid") is None:
-            return BUILDING
+            # Half-made: still being made while the process making it lives; if that
+            # process died (a killed build, a crashed master) nothing will finish it.
+            if host.is_alive(record.get("creator"), record.get("creator_starttime")):
+                return BUILDING
+            return STOPPED
         if host.is_alive(record["pid"], record.get("starttime")) and names.netns_path.exists():
             return RUNNING
         return STOPPED
@@ -398,6 +415,8 @@ class LocalProvider(Provider):
                         "veth": host.HostNames.of(self.tag, request.name).veth,
                         "pid": None,
                         "starttime": None,
+                        "creator": os.getpid(),
+                        "creator_starttime": host.process_starttime(os.getpid()),
                         "created": time.time(),
                     },
                 )
@@ -518,6 +537,8 @@ class LocalProvider(Provider):
             for r in requests
             if names[r.name].netns in plumbing
         }
+        for name in _injected_failures(r.name for r in requests if r.name not in failures):
+            failures[name] = f"did not boot: fault injected by {FAIL_HOSTS_VARIABLE}"
         ready = [r for r in requests if r.name not in failures]
         descriptions = []
         for request in ready:

@@ -1,0 +1,127 @@
+"""Running gdl through salt-run against a test master, in the foreground or behind a test."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support.salt_daemons import SaltMaster, salt_script
+
+
+def documents(text: str) -> list[object]:
+    """salt-run --out=json prints each progress event, then the return: one document each."""
+    decoder = json.JSONDecoder()
+    found, position = [], 0
+    while True:
+        while position < len(text) and text[position].isspace():
+            position += 1
+        if position >= len(text):
+            return found
+        try:
+            document, position = decoder.raw_decode(text, position)
+        except ValueError:
+            # A log line between the documents: skip it.
+            end = text.find("\n", position)
+            if end < 0:
+                return found
+            position = end + 1
+            continue
+        found.append(document)
+
+
+def run(master: SaltMaster, *args: str, env: dict[str, str] | None = None, timeout: float = 900):
+    """Exit status, the runner's return (the last JSON document) and all output."""
+    result = master.run("--out=json", *args, timeout=timeout, env=env)
+    found = documents(result.stdout)
+    return result.returncode, (found[-1] if found else None), result.stdout + result.stderr
+
+
+def refusal(output: str) -> str:
+    """The runner's error: salt-run --out=json prints it as a JSON string, last."""
+    found = [d for d in documents(output) if isinstance(d, str)]
+    return found[-1] if found else ""
+
+
+class Background:
+    """A salt-run command started now and collected later."""
+
+    def __init__(self, master: SaltMaster, *args: str, log: Path) -> None:
+        self.log = log
+        self._output = open(log, "w")  # noqa: SIM115 - closed in wait()
+        self.process = subprocess.Popen(
+            [salt_script("salt-run"), "-c", str(master.config_dir), "--out=json", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=str(master.root),
+        )
+
+    def wait(self, timeout: float = 900) -> tuple[int, str]:
+        try:
+            code = self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._output.close()
+        return code, self.log.read_text()
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def served_by(url: str, count: int) -> list[str]:
+    hosts = []
+    for _ in range(count):
+        with urllib.request.urlopen(url, timeout=5) as response:
+            hosts.append(response.headers["X-Served-By"])
+    return hosts
+
+
+def restart_master_daemon(master: SaltMaster, grace: float = 20) -> None:
+    """Stop and start the salt-master daemon only, as a service manager's restart does.
+
+    SaltMaster.stop() also kills every command run with the master's config
+    (a salt-run in progress); a restart of the daemon leaves those running.
+    """
+    import os
+    import signal
+
+    from tests.support import salt_daemons
+
+    process = master.process
+    assert process is not None and process.poll() is None
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    salt_daemons._running.pop(process.pid, None)
+    # Same ports again: the minions know no others.
+    wait_until(
+        lambda: (
+            not salt_daemons.port_open(master.interface, master.ret_port)
+            and not salt_daemons.port_open(master.interface, master.publish_port)
+        ),
+        30,
+        "the master's ports to close",
+    )
+    master.start()
