@@ -19,6 +19,8 @@ takes a step's ``env`` argument for ``saltenv``).
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 from typing import Any
 
@@ -74,11 +76,7 @@ def _progress(message: str) -> None:
 
 
 def _env_name(env: Any, environment: Any) -> Any:
-    if env is not None and environment is not None and env != environment:
-        raise GdlError(
-            f"env={env!r} and environment={environment!r} disagree", "give only one of them"
-        )
-    return env if env is not None else environment
+    return _spec.pick_env(env, environment)
 
 
 def _run(action, *args, **kwargs):
@@ -99,10 +97,36 @@ def _run(action, *args, **kwargs):
         ) from None
 
 
-def _check_kwargs(kwargs: dict[str, Any], allowed: tuple[str, ...]) -> None:
+def _check_kwargs(
+    kwargs: dict[str, Any], allowed: tuple[str, ...], args: tuple[Any, ...] = ()
+) -> None:
+    _run(_spec.reject_positional, args, allowed)
     _run(_spec.reject_unknown, kwargs, allowed)
 
 
+def _whole_call(func):
+    """Refuse in one line a call whose values do not bind to ``func``'s arguments.
+
+    Salt answers a runner whose call raises TypeError (``app`` given twice,
+    by name and by position) with a usage text and exit status 0.
+    """
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def checked(*args, **kwargs):
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as error:
+            raise Refused(
+                f"gdl.{func.__name__.rstrip('_')}: {error}: "
+                "give each argument once, as NAME=VALUE on one line"
+            ) from None
+        return func(*args, **kwargs)
+
+    return checked
+
+
+@_whole_call
 def build(
     app=None,
     env=None,
@@ -111,6 +135,8 @@ def build(
     provider=None,
     test=False,
     environment=None,
+    vrrp=None,
+    *args,
     **kwargs,
 ):
     """
@@ -132,6 +158,10 @@ def build(
         ``local`` or ``openstack`` (default: the master's ``gdl:provider``).
     test
         ``True`` prints the plan and changes nothing.
+    vrrp
+        The VRRP pair's timing profile: ``default`` (1 s adverts, for any
+        network) or ``fast`` (VRRPv3, 0.25 s adverts); see docs/vrrp.md.
+        Default: the environment keeps its profile (a new one: ``default``).
 
     CLI Example:
 
@@ -139,8 +169,9 @@ def build(
 
         salt-run gdl.build app=blog env=dev servers=2 size=m1.small
         salt-run gdl.build app=blog env=dev servers=3 test=True
+        salt-run gdl.build app=blog env=dev vrrp=fast
     """
-    _check_kwargs(kwargs, ("app", "env", "servers", "size", "provider", "test"))
+    _check_kwargs(kwargs, ("app", "env", "servers", "size", "provider", "test", "vrrp"), args)
     ctx = _run(_context)
     request = _run(
         _spec.build_spec,
@@ -150,6 +181,7 @@ def build(
         size=size,
         provider=provider,
         default_provider=ctx.settings.provider,
+        vrrp=vrrp,
     )
     dry_run = _run(_spec.parse_bool, "test", test)
     result = _run(workflow.build, ctx, request, test=dry_run)
@@ -158,10 +190,12 @@ def build(
     return result
 
 
-def destroy(app=None, env=None, provider=None, test=False, environment=None, **kwargs):
+@_whole_call
+def destroy(app=None, env=None, provider=None, test=False, environment=None, *args, **kwargs):
     """
     Remove everything an environment owns: servers, VRRP pair, VIP, network
-    parts, minion keys, pillar and records.  Destroying what is gone succeeds.
+    parts, minion keys, pillar and records.  A half-made environment is
+    destroyed too; one of which nothing exists is refused (a mistyped name).
 
     CLI Example:
 
@@ -170,7 +204,7 @@ def destroy(app=None, env=None, provider=None, test=False, environment=None, **k
         salt-run gdl.destroy app=blog env=dev
         salt-run gdl.destroy app=blog env=dev test=True
     """
-    _check_kwargs(kwargs, ("app", "env", "provider", "test"))
+    _check_kwargs(kwargs, ("app", "env", "provider", "test"), args)
     ctx = _run(_context)
     app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
     chosen = _run(_spec.parse_provider, provider, None) if provider else None
@@ -178,7 +212,8 @@ def destroy(app=None, env=None, provider=None, test=False, environment=None, **k
     return _run(workflow.destroy, ctx, app, env, provider=chosen, test=dry_run)
 
 
-def status(app=None, env=None, environment=None, **kwargs):
+@_whole_call
+def status(app=None, env=None, environment=None, *args, **kwargs):
     """
     Show an environment: its servers with address and state, which load
     balancer holds the VIP, each backend's health in haproxy, and the URL.
@@ -189,13 +224,14 @@ def status(app=None, env=None, environment=None, **kwargs):
 
         salt-run gdl.status app=blog env=dev
     """
-    _check_kwargs(kwargs, ("app", "env"))
+    _check_kwargs(kwargs, ("app", "env"), args)
     ctx = _run(_context)
     app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
     return _run(workflow.status, ctx, app, env)
 
 
-def list_(**kwargs):
+@_whole_call
+def list_(*args, **kwargs):
     """
     List the environments that exist, as found at the providers.
 
@@ -205,31 +241,52 @@ def list_(**kwargs):
 
         salt-run gdl.list
     """
-    _check_kwargs(kwargs, ())
+    _check_kwargs(kwargs, (), args)
     return _run(workflow.list_environments, _run(_context))
 
 
-def deploy(app=None, env=None, version=None, source=None, batch=1, **kwargs):
+@_whole_call
+def deploy(
+    app=None, env=None, version=None, source=None, batch=1, environment=None, *args, **kwargs
+):
     """
-    Roll a new release of the app out to the environment, one server (or
-    ``batch`` servers) at a time, draining each from haproxy first.
+    Roll a new release of the app out to the environment, ``batch`` servers
+    at a time (default 1): drain them in haproxy on both load balancers, wait
+    for requests in flight, switch their release, check their health check
+    directly, put them back in rotation.  A server that fails its health check
+    goes back to its previous release and rotation, the deploy stops there
+    (the servers after it are not touched) and exits non-zero saying why.
 
-    Not available in this version of gdl.
+    version
+        The release to deploy (default: the version in the app's manifest).
+        Without ``source``, either ``apps/<app>``'s version or one already built.
+    source
+        A directory holding the release (the app with its ``app.yaml``);
+        default ``apps/<app>``.
+    batch
+        How many servers leave rotation at once (default 1).
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-run gdl.deploy app=blog env=dev version=1.1.0
+        salt-run gdl.deploy app=blog env=dev
+        salt-run gdl.deploy app=blog env=dev source=/srv/releases/blog-1.1.0 batch=2
     """
-    raise Refused("gdl.deploy is not available in this version: re-run gdl.build instead")
+    _check_kwargs(kwargs, ("app", "env", "version", "source", "batch"), args)
+    from gdl import deploy as _deploy
+
+    ctx = _run(_context)
+    app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
+    return _run(_deploy.deploy, ctx, app, env, version=version, source=source, batch=batch)
 
 
-def rollback(app=None, env=None, **kwargs):
+@_whole_call
+def rollback(app=None, env=None, batch=1, environment=None, *args, **kwargs):
     """
-    Return the environment's servers to the previous release of the app.
-
-    Not available in this version of gdl.
+    Return the environment's servers to the release it ran before the last
+    deploy, the same rolling way (``batch`` servers at a time, default 1).
+    Rolling back twice returns to the newer release.
 
     CLI Example:
 
@@ -237,7 +294,12 @@ def rollback(app=None, env=None, **kwargs):
 
         salt-run gdl.rollback app=blog env=dev
     """
-    raise Refused("gdl.rollback is not available in this version")
+    _check_kwargs(kwargs, ("app", "env", "batch"), args)
+    from gdl import deploy as _deploy
+
+    ctx = _run(_context)
+    app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
+    return _run(_deploy.rollback, ctx, app, env, batch=batch)
 
 
 # -- orchestration steps: orch/build.sls and orch/destroy.sls call these ------------------

@@ -39,6 +39,14 @@ class SaltOps(Protocol):
     def ping(self, minions: list[str], timeout: float) -> set[str]:
         """The minions that answered test.ping."""
 
+    def call(self, minions: list[str], function: str, args: list[Any], timeout: float = 10) -> dict:
+        """{minion: return} of an execution function run on ``minions``."""
+
+    def apply_state(
+        self, minions: list[str], sls: str, pillar: dict[str, Any], timeout: float = 600
+    ) -> dict[str, Any]:
+        """{minion: state return} of ``sls`` applied with ``pillar`` on ``minions``."""
+
     def cloud_create(self, profile: str, names: list[str], overrides: dict[str, Any]) -> None:
         """Make servers through salt-cloud's profile."""
 
@@ -114,13 +122,21 @@ def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
             record = envstore.new_record(spec.app, spec.env, spec.provider, spec.servers, spec.size)
         else:
             record = record.with_request(spec.servers, spec.size)
+        if spec.vrrp_profile is not None:
+            record = record.with_vrrp_profile(spec.vrrp_profile)
         # Written before anything is made: destroy must find a half-made environment.
         envstore.save(ctx.settings.state_dir, record)
 
         ctx.progress(f"{spec.env_id}: preparing the environment's network parts")
         network = provider.ensure_env(spec.app, spec.env)
-        ctx.progress(f"{spec.env_id}: building release {manifest.version} of {spec.app}")
-        apps.build_release_for(ctx.settings, spec.app)
+        # The release the environment runs: the last deploy's or rollback's,
+        # else the manifest's (gdl/deploy.py); the pillar carries it to the servers.
+        from gdl import deploy
+
+        release = record.release or manifest.version
+        ctx.progress(f"{spec.env_id}: building release {release} of {spec.app}")
+        record, release = deploy.ensure_build_release(ctx.settings, record, manifest)
+        envstore.save(ctx.settings.state_dir, record)
 
         app_plan = plan.of_role("app")
         replace_servers(ctx, provider, list(app_plan.replace))
@@ -151,12 +167,22 @@ def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
 def destroy(
     ctx: Context, app: str, env: str, provider: str | None = None, test: bool = False
 ) -> dict[str, Any]:
-    """Remove everything environment (app, env) owns; idempotent."""
+    """Remove everything environment (app, env) owns; a half-made one's too.
+
+    An environment of which nothing at all exists is refused: a mistyped name
+    must not read as a finished destroy (orch/destroy.sls stays idempotent).
+    """
     chosen = _env_provider(ctx, app, env, provider)
     servers = chosen.list_servers(app, env)
     minion_keys = keys.env_minions(ctx.settings.pki_dir, app, env)
     record = envstore.load(ctx.settings.state_dir, app, env)
     network = chosen.find_env(app, env)
+    pillar_left = any(p.exists() for p in pillar.pillar_files(ctx.settings.pillar_dir, app, env))
+    if not (servers or minion_keys or record or network or pillar_left):
+        raise NotFound(
+            f"environment {naming.env_id(app, env)} does not exist, there is nothing to destroy",
+            "check app= and env= against salt-run gdl.list",
+        )
     if test:
         return {
             "result": True,
@@ -190,6 +216,8 @@ def status(ctx: Context, app: str, env: str) -> dict[str, Any]:
         "url": _url(network) if network else None,
         "vip": network.vip if network else None,
         "requested": {"servers": record.servers, "size": record.size},
+        # Servers the request needs that the provider does not have (lost, or never made).
+        "missing": sorted(set(desired_names(app, env, record.servers)) - {s.name for s in servers}),
         "servers": [
             {**s.as_dict(), "minion": s.name in answering}
             for s in sorted(servers, key=lambda s: s.name)
@@ -260,7 +288,16 @@ def create_servers(
         )
     for name in names:
         ctx.progress(f"creating {name} ...")
-    made = provider.create_servers(requests, progress=ctx.progress)
+    try:
+        made = provider.create_servers(requests, progress=ctx.progress)
+    except GdlError:
+        # The provider cleans up the servers it could not make; their keys go too,
+        # so no accepted key outlives its server.
+        present = {s.name for s in provider.list_servers(spec.app, spec.env)}
+        for name in names:
+            if name not in present:
+                _forget_minion(ctx, name)
+        raise
     wait_for_minions(ctx, names)
     return made
 
@@ -271,7 +308,7 @@ def replace_servers(ctx: Context, provider: Provider, names: list[str]) -> None:
         ctx.progress(f"replacing broken servers: {', '.join(names)}")
         provider.delete_servers(names, progress=ctx.progress)
         for name in names:
-            keys.remove(ctx.settings.pki_dir, name)
+            _forget_minion(ctx, name)
 
 
 def wait_for_minions(ctx: Context, names: list[str], timeout: float = MINION_TIMEOUT) -> None:
@@ -346,7 +383,7 @@ def remove_servers(
         ctx.progress(f"deleting {name} ...")
     deleted = chosen.delete_servers(owned, progress=ctx.progress) if owned else []
     for name in owned:
-        keys.remove(ctx.settings.pki_dir, name)
+        _forget_minion(ctx, name)
     return deleted
 
 
@@ -372,7 +409,10 @@ def _teardown(ctx: Context, app: str, env: str, provider: str | None) -> list[st
     ctx.progress(f"removing the network parts of {naming.env_id(app, env)}")
     chosen.teardown_env(app, env)
     for minion_id in keys.env_minions(ctx.settings.pki_dir, app, env):
-        keys.remove(ctx.settings.pki_dir, minion_id)
+        _forget_minion(ctx, minion_id)
+    for minion_id in keys.cached_minions(ctx.settings.cache_dir):
+        if _belongs(minion_id, app, env):
+            keys.remove_cached_data(ctx.settings.cache_dir, minion_id)
     pillar.remove(ctx.settings.pillar_dir, app, env)
     envstore.remove(ctx.settings.state_dir, app, env)
     remove_lock_file(ctx.settings.lock_dir, app, env)
@@ -393,7 +433,8 @@ def check_vip(ctx: Context, app: str, env: str, timeout: float = VIP_TIMEOUT) ->
     last = ""
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=3) as response:
+            # The URL is built above: always http:// to the VIP, never a file: or other scheme.
+            with urllib.request.urlopen(url, timeout=3) as response:  # nosec B310
                 body = json.loads(response.read().decode() or "{}")
                 return {"url": url, "status": response.status, "served_by": body.get("host")}
         except (OSError, ValueError, urllib.error.URLError) as exc:
@@ -403,6 +444,12 @@ def check_vip(ctx: Context, app: str, env: str, timeout: float = VIP_TIMEOUT) ->
         f"{url} did not answer within {timeout:.0f} s ({last})",
         f"see salt-run gdl.status app={app} env={env}",
     )
+
+
+def _forget_minion(ctx: Context, minion_id: str) -> None:
+    """Remove a server's minion key and what the master cached of it."""
+    keys.remove(ctx.settings.pki_dir, minion_id)
+    keys.remove_cached_data(ctx.settings.cache_dir, minion_id)
 
 
 def _belongs(name: str, app: str, env: str) -> bool:
