@@ -37,8 +37,10 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "tests": ["pytest", "flask", "gunicorn", "markdown", "bandit"],
-        "lint": ["ruff"],
+        "tests": ["pytest", "pytest-xdist", "flask", "gunicorn", "markdown"],
+        "lint": ["ruff", "bandit"],
+        # bench/run.py's failover plot.
+        "bench": ["matplotlib"],
     },
     entry_points={
         "salt.loader": ["gdl = gdl.saltext:loader_dirs"],

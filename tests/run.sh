@@ -6,7 +6,7 @@
 #   ./tests/run.sh -k keys -x       any pytest options
 #
 # On a fresh Debian 12 machine it must run as root (it installs Debian packages);
-# once they are there it runs as any user.  GDL_SKIP_LINT=1 skips ruff.
+# once they are there it runs as any user.  GDL_SKIP_LINT=1 skips ruff and bandit.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -59,11 +59,11 @@ install_venv() {
     wanted=$(cat "$REPO/setup.py" "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1)
     if [[ -f $stamp && $(<"$stamp") == "$wanted" ]] \
         && "$VENV/bin/python" -c 'import gdl, salt, pytest' 2>/dev/null \
-        && [[ -x $VENV/bin/ruff ]]; then
+        && [[ -x $VENV/bin/ruff && -x $VENV/bin/bandit ]]; then
         return 0
     fi
-    say "installing gdl (editable) with its test and lint extras into $VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$REPO[tests,lint]"
+    say "installing gdl (editable) with its test, lint and bench extras into $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$REPO[tests,lint,bench]"
     echo "$wanted" >"$stamp"
 }
 
@@ -83,11 +83,35 @@ if [[ ${GDL_SKIP_LINT:-0} != 1 ]]; then
     "$VENV/bin/ruff" check .
     say "ruff format --check"
     "$VENV/bin/ruff" format --check .
+    # Medium and high findings fail the run; a false positive carries "# nosec BXXX" with a reason.
+    say "bandit (medium and high)"
+    "$VENV/bin/bandit" -q -r -ll gdl _runners _modules _clouds _output
 fi
 
-say "pytest $*"
+# The whole suite runs its test files on several workers: most of an integration test
+# is waiting for daemons, so files overlap well even on two cores.
+args=("$@")
+if [[ ${#args[@]} -eq 0 ]]; then
+    args=(-n "${GDL_TEST_WORKERS:-3}" --dist loadfile --durations=20 tests)
+fi
+
+# The rig starts in the background while the first tests run, and this script stops it
+# when it started it; the tests' fixture then only waits for it (GDL_RIG_MANAGED).
+rig_started=false
+if [[ ${GDL_RIG:-1} != 0 ]] && ! "$REPO/tests/openstack/rig/rig" status >/dev/null; then
+    say "starting the OpenStack test rig in the background (log: $REPO/.rig-up.log)"
+    "$REPO/tests/openstack/rig/rig" up >"$REPO/.rig-up.log" 2>&1 &
+    rig_started=true
+    export GDL_RIG_MANAGED=1
+    trap 'say "stopping the OpenStack test rig"; "$REPO/tests/openstack/rig/rig" down >/dev/null 2>&1 || true' EXIT
+fi
+
+say "pytest ${args[*]}"
 started=$SECONDS
 status=0
-"$VENV/bin/python" -m pytest "$@" || status=$?
+"$VENV/bin/python" -m pytest "${args[@]}" || status=$?
 say "pytest exited $status after $((SECONDS - started)) s"
+if [[ $rig_started == true ]]; then
+    wait || true
+fi
 exit "$status"

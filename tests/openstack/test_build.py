@@ -31,7 +31,7 @@ from gdl import naming
 from gdl.providers.openstack import group_name, vip_port_name
 from tests.support.salt_daemons import REPO_ROOT, SaltMaster, salt_script
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 APP = "blog"
 ENV = "dev"
@@ -163,6 +163,18 @@ def built(os_master: SaltMaster, demo) -> dict:
     )
     assert code == 0, output
     return {"result": data, "seconds": time.monotonic() - started}
+
+
+def test_a_request_the_cloud_cannot_carry_is_one_line_and_makes_nothing(os_master, demo, rig):
+    result = os_master.run(
+        "gdl.build", f"app={APP}", "env=bad", "servers=2", "size=m9.nope", "provider=openstack"
+    )
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert len(lines) == 1 and "m9.nope" in lines[0], result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert leftovers(demo, rig, APP, "bad") == []
+    assert not list((os_master.pki_dir / "minions").glob("*"))
 
 
 def test_build_serves_the_blog_at_the_vip_from_both_app_servers(built, demo):
