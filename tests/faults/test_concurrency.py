@@ -11,8 +11,8 @@ import pytest
 
 from gdl import naming
 from gdl.providers.local import host
-from tests.faults.runs import Background, refusal, run, served_by, wait_until
 from tests.support.leftovers import HostTrace
+from tests.support.runs import Background, refusal, run, served_by, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ import urllib.request
 import pytest
 
 from gdl.providers.local import host
-from tests.faults.runs import refusal, run
 from tests.support.leftovers import HostTrace
+from tests.support.runs import refusal, run
 
 pytestmark = pytest.mark.integration
 

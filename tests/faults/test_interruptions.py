@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from gdl.providers.local import host
-from tests.faults.runs import (
+from tests.support.leftovers import HostTrace
+from tests.support.runs import (
     Background,
     refusal,
     restart_master_daemon,
@@ -22,7 +23,6 @@ from tests.faults.runs import (
     served_by,
     wait_until,
 )
-from tests.support.leftovers import HostTrace
 
 pytestmark = pytest.mark.integration
 

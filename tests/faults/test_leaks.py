@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from gdl.providers.local import host
-from tests.faults.runs import run
 from tests.support.leftovers import HostTrace, leftovers
+from tests.support.runs import run
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 

@@ -14,7 +14,7 @@ import pytest
 
 from gdl import keys
 from gdl.providers.local.provider import FAIL_HOSTS_VARIABLE
-from tests.faults.runs import refusal, run, served_by
+from tests.support.runs import refusal, run, served_by
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ import yaml
 
 from gdl import naming
 from gdl.providers.openstack import group_name, vip_port_name
+from tests.support.runs import run, served_by
 from tests.support.salt_daemons import REPO_ROOT, SaltMaster, salt_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
@@ -37,23 +37,6 @@ APP = "blog"
 ENV = "dev"
 SECOND_ENV = "qa"
 BUILD_TIMEOUT = 1200
-
-
-def run_json(master: SaltMaster, *args: str, timeout: float = BUILD_TIMEOUT):
-    """Exit status, the runner's return (the last JSON document) and all output."""
-    result = master.run("--out=json", *args, timeout=timeout)
-    decoder, position, data = json.JSONDecoder(), 0, None
-    text = result.stdout
-    while True:
-        while position < len(text) and text[position].isspace():
-            position += 1
-        if position >= len(text):
-            break
-        try:
-            data, position = decoder.raw_decode(text, position)
-        except ValueError:
-            break
-    return result.returncode, data, result.stdout + result.stderr
 
 
 def cli(rig: dict[str, Any], cloud: str, *args: str) -> Any:
@@ -89,14 +72,6 @@ def in_host(pid: int, *command: str) -> subprocess.CompletedProcess[str]:
 def holds(pid: int, address: str) -> bool:
     shown = in_host(pid, "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
     return f" {address}/" in shown
-
-
-def served_by(url: str, count: int) -> list[str]:
-    hosts = []
-    for _ in range(count):
-        with urllib.request.urlopen(url, timeout=5) as response:
-            hosts.append(response.headers["X-Served-By"])
-    return hosts
 
 
 def env_servers(demo, app: str, env: str) -> list:
@@ -151,15 +126,21 @@ def os_master(tmp_path_factory, rig, demo, openstack_section) -> Iterator[SaltMa
         yield master
     finally:
         for env in (ENV, SECOND_ENV):
-            run_json(master, "gdl.destroy", f"app={APP}", f"env={env}")
+            run(master, "gdl.destroy", f"app={APP}", f"env={env}")
         master.stop()
 
 
 @pytest.fixture(scope="module")
 def built(os_master: SaltMaster, demo) -> dict:
     started = time.monotonic()
-    code, data, output = run_json(
-        os_master, "gdl.build", f"app={APP}", f"env={ENV}", "servers=2", "provider=openstack"
+    code, data, output = run(
+        os_master,
+        "gdl.build",
+        f"app={APP}",
+        f"env={ENV}",
+        "servers=2",
+        "provider=openstack",
+        timeout=BUILD_TIMEOUT,
     )
     assert code == 0, output
     return {"result": data, "seconds": time.monotonic() - started}
@@ -253,27 +234,34 @@ def test_killing_the_vrrp_masters_keepalived_moves_the_vip(built, rig, demo, os_
     assert moved_after <= 4, f"the VIP moved after {moved_after:.1f} s"
     assert served_by(f"http://{vip}/", 2)
     # A re-run converges: keepalived runs again on the old holder.
-    code, _data, output = run_json(
-        os_master, "gdl.build", f"app={APP}", f"env={ENV}", "servers=2", "provider=openstack"
+    code, _data, output = run(
+        os_master,
+        "gdl.build",
+        f"app={APP}",
+        f"env={ENV}",
+        "servers=2",
+        "provider=openstack",
+        timeout=BUILD_TIMEOUT,
     )
     assert code == 0, output
     assert in_host(lbs[holder], "pgrep", "-x", "keepalived").returncode == 0
 
 
 def test_a_second_environment_outlives_the_destroy_of_the_first(built, rig, demo, os_master):
-    code, _data, output = run_json(
+    code, _data, output = run(
         os_master,
         "gdl.build",
         f"app={APP}",
         f"env={SECOND_ENV}",
         "servers=1",
         "provider=openstack",
+        timeout=BUILD_TIMEOUT,
     )
     assert code == 0, output
     second = {s.id: s.name for s in env_servers(demo, APP, SECOND_ENV)}
     assert len(second) == 3
 
-    code, _data, output = run_json(os_master, "gdl.destroy", f"app={APP}", f"env={ENV}")
+    code, _data, output = run(os_master, "gdl.destroy", f"app={APP}", f"env={ENV}")
     assert code == 0, output
     assert leftovers(demo, rig, APP, ENV) == []
     gone = [naming.server_name(r, i, APP, ENV) for r in ("app", "lb") for i in (0, 1)]
@@ -311,12 +299,12 @@ def test_destroy_after_a_build_killed_half_way_leaves_nothing(rig, demo, os_mast
     finally:
         os.killpg(build.pid, 9)
         build.wait(30)
-    code, _data, output = run_json(os_master, "gdl.destroy", f"app={APP}", f"env={env}")
+    code, _data, output = run(os_master, "gdl.destroy", f"app={APP}", f"env={env}")
     assert code == 0, output
     assert leftovers(demo, rig, APP, env) == []
     assert not list((os_master.pki_dir / "minions").glob(f"*-{APP}-{env}"))
 
-    code, _data, output = run_json(os_master, "gdl.destroy", f"app={APP}", f"env={SECOND_ENV}")
+    code, _data, output = run(os_master, "gdl.destroy", f"app={APP}", f"env={SECOND_ENV}")
     assert code == 0, output
     assert leftovers(demo, rig, APP, SECOND_ENV) == []
     assert not list((os_master.pki_dir / "minions").glob(f"*-{APP}-*"))

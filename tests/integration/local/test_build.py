@@ -7,12 +7,9 @@ story an operator lives through, each step starting from where the last ended.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import subprocess
-import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,74 +18,10 @@ import pytest
 
 from gdl import keys
 from gdl.providers.local import LocalProvider
+from tests.support.runs import Poller, served_by
+from tests.support.runs import run as run_json
 
 pytestmark = pytest.mark.integration
-
-
-class Poller:
-    """A client asking the URL every 50 ms, counting what failed (bounded in time)."""
-
-    def __init__(self, url: str, interval: float = 0.05, limit: float = 600) -> None:
-        self.url = url
-        self.interval = interval
-        self.limit = limit
-        self.ok = 0
-        self.failed: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.limit
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url, timeout=2) as response:
-                    if response.status == 200:
-                        self.ok += 1
-                    else:
-                        self.failed.append(f"status {response.status}")
-            except Exception as error:
-                self.failed.append(repr(error))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> Poller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
-def served_by(url: str, count: int) -> list[str]:
-    hosts = []
-    for _ in range(count):
-        with urllib.request.urlopen(url, timeout=5) as response:
-            hosts.append(response.headers["X-Served-By"])
-    return hosts
-
-
-def json_documents(text: str) -> list[object]:
-    """salt-run --out=json prints each progress event, then the return: one document each."""
-    decoder = json.JSONDecoder()
-    documents, position = [], 0
-    while True:
-        while position < len(text) and text[position].isspace():
-            position += 1
-        if position >= len(text):
-            return documents
-        try:
-            document, position = decoder.raw_decode(text, position)
-        except ValueError:
-            return documents
-        documents.append(document)
-
-
-def run_json(master, *args: str, timeout: float = 900) -> tuple[int, object, str]:
-    """Exit status, the runner's return (the last document) and all output."""
-    result = master.run("--out=json", *args, timeout=timeout)
-    documents = json_documents(result.stdout)
-    data = documents[-1] if documents else result.stdout
-    return result.returncode, data, result.stdout + result.stderr
 
 
 def env_processes(provider: LocalProvider, app: str, env: str) -> list[str]:

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from gdl import envstore
-from tests.integration.local.test_build import Poller, run_json
 from tests.support.local_cloud import LocalCloud, running_local_cloud
+from tests.support.runs import Poller
+from tests.support.runs import run as run_json
 from tests.support.salt_daemons import REPO_ROOT
 
 pytestmark = pytest.mark.integration

@@ -1,10 +1,14 @@
-"""Running gdl through salt-run against a test master, in the foreground or behind a test."""
+"""Running gdl through salt-run against a test master, and a client of what it built.
+
+Shared by the integration, fault and OpenStack tests.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -125,3 +129,37 @@ def restart_master_daemon(master: SaltMaster, grace: float = 20) -> None:
         "the master's ports to close",
     )
     master.start()
+
+
+class Poller:
+    """A client asking the URL every 50 ms, counting what failed (bounded in time)."""
+
+    def __init__(self, url: str, interval: float = 0.05, limit: float = 600) -> None:
+        self.url = url
+        self.interval = interval
+        self.limit = limit
+        self.ok = 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as response:
+                    if response.status == 200:
+                        self.ok += 1
+                    else:
+                        self.failed.append(f"status {response.status}")
+            except Exception as error:
+                self.failed.append(repr(error))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
