@@ -121,12 +121,3 @@ def module_salt_minion(
         yield minion
     finally:
         minion.stop()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the long test files first (order kept otherwise).
-
-    With several workers (pytest-xdist, one file per worker at a time) a long file
-    started last would run alone at the end; started first, it overlaps the rest.
-    """
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)

@@ -88,13 +88,6 @@ if [[ ${GDL_SKIP_LINT:-0} != 1 ]]; then
     "$VENV/bin/bandit" -q -r -ll gdl _runners _modules _clouds _output
 fi
 
-# The whole suite runs its test files on several workers: most of an integration test
-# is waiting for daemons, so files overlap well even on two cores.
-args=("$@")
-if [[ ${#args[@]} -eq 0 ]]; then
-    args=(-n "${GDL_TEST_WORKERS:-3}" --dist loadfile --durations=20 tests)
-fi
-
 # The rig starts in the background while the first tests run, and this script stops it
 # when it started it; the tests' fixture then only waits for it (GDL_RIG_MANAGED).
 rig_started=false
@@ -106,12 +99,31 @@ if [[ ${GDL_RIG:-1} != 0 ]] && ! "$REPO/tests/openstack/rig/rig" status >/dev/nu
     trap 'say "stopping the OpenStack test rig"; "$REPO/tests/openstack/rig/rig" down >/dev/null 2>&1 || true' EXIT
 fi
 
-say "pytest ${args[*]}"
 started=$SECONDS
 status=0
-"$VENV/bin/python" -m pytest "${args[@]}" || status=$?
-say "pytest exited $status after $((SECONDS - started)) s"
-if [[ $rig_started == true ]]; then
-    wait || true
+if [[ $# -gt 0 ]]; then
+    say "pytest $*"
+    "$VENV/bin/python" -m pytest "$@" || status=$?
+else
+    # The whole suite: test files run on several workers, since most of an integration
+    # test is waiting for daemons. The few files marked `long` (many minutes each) run
+    # in a session of their own from the start, beside the rest, so that they do not
+    # end up running alone at the end.
+    long_log=$REPO/.pytest-long.log
+    long_tmp=$(mktemp -d)
+    say "pytest -m long (in the background; its report follows the other one)"
+    "$VENV/bin/python" -m pytest -m long -n 2 --dist loadfile --durations=10 \
+        -p no:cacheprovider --basetemp "$long_tmp/t" tests >"$long_log" 2>&1 &
+    long_pid=$!
+    say "pytest -m 'not long'"
+    "$VENV/bin/python" -m pytest -m "not long" -n "${GDL_TEST_WORKERS:-3}" --dist loadfile \
+        --durations=20 tests || status=$?
+    long_status=0
+    wait "$long_pid" || long_status=$?
+    say "pytest -m long exited $long_status:"
+    cat "$long_log"
+    rm -rf "$long_tmp"
+    ((long_status == 0)) || status=$long_status
 fi
+say "pytest exited $status after $((SECONDS - started)) s"
 exit "$status"
