@@ -40,6 +40,9 @@ gdl_app_role:
     - tgt: '{{ app_servers }}'
     - tgt_type: pcre
     - sls: gdl.app
+    # A re-run may meet the state run of a build that was cut short (a restarted master,
+    # a killed salt-run) still going on a minion: wait for it instead of failing.
+    - queue: True
     - require:
       - salt: gdl_sync_modules
 
@@ -63,6 +66,7 @@ gdl_lb_role:
     - tgt: '{{ lbs }}'
     - tgt_type: pcre
     - sls: gdl.lb
+    - queue: True
     - require:
       - salt: gdl_app_role
 
