@@ -18,21 +18,19 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from gdl import pillar as env_pillar
 from gdl import spec
 from gdl.config import Settings
 from gdl.errors import InvalidRequest
 from gdl.providers.local import LocalProvider
 from gdl.providers.local import network as local_network
+from tests.support.local_salt import SALT_CALL, LocalSalt
 from tests.support.salt_daemons import REPO_ROOT, SaltMaster
 
 # Lines Salt 3008 itself writes to stderr at the end of every salt-run,
@@ -361,7 +359,6 @@ def test_bootstrap_refuses_bad_options(tmp_path: Path, args: list[str], fragment
 # to a file in a temporary directory holding a previous, good version: the state
 # must fail naming its check, and the previous file must be left as it was.
 
-SALT_CALL = Path(sys.executable).parent / "salt-call"
 NGINX_CHECK = REPO_ROOT / "states" / "gdl" / "app" / "files" / "nginx-check-site.sh"
 
 PILLAR = {
@@ -390,48 +387,8 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class LocalCall:
+class LocalCall(LocalSalt):
     """salt-call --local on the repository's states, with a pillar of the test's own."""
-
-    def __init__(self, root: Path, common: dict[str, Any], lb_only: dict[str, Any]) -> None:
-        self.root = root
-        common_file, lb_file = env_pillar.pillar_files(root / "pillar", "blog", "dev")
-        for path, data in ((common_file, common), (lb_file, lb_only)):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("#!yaml\n" + yaml.safe_dump(data))
-        releases = root / "files" / "gdl-releases" / "blog"
-        releases.mkdir(parents=True)
-        (releases / "blog-1.0.0.tar.gz").write_bytes(b"release")
-        config = {
-            "file_client": "local",
-            "root_dir": str(root),
-            "cachedir": str(root / "cache"),
-            "pki_dir": str(root / "pki"),
-            "sock_dir": str(root / "run"),
-            "pidfile": str(root / "run" / "minion.pid"),
-            "log_file": str(root / "minion.log"),
-            "file_roots": {
-                "base": [str(REPO_ROOT), str(REPO_ROOT / "states"), str(root / "files")]
-            },
-            "pillar_roots": {"base": [str(REPO_ROOT / "pillar"), str(root / "pillar")]},
-        }
-        (root / "conf").mkdir()
-        (root / "conf" / "minion").write_text(yaml.safe_dump(config))
-
-    def call(self, minion_id: str, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [
-            str(SALT_CALL),
-            "--local",
-            "--config-dir",
-            str(self.root / "conf"),
-            "--id",
-            minion_id,
-            "--out",
-            "json",
-            "--retcode-passthrough",
-            *args,
-        ]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
     def state_args(self, minion_id: str, mods: str, state_id: str) -> dict[str, Any]:
         done = self.call(minion_id, "state.show_sls", mods)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,9 @@ import jinja2
 import pytest
 import yaml
 
-from gdl import pillar as env_pillar
+from tests.support.local_salt import SALT_CALL, LocalSalt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SALT_CALL = Path(sys.executable).parent / "salt-call"
 
 SAMPLE = {
     "gdl": {
@@ -45,62 +43,6 @@ SAMPLE = {
 SECRET = {"gdl": {"vrrp": {"secret": "k3epal1v"}}}
 
 pytestmark = pytest.mark.skipif(not SALT_CALL.exists(), reason=f"{SALT_CALL} is not installed")
-
-
-class LocalSalt:
-    """salt-call --local with file_roots on this repo and a pillar of the test's own."""
-
-    def __init__(self, root: Path, common: dict[str, Any], lb_only: dict[str, Any]) -> None:
-        self.root = root
-        # The layout the runner writes (gdl/pillar.py), read through pillar/top.sls.
-        common_file, lb_file = env_pillar.pillar_files(
-            root / "pillar", common["gdl"]["app"], common["gdl"]["env"]
-        )
-        for path, data in ((common_file, common), (lb_file, lb_only)):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("#!yaml\n" + yaml.safe_dump(data))
-        # A stand-in release: the states ask the fileserver for its hash.
-        releases = root / "files" / "gdl-releases" / common["gdl"]["app"]
-        releases.mkdir(parents=True)
-        version = common["gdl"].get("version") or "1.0.0"
-        (releases / f"{common['gdl']['app']}-{version}.tar.gz").write_bytes(b"release")
-        config = {
-            "file_client": "local",
-            "root_dir": str(root),
-            "cachedir": str(root / "cache"),
-            "pki_dir": str(root / "pki"),
-            "sock_dir": str(root / "run"),
-            "pidfile": str(root / "run" / "minion.pid"),
-            "log_file": str(root / "minion.log"),
-            "file_roots": {
-                "base": [str(REPO_ROOT), str(REPO_ROOT / "states"), str(root / "files")]
-            },
-            "pillar_roots": {"base": [str(REPO_ROOT / "pillar"), str(root / "pillar")]},
-        }
-        (root / "conf").mkdir()
-        (root / "conf" / "minion").write_text(yaml.safe_dump(config))
-
-    def call(self, minion_id: str, *args: str) -> subprocess.CompletedProcess:
-        command = [
-            str(SALT_CALL),
-            "--local",
-            "--config-dir",
-            str(self.root / "conf"),
-            "--id",
-            minion_id,
-            "--out",
-            "json",
-            "--retcode-passthrough",
-            *args,
-        ]
-        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-
-    def show_sls(self, minion_id: str, mods: str) -> dict[str, Any]:
-        done = self.call(minion_id, "state.show_sls", mods)
-        assert done.returncode == 0, done.stdout + done.stderr
-        result = json.loads(done.stdout)["local"]
-        assert isinstance(result, dict), result
-        return result
 
 
 def merged(*parts: dict[str, Any]) -> dict[str, Any]:
