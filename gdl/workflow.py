@@ -29,7 +29,6 @@ from gdl.spec import EnvSpec
 
 Progress = Callable[[str], None]
 
-MINION_TIMEOUT = 120  # seconds for a new server's minion to answer
 VIP_TIMEOUT = 60  # seconds for the VIP to serve the app's health check
 
 
@@ -298,7 +297,7 @@ def create_servers(
             if name not in present:
                 _forget_minion(ctx, name)
         raise
-    wait_for_minions(ctx, names)
+    wait_for_minions(ctx, names, provider.minion_timeout)
     return made
 
 
@@ -311,7 +310,7 @@ def replace_servers(ctx: Context, provider: Provider, names: list[str]) -> None:
             _forget_minion(ctx, name)
 
 
-def wait_for_minions(ctx: Context, names: list[str], timeout: float = MINION_TIMEOUT) -> None:
+def wait_for_minions(ctx: Context, names: list[str], timeout: float) -> None:
     pending = set(names)
     deadline = time.monotonic() + timeout
     while pending:
@@ -345,7 +344,9 @@ def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
             missing,
             {"app": app, "env": env, "role": "lb", "size": record.size},
         )
-    wait_for_minions(ctx, [naming.server_name("lb", i, app, env) for i in range(2)])
+    wait_for_minions(
+        ctx, [naming.server_name("lb", i, app, env) for i in range(2)], provider.minion_timeout
+    )
     return {"created": missing}
 
 

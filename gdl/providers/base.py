@@ -84,6 +84,9 @@ class Provider(abc.ABC):
     """A place that makes servers."""
 
     name: str = ""
+    # How long a new server's minion may take to answer the master: booting, and on
+    # a cloud image also installing Salt, happen in this time.
+    minion_timeout: float = 120.0
 
     @abc.abstractmethod
     def sizes(self) -> list[str]:
@@ -109,10 +112,10 @@ class Provider(abc.ABC):
     def create_servers(
         self,
         requests: Sequence[ServerRequest],
-        timeout: float = 600,
+        timeout: float | None = None,
         progress: Progress = no_progress,
     ) -> list[Server]:
-        """Make servers in parallel and wait until each runs.
+        """Make servers in parallel and wait until each runs (``timeout`` None: the provider's own).
 
         Raises ProviderError naming every server that failed; the ones that
         were made stay (a re-run keeps them, destroy removes them).

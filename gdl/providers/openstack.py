@@ -28,6 +28,9 @@ Settings (the ``gdl:openstack`` mapping of the master config)::
     publish_port: 4505
     minion_packages: [python3-venv]   # optional: Debian packages cloud-init installs first
                                       # ([] for an image that already has python3-venv)
+    server_timeout: 600       # optional: seconds for Nova to make a server ACTIVE
+    minion_timeout: 900       # optional: seconds from ACTIVE until its minion answers
+                              # (first boot installs Salt from PyPI)
     flavor: {m1.small: g1.small}   # optional: size -> flavor name
     availability_zone: nova   # optional
 """
@@ -345,6 +348,7 @@ class OpenStackSettings:
     availability_zone: str | None = None
     flavors: dict[str, str] = field(default_factory=dict)
     server_timeout: float = 600.0
+    minion_timeout: float = 900.0
     master_port: int | None = None
     publish_port: int | None = None
     minion_packages: tuple[str, ...] = userdata.DEFAULT_PACKAGES
@@ -394,6 +398,15 @@ class OpenStackSettings:
                 )
             return value
 
+        def seconds(key: str, default: float) -> float:
+            value = section.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(
+                    f"gdl:openstack:{key} {value!r} is not a number of seconds",
+                    f"give a positive number, or leave it out for {default:.0f}",
+                )
+            return float(value)
+
         packages = section.get("minion_packages", list(userdata.DEFAULT_PACKAGES))
         if not isinstance(packages, list) or not all(
             isinstance(p, str) and re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", p) for p in packages
@@ -415,7 +428,8 @@ class OpenStackSettings:
             key_name=text("key_name"),
             availability_zone=text("availability_zone"),
             flavors={str(k): str(v) for k, v in flavors.items()},
-            server_timeout=float(section.get("server_timeout", 600)),
+            server_timeout=seconds("server_timeout", 600),
+            minion_timeout=seconds("minion_timeout", 900),
         )
 
 
@@ -484,6 +498,7 @@ class OpenStackProvider(Provider):
         lock_dir: Path | None = None,
     ) -> None:
         self.cfg = cfg
+        self.minion_timeout = cfg.minion_timeout
         self._connection = connection
         self.lock_dir = lock_dir
         redact_user_data_in_logs()
@@ -1032,11 +1047,13 @@ class OpenStackProvider(Provider):
     def create_servers(
         self,
         requests: Sequence[ServerRequest],
-        timeout: float = 600,
+        timeout: float | None = None,
         progress: Progress = no_progress,
     ) -> list[Server]:
         if not requests:
             return []
+        if timeout is None:
+            timeout = self.cfg.server_timeout
         try:
             envs = {(r.app, r.env): self._ensure_parts(r.app, r.env) for r in requests}
             image = self._image()

@@ -59,6 +59,18 @@ def test_settings_ports_and_packages_are_checked():
             provider.OpenStackSettings.from_mapping({**BASE, "minion_packages": bad})
 
 
+def test_settings_timeouts_default_long_enough_for_a_first_boot():
+    cfg = provider.OpenStackSettings.from_mapping(BASE)
+    assert (cfg.server_timeout, cfg.minion_timeout) == (600, 900)
+    made = provider.OpenStackProvider(
+        provider.OpenStackSettings.from_mapping({**BASE, "minion_timeout": 1800})
+    )
+    assert made.minion_timeout == 1800
+    for bad in ({"minion_timeout": "soon"}, {"server_timeout": 0}, {"minion_timeout": True}):
+        with pytest.raises(ConfigError, match="is not a number of seconds"):
+            provider.OpenStackSettings.from_mapping({**BASE, **bad})
+
+
 def test_no_cloud_configured_is_one_clear_line(monkeypatch):
     for name in ("OS_CLOUD", "OS_AUTH_URL"):
         monkeypatch.delenv(name, raising=False)

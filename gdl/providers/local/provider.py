@@ -365,12 +365,14 @@ class LocalProvider(Provider):
     def create_servers(
         self,
         requests: Sequence[ServerRequest],
-        timeout: float = 600,
+        timeout: float | None = None,
         progress: Progress = no_progress,
     ) -> list[Server]:
         """Make hosts in parallel; a bad size, a taken name or a full subnet makes none."""
         if not requests:
             return []
+        if timeout is None:
+            timeout = 600
         sizes = {r.name: self.size(r.size) for r in requests}
         names = [r.name for r in requests]
         if len(set(names)) != len(names):
