@@ -253,9 +253,13 @@ def run_init(services: list[dict]) -> None:
             running[_start(service["argv"], service["log"])] = service
 
 
-def _read_starttime(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[19])
+def _read_starttime(pid: int, proc: int) -> int:
+    """The start time of ``pid``, read through ``proc``, a directory fd of the machine's /proc."""
+    handle = os.open(f"{pid}/stat", os.O_RDONLY, dir_fd=proc)
+    try:
+        return int(os.read(handle, 4096).decode().rsplit(")", 1)[1].split()[19])
+    finally:
+        os.close(handle)
 
 
 def launch(boot: dict, go: int | None = None) -> dict:
@@ -276,9 +280,14 @@ def launch(boot: dict, go: int | None = None) -> dict:
         configure_interface(name, interface)
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # The host's pivot_root moves this process's root too (it shares the mount
+    # namespace), and with it "/proc" to the host's own procfs, where the host's
+    # PID 1 is 1.  A directory fd opened now keeps the machine's /proc.
+    proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(proc)  # the machine's /proc must not reach into the host
         os.close(read_end)
         try:
             os.setsid()
@@ -299,7 +308,10 @@ def launch(boot: dict, go: int | None = None) -> dict:
         run_init(boot["services"])
         os._exit(0)
     os.close(write_end)
-    starttime = _read_starttime(pid)
+    try:
+        starttime = _read_starttime(pid, proc)
+    finally:
+        os.close(proc)
     with os.fdopen(read_end) as handle:
         answer = handle.readline().strip() or "error the host's init ended during setup"
     if answer == "ready":

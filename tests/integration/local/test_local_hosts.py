@@ -120,6 +120,46 @@ def test_hosts_survive_a_new_provider_and_a_dead_pid_1_is_stopped(
     assert kernel_objects(again) == NOTHING
 
 
+# hostinit.py with a launcher that reads its host's start time only after a pause:
+# what a busy machine does, when the host's PID 1 has pivoted into its own root first.
+SLOW_LAUNCHER = """
+import importlib.util, json, sys, time
+spec = importlib.util.spec_from_file_location("hostinit", sys.argv[1])
+hostinit = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(hostinit)
+read = hostinit._read_starttime
+
+def late_read(*args):
+    time.sleep(1)
+    return read(*args)
+
+hostinit._read_starttime = late_read
+print(json.dumps(hostinit.launch_all(json.load(sys.stdin))), flush=True)
+"""
+
+
+def test_a_launcher_slower_than_its_host_still_reads_the_hosts_pid(
+    small_cloud: LocalProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrapper = tmp_path / "slow_hostinit.py"
+    wrapper.write_text(SLOW_LAUNCHER)
+    real = host.HOSTINIT
+    run = subprocess.run
+
+    def run_slow_launcher(command, *args, **kwargs):
+        if command[-1:] == [str(real)]:
+            command = [*command[:-1], str(wrapper), str(real)]
+        return run(command, *args, **kwargs)
+
+    monkeypatch.setattr(host.subprocess, "run", run_slow_launcher)
+    made = small_cloud.create_servers([request("app-0-lcl-it"), request("lb-0-lcl-it")])
+    assert {s.state for s in made} == {RUNNING}
+    # RUNNING is read back from the record: the right PID 1, with its start time.
+    assert {small_cloud.get_server(s.name).state for s in made} == {RUNNING}
+    small_cloud.delete_servers([s.name for s in made])
+    assert kernel_objects(small_cloud) == NOTHING
+
+
 def test_hosts_see_each_other_and_the_master_by_name(small_cloud: LocalProvider) -> None:
     small_cloud.create_servers([request("app-0-lcl-it"), request("app-1-lcl-it")])
     late = small_cloud.create_servers([request("lb-0-lcl-it")])[0]
