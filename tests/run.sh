@@ -23,7 +23,7 @@ PACKAGES=(
     chromium chromium-driver
 )
 
-say() { printf 'tests/run.sh: %s\n' "$*"; }
+say() { printf 'tests/run.sh [%d s]: %s\n' "$SECONDS" "$*"; }
 die() { printf 'tests/run.sh: %s\n' "$*" >&2; exit 1; }
 
 install_packages() {
