@@ -68,7 +68,6 @@ install_venv() {
 }
 
 install_packages
-install_venv
 cd "$REPO"
 
 # The OpenStack tests run against a real control plane from Debian's packages;
@@ -78,6 +77,19 @@ if [[ ${GDL_RIG:-1} != 0 ]]; then
     "$REPO/tests/openstack/rig/rig" install
 fi
 
+# For the whole suite the rig starts in the background now, while the venv is made
+# and the code is linted, and this script stops it when it started it; the tests'
+# fixture then only waits for it (GDL_RIG_MANAGED). Its instances take Salt from
+# the venv made next. With arguments, a test that needs the rig starts it itself.
+if [[ $# -eq 0 && ${GDL_RIG:-1} != 0 ]] && ! "$REPO/tests/openstack/rig/rig" status >/dev/null; then
+    say "starting the OpenStack test rig in the background (log: $REPO/.rig-up.log)"
+    GDL_RIG_SALT_VENV=$VENV "$REPO/tests/openstack/rig/rig" up >"$REPO/.rig-up.log" 2>&1 &
+    export GDL_RIG_MANAGED=1
+    trap 'say "stopping the OpenStack test rig"; "$REPO/tests/openstack/rig/rig" down >/dev/null 2>&1 || true' EXIT
+fi
+
+install_venv
+
 if [[ ${GDL_SKIP_LINT:-0} != 1 ]]; then
     say "ruff check"
     "$VENV/bin/ruff" check .
@@ -86,17 +98,6 @@ if [[ ${GDL_SKIP_LINT:-0} != 1 ]]; then
     # Medium and high findings fail the run; a false positive carries "# nosec BXXX" with a reason.
     say "bandit (medium and high)"
     "$VENV/bin/bandit" -q -r -ll gdl _runners _modules _clouds _output
-fi
-
-# The rig starts in the background while the first tests run, and this script stops it
-# when it started it; the tests' fixture then only waits for it (GDL_RIG_MANAGED).
-rig_started=false
-if [[ ${GDL_RIG:-1} != 0 ]] && ! "$REPO/tests/openstack/rig/rig" status >/dev/null; then
-    say "starting the OpenStack test rig in the background (log: $REPO/.rig-up.log)"
-    "$REPO/tests/openstack/rig/rig" up >"$REPO/.rig-up.log" 2>&1 &
-    rig_started=true
-    export GDL_RIG_MANAGED=1
-    trap 'say "stopping the OpenStack test rig"; "$REPO/tests/openstack/rig/rig" down >/dev/null 2>&1 || true' EXIT
 fi
 
 started=$SECONDS
