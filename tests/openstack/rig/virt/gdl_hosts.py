@@ -38,6 +38,7 @@ import ipaddress
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[4]
@@ -79,10 +80,22 @@ def cloud_tag(state: Path) -> str:
 
 @contextlib.contextmanager
 def _locked(state: Path):
+    """The driver's lock over bridges.json and the bridges.
+
+    nova-compute runs spawns as eventlet green threads of one OS thread, and the holder
+    yields inside (``ip`` runs as a green subprocess). A blocking flock in a second green
+    thread would then stop the whole process, holder and RPC included, for good; so the
+    lock is polled, and the wait (time.sleep, green under Nova) lets the holder go on.
+    """
     directory = hosts_dir(state)
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
         yield
 
 
