@@ -30,7 +30,7 @@ from gdl.config import Settings
 from gdl.errors import InvalidRequest
 from gdl.providers.local import LocalProvider
 from gdl.providers.local import network as local_network
-from tests.support.local_salt import SALT_CALL, LocalSalt
+from tests.support.local_salt import SALT_CALL, SAMPLE_PILLAR, LocalSalt
 from tests.support.salt_daemons import REPO_ROOT, SaltMaster
 
 # Lines Salt 3008 itself writes to stderr at the end of every salt-run,
@@ -361,22 +361,7 @@ def test_bootstrap_refuses_bad_options(tmp_path: Path, args: list[str], fragment
 
 NGINX_CHECK = REPO_ROOT / "states" / "gdl" / "app" / "files" / "nginx-check-site.sh"
 
-PILLAR = {
-    "gdl": {
-        "app": "blog",
-        "env": "dev",
-        "servers": [
-            {"name": "app-0-blog-dev", "address": "10.20.0.11"},
-            {"name": "app-1-blog-dev", "address": "10.20.0.12"},
-        ],
-        "lbs": [
-            {"name": "lb-0-blog-dev", "address": "10.20.0.2"},
-            {"name": "lb-1-blog-dev", "address": "10.20.0.3"},
-        ],
-        "vip": "10.20.0.10",
-        "vrrp": {"router_id": 42, "interface": "eth0"},
-    }
-}
+PILLAR = SAMPLE_PILLAR
 LB_PILLAR = {"gdl": {"vrrp": {"secret": "gds5ecr3"}}}  # keepalived takes 8 characters
 
 

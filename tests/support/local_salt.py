@@ -19,6 +19,24 @@ from gdl import pillar as env_pillar
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SALT_CALL = Path(sys.executable).parent / "salt-call"
 
+# An environment's common pillar as the runner writes it: blog/dev, 2 app servers.
+SAMPLE_PILLAR = {
+    "gdl": {
+        "app": "blog",
+        "env": "dev",
+        "servers": [
+            {"name": "app-0-blog-dev", "address": "10.20.0.11"},
+            {"name": "app-1-blog-dev", "address": "10.20.0.12"},
+        ],
+        "lbs": [
+            {"name": "lb-0-blog-dev", "address": "10.20.0.2"},
+            {"name": "lb-1-blog-dev", "address": "10.20.0.3"},
+        ],
+        "vip": "10.20.0.10",
+        "vrrp": {"router_id": 42, "interface": "eth0"},
+    }
+}
+
 
 class LocalSalt:
     """salt-call --local with file_roots on this repo and a pillar of the test's own."""

@@ -20,26 +20,11 @@ import jinja2
 import pytest
 import yaml
 
-from tests.support.local_salt import SALT_CALL, LocalSalt
+from tests.support.local_salt import SALT_CALL, SAMPLE_PILLAR, LocalSalt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-SAMPLE = {
-    "gdl": {
-        "app": "blog",
-        "env": "dev",
-        "servers": [
-            {"name": "app-0-blog-dev", "address": "10.20.0.11"},
-            {"name": "app-1-blog-dev", "address": "10.20.0.12"},
-        ],
-        "lbs": [
-            {"name": "lb-0-blog-dev", "address": "10.20.0.2"},
-            {"name": "lb-1-blog-dev", "address": "10.20.0.3"},
-        ],
-        "vip": "10.20.0.10",
-        "vrrp": {"router_id": 42, "interface": "eth0"},
-    }
-}
+SAMPLE = SAMPLE_PILLAR
 SECRET = {"gdl": {"vrrp": {"secret": "k3epal1v"}}}
 
 pytestmark = pytest.mark.skipif(not SALT_CALL.exists(), reason=f"{SALT_CALL} is not installed")
