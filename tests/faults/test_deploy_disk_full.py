@@ -12,15 +12,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
-import time
 import urllib.request
+from typing import Any
 
 import pytest
 
 from gdl.providers.local import host
 from tests.support.leftovers import HostTrace
-from tests.support.runs import refusal, run
+from tests.support.runs import Poller, refusal, run
 
 pytestmark = pytest.mark.integration
 
@@ -31,35 +30,16 @@ def names(role: str, count: int) -> list[str]:
     return [f"{role}-{i}-{APP}-{ENV}" for i in range(count)]
 
 
-class Poller:
+class VersionPoller(Poller):
     """Asks the URL every 50 ms, keeping every failure and every version seen."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.ok = 0
-        self.failed: list[str] = []
+        super().__init__(url, limit=900, timeout=3)
         self.versions: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        deadline = time.monotonic() + 900
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url, timeout=3) as response:
-                    self.versions.add(json.loads(response.read())["version"])
-                    self.ok += 1
-            except Exception as error:
-                self.failed.append(repr(error))
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> Poller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+    def answered(self, response: Any) -> None:
+        self.versions.add(json.loads(response.read())["version"])
+        self.ok += 1
 
 
 def versions(url: str, count: int) -> dict[str, str]:
@@ -103,7 +83,7 @@ def test_a_full_disk_stops_the_deploy_and_traffic_keeps_flowing(
             host.nsenter_argv(pid, ["truncate", "-s", "-4M", "/var/fill"]), check=True, timeout=60
         )
 
-        with Poller(health) as poller:
+        with VersionPoller(health) as poller:
             code, _, output = run(
                 master, "gdl.deploy", f"app={APP}", f"env={ENV}", f"source={source}"
             )

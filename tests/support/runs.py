@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.support.salt_daemons import SaltMaster, salt_script
 
@@ -134,24 +135,31 @@ def restart_master_daemon(master: SaltMaster, grace: float = 20) -> None:
 class Poller:
     """A client asking the URL every 50 ms, counting what failed (bounded in time)."""
 
-    def __init__(self, url: str, interval: float = 0.05, limit: float = 600) -> None:
+    def __init__(
+        self, url: str, interval: float = 0.05, limit: float = 600, timeout: float = 2
+    ) -> None:
         self.url = url
         self.interval = interval
         self.limit = limit
+        self.timeout = timeout
         self.ok = 0
         self.failed: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def answered(self, response: Any) -> None:
+        """Count one answer; a subclass may read more of it."""
+        if response.status == 200:
+            self.ok += 1
+        else:
+            self.failed.append(f"status {response.status}")
+
     def _run(self) -> None:
         deadline = time.monotonic() + self.limit
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(self.url, timeout=2) as response:
-                    if response.status == 200:
-                        self.ok += 1
-                    else:
-                        self.failed.append(f"status {response.status}")
+                with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
+                    self.answered(response)
             except Exception as error:
                 self.failed.append(repr(error))
             self._stop.wait(self.interval)
