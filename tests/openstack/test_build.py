@@ -98,6 +98,19 @@ def leftovers(demo, rig: dict[str, Any], app: str, env: str) -> list[str]:
     return found
 
 
+def build(master: SaltMaster, env: str, servers: int) -> tuple[int, Any, str]:
+    """``gdl.build`` of the blog on the rig, as the operator types it."""
+    return run(
+        master,
+        "gdl.build",
+        f"app={APP}",
+        f"env={env}",
+        f"servers={servers}",
+        "provider=openstack",
+        timeout=BUILD_TIMEOUT,
+    )
+
+
 @pytest.fixture(scope="module")
 def os_master(tmp_path_factory, rig, demo, openstack_section) -> Iterator[SaltMaster]:
     """A master on the private network's gateway address, with gdl's OpenStack settings."""
@@ -137,15 +150,7 @@ def os_master(tmp_path_factory, rig, demo, openstack_section) -> Iterator[SaltMa
 @pytest.fixture(scope="module")
 def built(os_master: SaltMaster, demo) -> dict:
     started = time.monotonic()
-    code, data, output = run(
-        os_master,
-        "gdl.build",
-        f"app={APP}",
-        f"env={ENV}",
-        "servers=2",
-        "provider=openstack",
-        timeout=BUILD_TIMEOUT,
-    )
+    code, data, output = build(os_master, ENV, 2)
     assert code == 0, output
     return {"result": data, "seconds": time.monotonic() - started}
 
@@ -252,29 +257,13 @@ def test_killing_the_vrrp_masters_keepalived_moves_the_vip(built, rig, demo, os_
     assert moved_after <= 4, f"the VIP moved after {moved_after:.1f} s"
     assert served_by(f"http://{vip}/", 2)
     # A re-run converges: keepalived runs again on the old holder.
-    code, _data, output = run(
-        os_master,
-        "gdl.build",
-        f"app={APP}",
-        f"env={ENV}",
-        "servers=2",
-        "provider=openstack",
-        timeout=BUILD_TIMEOUT,
-    )
+    code, _data, output = build(os_master, ENV, 2)
     assert code == 0, output
     assert in_host(lbs[holder], "pgrep", "-x", "keepalived").returncode == 0
 
 
 def test_a_second_environment_outlives_the_destroy_of_the_first(built, rig, demo, os_master):
-    code, _data, output = run(
-        os_master,
-        "gdl.build",
-        f"app={APP}",
-        f"env={SECOND_ENV}",
-        "servers=1",
-        "provider=openstack",
-        timeout=BUILD_TIMEOUT,
-    )
+    code, _data, output = build(os_master, SECOND_ENV, 1)
     assert code == 0, output
     second = {s.id: s.name for s in env_servers(demo, APP, SECOND_ENV)}
     assert len(second) == 3
