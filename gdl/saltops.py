@@ -1,21 +1,31 @@
-"""The workflow's view of a running Salt master, for use inside a runner."""
+"""The workflows' view of a running Salt master, for use inside a runner or cloud driver."""
 
 from __future__ import annotations
 
 import os
+import re
+import time
 from collections.abc import Callable
 from typing import Any
 
 import salt.client
 import salt.cloud
+import salt.utils.event
 
 from gdl.errors import ProviderError
+from gdl.providers.base import Progress, no_progress
+
+# How often a minion that has not answered yet is asked again; one that announces
+# itself on the event bus (salt/minion/<id>/start) is asked at once.
+PING_INTERVAL = 2.0
+START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
+RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
 
 
 class MasterOps:
-    """SaltOps over the master the runner runs in."""
+    """SaltOps over the master the runner (or a salt-cloud driver) runs beside."""
 
-    def __init__(self, opts: dict[str, Any], orchestrate: Callable[..., Any]) -> None:
+    def __init__(self, opts: dict[str, Any], orchestrate: Callable[..., Any] | None = None) -> None:
         self.opts = opts
         self._orchestrate = orchestrate
         self._client: salt.client.LocalClient | None = None
@@ -33,6 +43,57 @@ class MasterOps:
             minions, "test.ping", tgt_type="list", timeout=max(1, int(timeout))
         )
         return {minion for minion, answer in (returns or {}).items() if answer is True}
+
+    def wait_for_minions(
+        self, minions: list[str], timeout: float, progress: Progress = no_progress
+    ) -> None:
+        """Return once every minion answers test.ping, reading the answers off the event bus.
+
+        A minion already connected answers the first ping within a fraction of a
+        second; one still booting is pinged again as soon as it announces its start,
+        so no answer waits for a Salt timeout to run out.
+        """
+        pending = set(minions)
+        if not pending:
+            return
+        deadline = time.monotonic() + timeout
+        jids: set[str] = set()
+        next_ping = 0.0
+        with salt.utils.event.get_master_event(
+            self.opts, self.opts["sock_dir"], listen=True
+        ) as bus:
+            while pending:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise ProviderError(
+                        f"the minions of {', '.join(sorted(pending))} did not answer "
+                        f"within {timeout:.0f} s",
+                        "check the servers' console or log, then run the build again",
+                    )
+                if now >= next_ping:
+                    job = self.client.run_job(
+                        sorted(pending), "test.ping", tgt_type="list", listen=False
+                    )
+                    if job:
+                        jids.add(str(job["jid"]))
+                    next_ping = now + PING_INTERVAL
+                event = bus.get_event(wait=min(1.0, deadline - now), full=True)
+                if not event:
+                    continue
+                tag, data = event.get("tag", ""), event.get("data") or {}
+                started = START_TAG.match(tag)
+                if started and started["id"] in pending:
+                    next_ping = 0.0
+                    continue
+                answered = RETURN_TAG.match(tag)
+                if (
+                    answered
+                    and answered["jid"] in jids
+                    and answered["id"] in pending
+                    and data.get("return") is True
+                ):
+                    pending.discard(answered["id"])
+                    progress(f"{answered['id']} ... ok")
 
     def call(self, minions: list[str], function: str, args: list[Any], timeout: float = 10) -> dict:
         if not minions:
@@ -75,6 +136,8 @@ class MasterOps:
             )
 
     def orchestrate(self, sls: str, pillar: dict[str, Any], test: bool) -> tuple[bool, Any]:
+        if self._orchestrate is None:
+            raise RuntimeError("this master view cannot orchestrate")
         result = self._orchestrate(sls, pillar=pillar, test=test)
         code = result.get("retcode", 0) if isinstance(result, dict) else 1
         return code == 0, result
@@ -87,3 +150,9 @@ class MasterOps:
             "vip_holder": vrrp_master,
             "backends": backends.get(vrrp_master) if vrrp_master else None,
         }
+
+    def close(self) -> None:
+        """Let go of the master connection this view opened, if any."""
+        if self._client is not None:
+            self._client.destroy()
+            self._client = None
