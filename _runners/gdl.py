@@ -63,8 +63,9 @@ class Refused(salt.exceptions.NotImplemented):
 
 
 def _context() -> Context:
-    from gdl.saltops import MasterOps
+    from gdl.saltops import MasterOps, quiet_salt_leak_warnings
 
+    quiet_salt_leak_warnings()
     settings = Settings.from_opts(__opts__)
     ops = MasterOps(__opts__, __salt__["state.orchestrate"])
     return Context(settings=settings, salt=ops, progress=_progress)

@@ -4,9 +4,10 @@ This is what salt-cloud calls preseeding: the master makes the minion's key
 pair, files the public half as accepted, and the server receives the pair at
 boot.  No key is ever auto-accepted, and a server's key goes with it.
 
-Everything goes through Salt's own key and cache APIs (the ``key`` wheel
-functions, :class:`salt.key.Key`, :mod:`salt.cache`), so a master that keeps its
-keys or its minion data in another cache backend works the same.
+Everything goes through Salt's own key and cache APIs (:func:`salt.crypt.gen_keys`,
+the key store of ``keys.cache_driver``, :class:`salt.key.Key`, :mod:`salt.cache`),
+so a master that keeps its keys or its minion data in another cache backend works
+the same.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import salt.config
 import salt.crypt
 import salt.exceptions
 import salt.key
-import salt.loader
 
 from gdl import naming
 
@@ -96,10 +96,12 @@ class MasterKeys:
 
     def preseed(self, minion_id: str) -> KeyPair:
         """A new key pair for ``minion_id``, its public half accepted (replacing an old one)."""
+        # Not the key.gen_accept wheel function: it rewrites ids as host names
+        # (hello_world -> helloworld), and app names may hold an underscore.
         _check_minion_id(minion_id)
-        wheel = salt.loader.wheels(self.opts, whitelist=["key"])
-        made = wheel["key.gen_accept"](minion_id, force=True)
-        return KeyPair(public_pem=_text(made["pub"]), private_pem=_text(made["priv"]))
+        pair = generate()
+        self.accept(minion_id, pair.public_pem)
+        return pair
 
     def accept(self, minion_id: str, public_pem: str) -> None:
         """File ``public_pem`` (a pair salt-cloud made) as the accepted key of ``minion_id``."""

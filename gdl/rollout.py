@@ -13,7 +13,8 @@ from typing import Any
 
 from gdl import naming
 from gdl.errors import GdlError
-from gdl.flows.context import Progress, SaltOps
+from gdl.providers.base import Progress
+from gdl.saltops import SaltOps
 
 DRAIN_TIMEOUT = 60.0  # seconds for a drained server's requests in flight to finish
 HEALTH_TIMEOUT = 30.0  # seconds for a switched server to answer its health check

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import salt.client
 import salt.cloud
@@ -20,6 +23,51 @@ from gdl.providers.base import Progress, no_progress
 PING_INTERVAL = 2.0
 START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
 RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
+
+
+class SaltOps(Protocol):
+    """What the workflows need from a running Salt master; :class:`MasterOps` is the real one."""
+
+    def ping(self, minions: list[str], timeout: float) -> set[str]:
+        """The minions that answered test.ping."""
+
+    def wait_for_minions(self, minions: list[str], timeout: float, progress: Progress) -> None:
+        """Return once every minion answers; ProviderError naming the silent ones at ``timeout``."""
+
+    def call(self, minions: list[str], function: str, args: list[Any], timeout: float = 10) -> dict:
+        """{minion: return} of an execution function run on ``minions``."""
+
+    def apply_state(
+        self, minions: list[str], sls: str, pillar: dict[str, Any], timeout: float = 600
+    ) -> dict[str, Any]:
+        """{minion: state return} of ``sls`` applied with ``pillar`` on ``minions``."""
+
+    def cloud_create(self, profile: str, names: list[str], overrides: dict[str, Any]) -> None:
+        """Make servers through salt-cloud's profile."""
+
+    def orchestrate(self, sls: str, pillar: dict[str, Any], test: bool) -> tuple[bool, Any]:
+        """Run an orchestrate SLS; (succeeded, its return)."""
+
+    def lb_status(self, lbs: list[str], vip: str) -> dict[str, Any]:
+        """Which of ``lbs`` holds ``vip``, and its haproxy backends' states."""
+
+
+class SaltLeakWarnings(logging.Filter):
+    """Drops Salt's "unclosed ..." warnings about objects Salt's own commands leave open."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("salt.") and str(record.msg).startswith("unclosed "))
+
+
+def quiet_salt_leak_warnings() -> None:
+    """Keep Salt's leak warnings off the operator's terminal for this process.
+
+    salt-run itself leaves its runner client and master minion to the garbage
+    collector, which then warns on stderr; they say nothing about the operation.
+    """
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, SaltLeakWarnings) for f in handler.filters):
+            handler.addFilter(SaltLeakWarnings())
 
 
 class MasterOps:
@@ -71,11 +119,7 @@ class MasterOps:
                         "check the servers' console or log, then run the build again",
                     )
                 if now >= next_ping:
-                    job = self.client.run_job(
-                        sorted(pending), "test.ping", tgt_type="list", listen=False
-                    )
-                    if job:
-                        jids.add(str(job["jid"]))
+                    jids.add(self._publish_ping(sorted(pending)))
                     next_ping = now + PING_INTERVAL
                 event = bus.get_event(wait=min(1.0, deadline - now), full=True)
                 if not event:
@@ -94,6 +138,19 @@ class MasterOps:
                 ):
                     pending.discard(answered["id"])
                     progress(f"{answered['id']} ... ok")
+
+    def _publish_ping(self, minions: list[str]) -> str:
+        """Send test.ping to ``minions`` without waiting; its job id."""
+        # Salt prints "No minions matched the target" on stdout when no key matches;
+        # that case is reported below as one line instead.
+        with contextlib.redirect_stdout(io.StringIO()):
+            job = self.client.run_job(minions, "test.ping", tgt_type="list", listen=False)
+        if not job:
+            raise ProviderError(
+                f"no accepted minion key for {', '.join(minions)} on this master",
+                "run the build again: it makes the missing servers and their keys",
+            )
+        return str(job["jid"])
 
     def call(self, minions: list[str], function: str, args: list[Any], timeout: float = 10) -> dict:
         if not minions:

@@ -40,6 +40,12 @@ def test_preseed_accepts_the_public_half_where_salt_key_finds_it(
     assert "PRIVATE KEY" in made.private_pem
 
 
+def test_preseed_keeps_an_id_with_an_underscore(master_keys: keys.MasterKeys) -> None:
+    made = master_keys.preseed("app-0-hello_world-qa")
+    assert master_keys.public_key("app-0-hello_world-qa") == made.public_pem
+    assert master_keys.minions() == {"app-0-hello_world-qa"}
+
+
 def test_preseed_replaces_a_stale_key(master_keys: keys.MasterKeys) -> None:
     first = master_keys.preseed("lb-0-blog-dev")
     second = master_keys.preseed("lb-0-blog-dev")
