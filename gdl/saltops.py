@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import logging
+import multiprocessing
 import os
 import re
 import time
@@ -178,14 +180,32 @@ class MasterOps:
         )
 
     def cloud_create(self, profile: str, names: list[str], overrides: dict[str, Any]) -> None:
+        """Make ``names`` through salt-cloud's ``profile``, one process each, and wait for all.
+
+        Not salt-cloud's own parallel mode: it returns before the servers exist and
+        leaves their errors in a log, with processes that outlive the caller.
+        """
         config_dir = os.path.dirname(self.opts.get("conf_file") or "/etc/salt/master")
-        client = salt.cloud.CloudClient(path=os.path.join(config_dir, "cloud"))
-        returns = client.profile(profile, names=names, vm_overrides=overrides, parallel=True)
-        failed = []
-        for name in names:
-            answer = (returns or {}).get(name)
-            if not isinstance(answer, dict) or answer.get("Error") or answer.get("error"):
-                failed.append(f"{name}: {answer!r}"[:300])
+        cloud_config = os.path.join(config_dir, "cloud")
+        if not names:
+            return
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=len(names), mp_context=multiprocessing.get_context("fork")
+        ) as pool:
+            answers = dict(
+                zip(
+                    names,
+                    pool.map(
+                        _profile_one,
+                        [cloud_config] * len(names),
+                        [profile] * len(names),
+                        names,
+                        [overrides] * len(names),
+                    ),
+                    strict=True,
+                )
+            )
+        failed = [f"{name}: {error}" for name, error in answers.items() if error]
         if failed:
             raise ProviderError(
                 f"salt-cloud could not make {'; '.join(failed)}",
@@ -213,3 +233,17 @@ class MasterOps:
         if self._client is not None:
             self._client.destroy()
             self._client = None
+
+
+def _profile_one(cloud_config: str, profile: str, name: str, overrides: dict[str, Any]) -> str:
+    """Make one server through salt-cloud (in a worker process); '' or why it failed."""
+    try:
+        returns = salt.cloud.CloudClient(path=cloud_config).profile(
+            profile, names=[name], vm_overrides=overrides
+        )
+    except Exception as error:  # every failure is reported, by server name
+        return " ".join(str(error).split())[:300] or type(error).__name__
+    answer = (returns or {}).get(name)
+    if not isinstance(answer, dict) or answer.get("Error") or answer.get("error"):
+        return f"{answer!r}"[:300]
+    return ""
