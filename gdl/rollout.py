@@ -192,8 +192,12 @@ class Roller:
             if member.name in skipped and self.ready(member) is not None:
                 skipped.discard(member.name)
         todo = [m for m in rollout.members if m.name not in skipped]
+        # Never every server out of rotation at once: one keeps serving.
+        batch = min(rollout.batch, max(1, len(rollout.members) - 1))
+        if batch < rollout.batch:
+            self.progress(f"{rollout.env_id}: {batch} server(s) at a time, so one keeps serving")
         switched: list[str] = []
-        for group in batches(todo, rollout.batch):
+        for group in batches(todo, batch):
             names = ", ".join(m.name for m in group)
             self.progress(f"{names}: draining")
             for member in group:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from gdl import envstore, naming
 from gdl.config import Settings
-from gdl.errors import NotFound
+from gdl.errors import GdlError, NotFound
 from gdl.providers import get_provider
 from gdl.providers.base import EnvNetwork, Progress, Provider
 from gdl.saltops import SaltOps
@@ -37,8 +37,13 @@ def require_record(settings: Settings, app: str, env: str) -> envstore.EnvRecord
 
 def env_provider(ctx: Context, app: str, env: str, provider: str | None = None) -> Provider:
     """The provider that holds an environment: the one asked for, else its record's."""
+    record = envstore.load(ctx.settings.state_dir, app, env)
+    if record is not None and provider is not None and provider != record.provider:
+        raise GdlError(
+            f"{naming.env_id(app, env)} lives on provider {record.provider}, not {provider}",
+            f"leave provider= out, or give provider={record.provider}",
+        )
     if provider is None:
-        record = envstore.load(ctx.settings.state_dir, app, env)
         provider = record.provider if record else ctx.settings.provider
     return ctx.provider(provider)
 

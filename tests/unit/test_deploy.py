@@ -153,6 +153,23 @@ def test_rolls_every_server_one_at_a_time_through_both_lbs():
     assert drains == readies == [n for n in names for _ in LBS]
 
 
+@pytest.mark.parametrize("batch", [3, 4, 50])
+def test_a_batch_never_takes_every_server_out_of_rotation(batch):
+    names = [m.name for m in members(3)]
+    ops = FakeOps(names)
+    rolling.Roller(ops, rollout(3, batch=batch), lambda _: None).run()
+    out: set[str] = set()
+    most = 0
+    for _, function, args in ops.calls:
+        if function == "gdl_lb.drain":
+            out.add(args[0])
+        elif function == "gdl_lb.ready":
+            out.discard(args[0])
+        most = max(most, len(out))
+    assert most == 2
+    assert [m for m, f, _ in ops.calls if f == "state.apply"] == names
+
+
 def test_batches_leave_rotation_together():
     names = [m.name for m in members(4)]
     ops = FakeOps(names)
