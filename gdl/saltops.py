@@ -189,6 +189,9 @@ class MasterOps:
         cloud_config = os.path.join(config_dir, "cloud")
         if not names:
             return
+        # Made once here first: it creates salt-cloud's cache dir, which the
+        # workers would otherwise race to create.
+        salt.cloud.CloudClient(path=cloud_config)
         with concurrent.futures.ProcessPoolExecutor(
             max_workers=len(names), mp_context=multiprocessing.get_context("fork")
         ) as pool:
