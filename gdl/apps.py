@@ -1,4 +1,4 @@
-"""The app catalogue and the release builder, on the master.
+"""The app catalogue on the master: the apps under ``apps/`` and their manifests.
 
 An app is a directory under ``apps/`` holding a manifest, ``app.yaml``::
 
@@ -10,61 +10,30 @@ An app is a directory under ``apps/`` holding a manifest, ``app.yaml``::
     static: static                # optional: a directory nginx serves at /static/
     description: ...              # optional
 
-Adding an app is adding such a directory: the states read the manifest.
-
-App servers have no internet, so everything they install comes from one
-**release archive** built here: the app's files plus a ``wheelhouse/`` with a
-wheel for every requirement (``pip wheel``), and ``RELEASE.json``.  The
-archive is written to ``<state_dir>/files/gdl-releases/<app>/`` (that
-``files`` directory is a ``file_roots`` entry of the master), so minions fetch
-``salt://gdl-releases/<app>/<app>-<version>.tar.gz`` and check it against the
-``.sha256`` file beside it; the release's manifest is written beside it too
-(``<app>-<version>.yaml``), so the states run a release by its own manifest
-even when it was built from a directory other than ``apps/<app>`` (a deploy's
-``source=``).  Building is idempotent: wheels are rebuilt only
-when the requirements file changes, and the archive is byte-for-byte the same
-for the same inputs, so re-running changes nothing on the servers.
+Adding an app is adding such a directory: the states read the manifest.  A
+checked manifest is what :mod:`gdl.release_build` builds a release archive
+from; :mod:`gdl.releases` decides which release an environment runs.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
-import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tarfile
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from gdl import naming
-from gdl.errors import GdlError, InvalidRequest
-
-if TYPE_CHECKING:
-    from gdl.config import Settings
+from gdl.errors import InvalidRequest
 
 MANIFEST_NAME = "app.yaml"
-RELEASES_DIR = "gdl-releases"  # under the fileserver's files directory
 VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,31}$")
 WSGI_PATTERN = re.compile(
     r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 )
 REQUIRED_KEYS = ("name", "version", "wsgi", "requirements", "health")
 OPTIONAL_KEYS = ("static", "description")
-# Left out of a release: build and editor leftovers that differ between checkouts.
-SKIPPED_NAMES = {"__pycache__", ".pytest_cache", "wheelhouse", "RELEASE.json"}
-SKIPPED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
-
-Runner = Callable[..., subprocess.CompletedProcess]
 
 
 @dataclass(frozen=True)
@@ -94,22 +63,6 @@ class AppManifest:
             "static": self.static,
             "description": self.description,
         }
-
-
-@dataclass(frozen=True)
-class Release:
-    """A release archive on the master's fileserver."""
-
-    app: str
-    version: str
-    archive: Path
-    sha256: str
-    requirements_sha256: str
-    changed: bool  # False when an identical archive was already there
-
-    @property
-    def url(self) -> str:
-        return release_url(self.app, self.version)
 
 
 def list_apps(apps_dir: Path | str) -> list[str]:
@@ -242,251 +195,3 @@ def _inside(path: Path, root: Path) -> bool:
     except ValueError:
         return False
     return True
-
-
-def release_url(app: str, version: str) -> str:
-    """The fileserver URL minions fetch a release from."""
-    return f"salt://{RELEASES_DIR}/{app}/{app}-{version}.tar.gz"
-
-
-def release_path(files_dir: Path | str, app: str, version: str) -> Path:
-    """Where a release archive lives on the master."""
-    return Path(files_dir) / RELEASES_DIR / app / f"{app}-{version}.tar.gz"
-
-
-def release_manifest_path(files_dir: Path | str, app: str, version: str) -> Path:
-    """The release's manifest beside its archive (the states read it)."""
-    return Path(files_dir) / RELEASES_DIR / app / f"{app}-{version}.yaml"
-
-
-def requirements_sha256(manifest: AppManifest) -> str:
-    return hashlib.sha256(manifest.requirements_path.read_bytes()).hexdigest()
-
-
-def build_wheelhouse(
-    manifest: AppManifest,
-    cache_dir: Path | str,
-    python: str = sys.executable,
-    run: Runner = subprocess.run,
-) -> Path:
-    """Wheels for every requirement of the app, built once per requirements file.
-
-    The wheels land in ``<cache_dir>/<app>/<requirements sha256>/``; a
-    directory that exists is complete (it is renamed into place only after
-    ``pip wheel`` succeeded), so an unchanged requirements file costs nothing.
-    Wheels are built by ``python``: give an interpreter of the servers'
-    Python minor version when it differs from the master's.
-    """
-    target = Path(cache_dir) / manifest.name / requirements_sha256(manifest)
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-    try:
-        command = [
-            python,
-            "-m",
-            "pip",
-            "wheel",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--quiet",
-            "--requirement",
-            str(manifest.requirements_path),
-            "--wheel-dir",
-            str(scratch),
-        ]
-        done = run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            lines = [line for line in (done.stderr or done.stdout or "").splitlines() if line]
-            detail = lines[-1] if lines else f"exit status {done.returncode}"
-            raise GdlError(
-                f"building wheels for app {manifest.name!r} failed ({detail})",
-                f"check apps/{manifest.name}/{manifest.requirements} and that the master "
-                "reaches the package index",
-            )
-        scratch.chmod(0o755)
-        os.replace(scratch, target)
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
-    return target
-
-
-def _release_members(manifest: AppManifest, wheelhouse: Path) -> list[tuple[str, Path]]:
-    """(name in the archive, file on disk), sorted, for a reproducible archive."""
-    members: list[tuple[str, Path]] = []
-    for root, dirs, files in os.walk(manifest.path):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_NAMES and not d.startswith("."))
-        for file_name in files:
-            if file_name in SKIPPED_NAMES or file_name.startswith("."):
-                continue
-            if file_name.endswith(SKIPPED_SUFFIXES):
-                continue
-            path = Path(root) / file_name
-            members.append((path.relative_to(manifest.path).as_posix(), path))
-    members.extend(
-        (f"wheelhouse/{wheel.name}", wheel) for wheel in wheelhouse.iterdir() if wheel.is_file()
-    )
-    return sorted(members)
-
-
-def _add_file(archive: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = mode
-    info.mtime = 0  # the same inputs make the same bytes
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    archive.addfile(info, io.BytesIO(data))
-
-
-def _add_dir(archive: tarfile.TarFile, name: str) -> None:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.DIRTYPE
-    info.mode = 0o755
-    info.mtime = 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    archive.addfile(info)
-
-
-def release_bytes(manifest: AppManifest, wheelhouse: Path) -> bytes:
-    """The release archive (tar.gz, no top-level directory), reproducibly."""
-    members = _release_members(manifest, wheelhouse)
-    info = {
-        "app": manifest.name,
-        "version": manifest.version,
-        "requirements_sha256": requirements_sha256(manifest),
-        "manifest": manifest.as_dict(),
-    }
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        seen_dirs: set[str] = set()
-        for name, path in members:
-            parts = name.split("/")[:-1]
-            for depth in range(1, len(parts) + 1):
-                directory = "/".join(parts[:depth])
-                if directory not in seen_dirs:
-                    seen_dirs.add(directory)
-                    _add_dir(archive, directory)
-            mode = 0o755 if os.access(path, os.X_OK) else 0o644
-            _add_file(archive, name, path.read_bytes(), mode)
-        _add_file(
-            archive,
-            "RELEASE.json",
-            (json.dumps(info, indent=2, sort_keys=True) + "\n").encode(),
-            0o644,
-        )
-    packed = io.BytesIO()
-    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0) as compressed:
-        compressed.write(raw.getvalue())
-    return packed.getvalue()
-
-
-def build_release(
-    apps_dir: Path | str,
-    name: str,
-    files_dir: Path | str,
-    cache_dir: Path | str,
-    python: str = sys.executable,
-    run: Runner = subprocess.run,
-) -> Release:
-    """Build (or find) the release archive of app ``name`` at its manifest's version.
-
-    ``files_dir`` is the master's ``file_roots`` entry for generated files
-    (``<state_dir>/files``); ``cache_dir`` keeps wheels between builds
-    (``<state_dir>/wheelhouse``).  Writing is atomic, and an archive whose
-    bytes are unchanged is left alone (``changed`` False).
-    """
-    return build_release_of(
-        load_manifest(apps_dir, name), files_dir, cache_dir, python=python, run=run
-    )
-
-
-def build_release_of(
-    manifest: AppManifest,
-    files_dir: Path | str,
-    cache_dir: Path | str,
-    python: str = sys.executable,
-    run: Runner = subprocess.run,
-) -> Release:
-    """Build (or find) the release archive of an already checked manifest."""
-    wheelhouse = build_wheelhouse(manifest, cache_dir, python=python, run=run)
-    data = release_bytes(manifest, wheelhouse)
-    digest = hashlib.sha256(data).hexdigest()
-    archive = release_path(files_dir, manifest.name, manifest.version)
-    hash_file = archive.with_name(archive.name + ".sha256")
-    changed = not (
-        archive.is_file()
-        and hash_file.is_file()
-        and hash_file.read_text(encoding="utf-8").split()[:1] == [digest]
-    )
-    if changed:
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(archive, data)
-        # The format archive.extracted's source_hash reads: "<hex>  <file name>".
-        _write_atomic(hash_file, f"{digest}  {archive.name}\n".encode())
-    manifest_file = release_manifest_path(files_dir, manifest.name, manifest.version)
-    manifest_text = yaml.safe_dump(manifest.as_dict(), default_flow_style=False, sort_keys=True)
-    if not manifest_file.is_file() or manifest_file.read_text(encoding="utf-8") != manifest_text:
-        manifest_file.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(manifest_file, manifest_text.encode())
-    return Release(
-        app=manifest.name,
-        version=manifest.version,
-        archive=archive,
-        sha256=digest,
-        requirements_sha256=requirements_sha256(manifest),
-        changed=changed,
-    )
-
-
-def list_releases(files_dir: Path | str, app: str) -> list[str]:
-    """The versions of ``app`` already built on this master, sorted by name."""
-    directory = Path(files_dir) / RELEASES_DIR / app
-    prefix, suffix = f"{app}-", ".tar.gz"
-    if not directory.is_dir():
-        return []
-    return sorted(
-        entry.name[len(prefix) : -len(suffix)]
-        for entry in directory.iterdir()
-        if entry.name.startswith(prefix) and entry.name.endswith(suffix)
-    )
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def files_dir(settings: Settings) -> Path:
-    """The master's ``file_roots`` entry for generated files: ``<state_dir>/files``."""
-    return Path(settings.state_dir) / "files"
-
-
-def wheel_cache_dir(settings: Settings) -> Path:
-    """Where wheels are kept between builds: ``<state_dir>/wheelhouse`` (not served)."""
-    return Path(settings.state_dir) / "wheelhouse"
-
-
-def build_release_for(settings: Settings, name: str, python: str = sys.executable) -> Release:
-    """:func:`build_release` with the directories of the master's settings."""
-    return build_release(
-        settings.apps_dir, name, files_dir(settings), wheel_cache_dir(settings), python=python
-    )
-
-
-def build_release_from(
-    settings: Settings, name: str, source: Path | str, python: str = sys.executable
-) -> Release:
-    """Build the release of app ``name`` held in directory ``source`` (its own app.yaml)."""
-    manifest = load_manifest_from(source, name)
-    return build_release_of(manifest, files_dir(settings), wheel_cache_dir(settings), python=python)

@@ -1,8 +1,9 @@
 """App releases on the master: which one a build installs, which one a deploy asks for.
 
-A release is built by :mod:`gdl.apps` into the master's files directory, where
-``salt://`` serves it to the app servers; this module decides which release an
-environment needs and makes sure it is there.
+A release archive is built by :mod:`gdl.release_build` from an app's manifest
+(:mod:`gdl.apps`) into the master's files directory, where ``salt://`` serves
+it to the app servers; this module decides which release an environment needs
+and makes sure it is there.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from typing import Any
 
 import yaml
 
-from gdl import apps, envstore, naming
+from gdl import apps, envstore, naming, release_build
 from gdl.config import Settings
 from gdl.errors import InvalidRequest, NotFound
 
 
 def release_manifest(settings: Settings, app: str, version: str) -> dict[str, Any]:
     """The manifest a built release carries (beside its archive), else the app's own."""
-    path = apps.release_manifest_path(apps.files_dir(settings), app, version)
+    path = release_build.release_manifest_path(release_build.files_dir(settings), app, version)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
@@ -31,7 +32,7 @@ def release_manifest(settings: Settings, app: str, version: str) -> dict[str, An
 
 
 def release_exists(settings: Settings, app: str, version: str) -> bool:
-    return apps.release_path(apps.files_dir(settings), app, version).is_file()
+    return release_build.release_path(release_build.files_dir(settings), app, version).is_file()
 
 
 def prepare_release(
@@ -39,7 +40,7 @@ def prepare_release(
     app: str,
     version: str | None,
     source: str | Path | None,
-    builder: Callable[..., apps.Release] | None = None,
+    builder: Callable[..., release_build.Release] | None = None,
 ) -> tuple[str, bool]:
     """Build or find the release a deploy asks for: (its version, whether its archive changed).
 
@@ -61,17 +62,21 @@ def prepare_release(
                 f"(version {manifest.version})",
                 "drop version= or fix the manifest",
             )
-        build = builder or apps.build_release_of
-        release = build(manifest, apps.files_dir(settings), apps.wheel_cache_dir(settings))
+        build = builder or release_build.build_release_of
+        release = build(
+            manifest, release_build.files_dir(settings), release_build.wheel_cache_dir(settings)
+        )
         return release.version, release.changed
     manifest = apps.load_manifest(settings.apps_dir, app)
     if version is None or version == manifest.version:
-        build = builder or apps.build_release_of
-        release = build(manifest, apps.files_dir(settings), apps.wheel_cache_dir(settings))
+        build = builder or release_build.build_release_of
+        release = build(
+            manifest, release_build.files_dir(settings), release_build.wheel_cache_dir(settings)
+        )
         return release.version, release.changed
     if release_exists(settings, app, version):
         return version, False
-    built = apps.list_releases(apps.files_dir(settings), app)
+    built = release_build.list_releases(release_build.files_dir(settings), app)
     others = f", or use one of {', '.join(built)}" if built else ""
     raise InvalidRequest(
         f"release {version} of {app} is not on the master",
@@ -91,7 +96,7 @@ def ensure_build_release(
         record = record.with_release(manifest.version)
     release = record.release or manifest.version
     if release == manifest.version:
-        apps.build_release_for(settings, manifest.name)
+        release_build.build_release_for(settings, manifest.name)
     elif not release_exists(settings, manifest.name, release):
         raise NotFound(
             f"{naming.env_id(record.app, record.env)} runs release {release} of "

@@ -1,4 +1,4 @@
-"""The app catalogue and the release builder (gdl.apps), without a package index."""
+"""App manifests (gdl.apps) and release archives (gdl.release_build), without a package index."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gdl import apps
+from gdl import apps, release_build
 from gdl.errors import GdlError, InvalidRequest
 
 REPO_APPS = Path(__file__).resolve().parents[2] / "apps"
@@ -128,15 +128,15 @@ def test_wheelhouse_is_built_once_per_requirements_file(tmp_path):
     make_app(tmp_path / "apps")
     manifest = apps.load_manifest(tmp_path / "apps", "shop")
     run = fake_pip({"gunicorn-27.0.1-py3-none-any.whl": b"wheel"})
-    first = apps.build_wheelhouse(manifest, tmp_path / "cache", run=run)
-    second = apps.build_wheelhouse(manifest, tmp_path / "cache", run=run)
+    first = release_build.build_wheelhouse(manifest, tmp_path / "cache", run=run)
+    second = release_build.build_wheelhouse(manifest, tmp_path / "cache", run=run)
     assert first == second
     assert len(run.calls) == 1
     assert run.calls[0][1:4] == ["-m", "pip", "wheel"]
     assert first.name == hashlib.sha256(b"gunicorn==27.0.1\n").hexdigest()
     # New requirements, new wheels.
     manifest.requirements_path.write_text("gunicorn==27.0.1\nflask\n")
-    apps.build_wheelhouse(manifest, tmp_path / "cache", run=run)
+    release_build.build_wheelhouse(manifest, tmp_path / "cache", run=run)
     assert len(run.calls) == 2
 
 
@@ -148,7 +148,7 @@ def test_failed_wheel_build_leaves_nothing_behind(tmp_path):
         return subprocess.CompletedProcess(command, 1, "", "ERROR: No matching distribution\n")
 
     with pytest.raises(GdlError, match="No matching distribution") as caught:
-        apps.build_wheelhouse(manifest, tmp_path / "cache", run=failing)
+        release_build.build_wheelhouse(manifest, tmp_path / "cache", run=failing)
     assert "apps/shop/requirements.txt" in str(caught.value)
     assert list((tmp_path / "cache" / "shop").iterdir()) == []
 
@@ -160,7 +160,9 @@ def test_release_is_reproducible_and_idempotent(tmp_path):
     (app_dir / "__pycache__" / "shop.cpython-311.pyc").write_bytes(b"junk")
     run = fake_pip({"gunicorn-27.0.1-py3-none-any.whl": b"wheel"})
     files = tmp_path / "files"
-    first = apps.build_release(tmp_path / "apps", "shop", files, tmp_path / "cache", run=run)
+    first = release_build.build_release(
+        tmp_path / "apps", "shop", files, tmp_path / "cache", run=run
+    )
     assert first.changed
     assert first.archive == files / "gdl-releases" / "shop" / "shop-1.0.0.tar.gz"
     assert first.url == "salt://gdl-releases/shop/shop-1.0.0.tar.gz"
@@ -168,7 +170,9 @@ def test_release_is_reproducible_and_idempotent(tmp_path):
     assert hash_line == f"{first.sha256}  shop-1.0.0.tar.gz\n"
     assert hashlib.sha256(first.archive.read_bytes()).hexdigest() == first.sha256
 
-    second = apps.build_release(tmp_path / "apps", "shop", files, tmp_path / "cache", run=run)
+    second = release_build.build_release(
+        tmp_path / "apps", "shop", files, tmp_path / "cache", run=run
+    )
     assert not second.changed and second.sha256 == first.sha256
 
     with tarfile.open(first.archive) as archive:
@@ -182,15 +186,17 @@ def test_release_is_reproducible_and_idempotent(tmp_path):
 
     # A change to the app's files makes a new archive under the same version.
     (app_dir / "shop.py").write_text("app = None\n")
-    third = apps.build_release(tmp_path / "apps", "shop", files, tmp_path / "cache", run=run)
+    third = release_build.build_release(
+        tmp_path / "apps", "shop", files, tmp_path / "cache", run=run
+    )
     assert third.changed and third.sha256 != first.sha256
-    assert apps.list_releases(files, "shop") == ["1.0.0"]
+    assert release_build.list_releases(files, "shop") == ["1.0.0"]
 
 
 def test_release_of_the_repo_blog_has_its_posts(tmp_path):
     shutil.copytree(REPO_APPS / "blog", tmp_path / "apps" / "blog")
     run = fake_pip({"flask-3.1.3-py3-none-any.whl": b"wheel"})
-    release = apps.build_release(
+    release = release_build.build_release(
         tmp_path / "apps", "blog", tmp_path / "files", tmp_path / "c", run=run
     )
     with tarfile.open(release.archive) as archive:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gdl import apps, envstore, pillar, releases, spec
+from gdl import apps, envstore, pillar, release_build, releases, spec
 from gdl import rollout as rolling
 from gdl.config import Settings
 from gdl.errors import InvalidRequest, NotFound
@@ -232,10 +232,10 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def fake_builder(manifest, files_dir, cache_dir, **_):
-    archive = apps.release_path(files_dir, manifest.name, manifest.version)
+    archive = release_build.release_path(files_dir, manifest.name, manifest.version)
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.write_bytes(b"release")
-    return apps.Release(manifest.name, manifest.version, archive, "0" * 64, "0" * 64, True)
+    return release_build.Release(manifest.name, manifest.version, archive, "0" * 64, "0" * 64, True)
 
 
 def bumped_copy(settings: Settings, tmp_path: Path, version: str) -> Path:
@@ -279,10 +279,10 @@ def test_release_manifest_is_written_beside_the_archive(settings, tmp_path):
     def pip_wheel(command, **_):  # no wheels needed to check the manifest
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    files = apps.files_dir(settings)
-    release = apps.build_release_of(manifest, files, tmp_path / "wheels", run=pip_wheel)
-    assert release.archive == apps.release_path(files, "blog", "1.1.0")
-    path = apps.release_manifest_path(files, "blog", "1.1.0")
+    files = release_build.files_dir(settings)
+    release = release_build.build_release_of(manifest, files, tmp_path / "wheels", run=pip_wheel)
+    assert release.archive == release_build.release_path(files, "blog", "1.1.0")
+    path = release_build.release_manifest_path(files, "blog", "1.1.0")
     assert yaml.safe_load(path.read_text())["health"] == "/ready"
     assert releases.release_manifest(settings, "blog", "1.1.0")["health"] == "/ready"
     # Without a built release, the app's own manifest.
@@ -313,7 +313,7 @@ def test_a_record_from_before_releases_loads(tmp_path):
 
 def test_build_keeps_a_deployed_release(settings, monkeypatch):
     built = []
-    monkeypatch.setattr(apps, "build_release_for", lambda s, name: built.append(name))
+    monkeypatch.setattr(release_build, "build_release_for", lambda s, name: built.append(name))
     manifest = apps.load_manifest(settings.apps_dir, "blog")
     fresh = envstore.new_record("blog", "dev", "local", 2, "m1.small")
     record, release = releases.ensure_build_release(settings, fresh, manifest)
@@ -322,7 +322,7 @@ def test_build_keeps_a_deployed_release(settings, monkeypatch):
     deployed = record.with_release("1.1.0")
     with pytest.raises(NotFound, match=r"runs release 1\.1\.0 of blog"):
         releases.ensure_build_release(settings, deployed, manifest)
-    archive = apps.release_path(apps.files_dir(settings), "blog", "1.1.0")
+    archive = release_build.release_path(release_build.files_dir(settings), "blog", "1.1.0")
     archive.parent.mkdir(parents=True)
     archive.write_bytes(b"release")
     record, release = releases.ensure_build_release(settings, deployed, manifest)
@@ -381,10 +381,12 @@ def env_servers(count: int) -> list[Server]:
 
 @pytest.fixture
 def context(settings, tmp_path, monkeypatch) -> FakeContext:
-    monkeypatch.setattr(apps, "build_release_of", fake_builder)
+    monkeypatch.setattr(release_build, "build_release_of", fake_builder)
     record = envstore.new_record("blog", "dev", "local", 3, "m1.small").with_release("1.0.0")
     envstore.save(settings.state_dir, record)
-    fake_builder(apps.load_manifest(settings.apps_dir, "blog"), apps.files_dir(settings), None)
+    fake_builder(
+        apps.load_manifest(settings.apps_dir, "blog"), release_build.files_dir(settings), None
+    )
     ops = FakeOps([f"app-{i}-blog-dev" for i in range(3)])
     return FakeContext(settings, ops, env_servers(3))
 

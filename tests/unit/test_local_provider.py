@@ -16,7 +16,7 @@ from gdl.config import Settings
 from gdl.errors import CapacityError, NameClash
 from gdl.providers.base import ServerRequest
 from gdl.providers.local import SIZES, LocalProvider, host, network
-from gdl.providers.local.provider import _outermost, fresh_dirs
+from gdl.providers.local.boot import _outermost, boot_description, fresh_dirs
 
 
 @pytest.fixture(autouse=True)
@@ -178,7 +178,10 @@ def test_boot_description_hides_the_masters_files(tmp_path: Path) -> None:
         },
     )
     p = LocalProvider.from_settings(settings)
-    boot = p._boot_description(request("lb-0-blog-dev"), SIZES["m1.tiny"], 4506, 4505)
+    stage_dir = p.hosts_dir / "lb-0-blog-dev" / "root"
+    boot = boot_description(
+        p.host_settings(), request("lb-0-blog-dev"), SIZES["m1.tiny"], stage_dir, []
+    )
     assert "/var/lib/gdl" in boot["fresh_dirs"] and "/etc/salt" in boot["fresh_dirs"]
     assert "/etc/salt/pki/master" not in boot["fresh_dirs"]  # hidden with /etc/salt
     assert not any(d.startswith("/tmp") for d in boot["fresh_dirs"])

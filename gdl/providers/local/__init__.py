@@ -3,6 +3,7 @@
 See ``docs/local-provider.md`` for how a host is made and what is private.
 """
 
-from gdl.providers.local.provider import SIZES, LocalProvider
+from gdl.providers.local.boot import SIZES
+from gdl.providers.local.provider import LocalProvider
 
 __all__ = ["SIZES", "LocalProvider"]

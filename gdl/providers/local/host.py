@@ -6,8 +6,9 @@ is :mod:`gdl.providers.local.hostinit`.  Its resources are named from the
 cloud's tag and the server name, so they can be found and removed from the
 name alone, even when the host record is gone.
 
-Everything here is plain mechanism; :mod:`gdl.providers.local.provider`
-decides what to make.
+Everything here is plain mechanism: :mod:`gdl.providers.local.lifecycle`
+makes and removes with it the hosts :mod:`gdl.providers.local.provider`
+asks for.
 """
 
 from __future__ import annotations

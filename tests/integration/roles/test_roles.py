@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from gdl import apps, keys
+from gdl import keys, release_build
 from gdl import pillar as env_pillar
 from gdl.config import Settings
 from gdl.envstore import EnvRecord
@@ -150,7 +150,7 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environmen
             master_config=master.conf_file,
             local={"bridge": bridge, "cidr": cidr},
         )
-        release = apps.build_release_for(settings, APP)
+        release = release_build.build_release_for(settings, APP)
         provider = LocalProvider.from_settings(settings)
         env_network = provider.ensure_env(APP, ENV)
         requests = []

@@ -12,15 +12,15 @@ import os
 _NAMES = {n.strip() for n in os.environ.get("GDL_TEST_FAIL_HOSTS", "").split(",") if n.strip()}
 
 if _NAMES:
-    from gdl.providers.local import provider as _local
+    from gdl.providers.local import lifecycle as _lifecycle
 
-    _make_hosts = _local.LocalProvider._make_hosts
+    _make_hosts = _lifecycle.make_hosts
 
-    def _failing_make_hosts(self, requests, *args, **kwargs):
-        failures = _make_hosts(self, requests, *args, **kwargs)
+    def _failing_make_hosts(records, settings, requests, *args, **kwargs):
+        failures = _make_hosts(records, settings, requests, *args, **kwargs)
         for request in requests:
             if request.name in _NAMES and request.name not in failures:
                 failures[request.name] = "did not boot: fault injected by the test"
         return failures
 
-    _local.LocalProvider._make_hosts = _failing_make_hosts
+    _lifecycle.make_hosts = _failing_make_hosts

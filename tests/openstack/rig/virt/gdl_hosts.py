@@ -47,7 +47,7 @@ if str(CHECKOUT) not in sys.path:
 
 from gdl import naming  # noqa: E402 - the checkout's gdl, found through the path above
 from gdl.providers.local import host, network  # noqa: E402
-from gdl.providers.local.provider import FRESH_DIRS, fresh_dirs, machine_dirs  # noqa: E402
+from gdl.providers.local.boot import FRESH_DIRS, fresh_dirs, machine_dirs  # noqa: E402
 
 IMAGE_SALT_PREFIX = "/opt/gdl/salt"
 CLOUD_CFG = """\
