@@ -4,6 +4,13 @@ Two files per environment under ``<state_dir>/pillar/gdl/envs/``: ``<app>-<env>.
 for every server of the environment, and ``lb/<app>-<env>.sls`` with the VRRP
 secret, which ``pillar/top.sls`` gives to the load balancers only.  Both use the
 ``yaml`` renderer alone, so no value is ever run through Jinja.
+
+The pillar holds everything the roles need that the master knows: the
+servers, the VRRP settings resolved from the environment's profile (checked by
+:func:`gdl.spec.vrrp_settings`), and every release of the app built on the
+master with where its archive is served and the values of its manifest, so
+the states never ask the fileserver anything while they render.
+``pillar/pillar.example`` shows every key.
 """
 
 from __future__ import annotations
@@ -11,13 +18,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from gdl import naming
+from gdl import apps, naming, spec
 from gdl.envstore import EnvRecord
+from gdl.errors import GdlError
 from gdl.providers.base import EnvNetwork, Server
+
+if TYPE_CHECKING:
+    from gdl.config import Settings
 
 
 def _by_index(server: Server) -> int:
@@ -30,13 +41,69 @@ def members(servers: Iterable[Server], role: str) -> list[dict[str, Any]]:
     return [{"name": s.name, "address": s.address} for s in chosen]
 
 
+# The values of an app's manifest the roles read (gdl.apps.AppManifest).
+MANIFEST_KEYS = ("wsgi", "requirements", "static", "health")
+
+
+def _release_manifest(
+    files_dir: str | os.PathLike[str], apps_dir: str | os.PathLike[str], app: str, version: str
+) -> dict[str, Any] | None:
+    """The manifest a built release carries beside its archive, else the app's own."""
+    path = apps.release_manifest_path(files_dir, app, version)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        data = None
+    if isinstance(data, dict) and all(data.get(key) for key in ("wsgi", "requirements")):
+        return data
+    try:
+        return apps.load_manifest(apps_dir, app).as_dict()
+    except GdlError:
+        return None
+
+
+def releases(
+    files_dir: str | os.PathLike[str], apps_dir: str | os.PathLike[str], app: str
+) -> dict[str, dict[str, Any]]:
+    """Every release of ``app`` built on the master, by version: what the roles need of it.
+
+    A release whose archive has no ``.sha256`` beside it cannot be checked by
+    the servers, and is left out.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for version in apps.list_releases(files_dir, app):
+        archive = apps.release_path(files_dir, app, version)
+        if not archive.with_name(archive.name + ".sha256").is_file():
+            continue
+        manifest = _release_manifest(files_dir, apps_dir, app, version)
+        if manifest is None:
+            continue
+        url = apps.release_url(app, version)
+        found[version] = {
+            "source": url,
+            "source_hash": f"{url}.sha256",
+            **{key: manifest.get(key) for key in MANIFEST_KEYS},
+        }
+    return found
+
+
+def built_releases(settings: Settings, app: str) -> dict[str, dict[str, Any]]:
+    """:func:`releases` of ``app`` in the directories of the master's settings."""
+    return releases(apps.files_dir(settings), settings.apps_dir, app)
+
+
 def env_pillar(
-    record: EnvRecord, network: EnvNetwork, servers: Iterable[Server], app_servers: Iterable[str]
+    record: EnvRecord,
+    network: EnvNetwork,
+    servers: Iterable[Server],
+    app_servers: Iterable[str],
+    app_releases: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(pillar for every server, pillar for the load balancers only).
 
     ``app_servers`` names the app servers that belong in the haproxy
     backend: the desired ones that exist, not those about to be removed.
+    ``app_releases`` is :func:`releases` of the environment's app.
     """
     servers = list(servers)
     in_rotation = set(app_servers)
@@ -44,16 +111,18 @@ def env_pillar(
         "gdl": {
             "app": record.app,
             "env": record.env,
-            "provider": record.provider,
             # The release the app servers run: the record's, set by build, deploy
-            # and rollback ('' runs the version in the app's manifest).
+            # and rollback. A deploy applies the app role with another version in
+            # its pillar: every release built is in `releases`.
             "version": record.release or "",
+            "releases": dict(app_releases or {}),
             "vip": network.vip,
-            "public_address": network.public_address,
-            "cidr": network.cidr,
             "servers": members((s for s in servers if s.name in in_rotation), "app"),
             "lbs": members(servers, "lb"),
-            "vrrp": {"router_id": network.router_id, "profile": record.vrrp_profile},
+            "vrrp": {
+                "router_id": network.router_id,
+                **spec.vrrp_settings(record.vrrp_profile),
+            },
         }
     }
     lb_only = {"gdl": {"vrrp": {"secret": record.vrrp_secret}}}
@@ -93,9 +162,10 @@ def write(
     network: EnvNetwork,
     servers: Iterable[Server],
     app_servers: Iterable[str],
+    app_releases: dict[str, dict[str, Any]] | None = None,
 ) -> bool:
     """Write the environment's pillar; True when a file changed."""
-    common, lb_only = env_pillar(record, network, servers, app_servers)
+    common, lb_only = env_pillar(record, network, servers, app_servers, app_releases)
     common_path, lb_path = pillar_files(pillar_dir, record.app, record.env)
     changed = _write(common_path, common)
     changed = _write(lb_path, lb_only) or changed

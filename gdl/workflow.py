@@ -363,7 +363,8 @@ def write_env_pillar(ctx: Context, app: str, env: str) -> bool:
     servers = [s for s in provider.list_servers(app, env) if s.state == RUNNING]
     wanted = set(desired_names(app, env, record.servers))
     in_rotation = [s.name for s in servers if s.role == "app" and s.name in wanted]
-    return pillar.write(ctx.settings.pillar_dir, record, network, servers, in_rotation)
+    releases = pillar.built_releases(ctx.settings, app)
+    return pillar.write(ctx.settings.pillar_dir, record, network, servers, in_rotation, releases)
 
 
 def surplus(ctx: Context, app: str, env: str) -> list[str]:
