@@ -375,6 +375,34 @@ def surplus(ctx: Context, app: str, env: str) -> list[str]:
     return list(plan.of_role("app").remove)
 
 
+def drain_surplus(ctx: Context, app: str, env: str) -> list[str]:
+    """Drain the app servers beyond the requested count on every LB; the names drained.
+
+    orch/build.sls runs this after the app role and before the lb role, which
+    then leaves them out of haproxy; ``gdl.remove_surplus`` deletes them last.
+    A server haproxy does not know (a re-run after the lb role took it out)
+    gets no requests already.
+    """
+    record = _require_record(ctx, app, env)
+    servers = ctx.provider(record.provider).list_servers(app, env)
+    extra = list(make_plan(app, env, record.servers, servers).of_role("app").remove)
+    lbs = sorted(s.name for s in servers if s.role == "lb" and s.state == RUNNING)
+    for server in extra:
+        ctx.progress(f"draining {server} on {', '.join(lbs)}")
+        answers = ctx.salt.call(lbs, "gdl_lb.drain", [server], timeout=30)
+        refused = [
+            f"{lb}: {str(answers.get(lb, 'no answer'))[:200]}"
+            for lb in lbs
+            if answers.get(lb) is not True and "has no server" not in str(answers.get(lb))
+        ]
+        if refused:
+            raise GdlError(
+                f"could not drain {server} ({'; '.join(refused)})",
+                "check salt-run gdl.status, then run the build again",
+            )
+    return extra
+
+
 def remove_servers(
     ctx: Context, app: str, env: str, names: list[str], provider: str | None = None
 ) -> list[str]:
