@@ -73,15 +73,17 @@ def releases(
     found: dict[str, dict[str, Any]] = {}
     for version in apps.list_releases(files_dir, app):
         archive = apps.release_path(files_dir, app, version)
-        if not archive.with_name(archive.name + ".sha256").is_file():
+        try:
+            # "<hex>  <file name>", as gdl.apps writes it.
+            digest = archive.with_name(archive.name + ".sha256").read_text().split()[0]
+        except (OSError, IndexError):
             continue
         manifest = _release_manifest(files_dir, apps_dir, app, version)
         if manifest is None:
             continue
-        url = apps.release_url(app, version)
         found[version] = {
-            "source": url,
-            "source_hash": f"{url}.sha256",
+            "source": apps.release_url(app, version),
+            "sha256": digest,
             **{key: manifest.get(key) for key in MANIFEST_KEYS},
         }
     return found

@@ -6,6 +6,7 @@ Renders and applies the roles without a master, the way the runner's pillar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -25,10 +26,9 @@ SALT_CALL = Path(sys.executable).parent / "salt-call"
 def release_entry(app: str, version: str) -> dict[str, Any]:
     """A release's entry in pillar gdl:releases, as gdl.pillar.releases writes it."""
     manifest = apps.load_manifest(REPO_ROOT / "apps", app).as_dict()
-    url = apps.release_url(app, version)
     return {
-        "source": url,
-        "source_hash": f"{url}.sha256",
+        "source": apps.release_url(app, version),
+        "sha256": hashlib.sha256(f"{app}-{version}".encode()).hexdigest(),
         **{key: manifest[key] for key in env_pillar.MANIFEST_KEYS},
     }
 

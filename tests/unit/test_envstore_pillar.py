@@ -107,7 +107,8 @@ def test_pillar_lists_every_release_built_with_its_manifest(tmp_path):
         archive.parent.mkdir(parents=True, exist_ok=True)
         archive.write_bytes(b"release")
         if version != "2.0.0":  # a release without its hash file cannot be checked
-            archive.with_name(archive.name + ".sha256").write_text(f"abc  {archive.name}\n")
+            hash_file = archive.with_name(archive.name + ".sha256")
+            hash_file.write_text(f"abc{version}  {archive.name}\n")
     # 1.1.0 was built from another directory: its own manifest, beside its archive.
     apps.release_manifest_path(files_dir, "blog", "1.1.0").write_text(
         "name: blog\nversion: 1.1.0\nwsgi: blog.wsgi:application\n"
@@ -117,7 +118,7 @@ def test_pillar_lists_every_release_built_with_its_manifest(tmp_path):
     assert sorted(found) == ["1.0.0", "1.1.0"]
     assert found["1.1.0"] == {
         "source": "salt://gdl-releases/blog/blog-1.1.0.tar.gz",
-        "source_hash": "salt://gdl-releases/blog/blog-1.1.0.tar.gz.sha256",
+        "sha256": "abc1.1.0",
         "wsgi": "blog.wsgi:application",
         "requirements": "requirements.txt",
         "static": "assets",

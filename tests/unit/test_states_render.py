@@ -78,14 +78,18 @@ def local_salt(tmp_path_factory) -> LocalSalt:
 
 def test_app_role_renders_for_a_host_without_systemd(local_salt):
     states = local_salt.show_sls("app-0-blog-dev", "gdl.app")
-    # The release comes from pillar: archive.extracted checks it against the
-    # .sha256 file the master writes beside it.
+    # The release and its hash come from pillar: archive.extracted checks the
+    # archive against it, into a clean directory, once per hash.
+    digest = SAMPLE["gdl"]["releases"]["1.0.0"]["sha256"]
     function, extract = state_args(states, "gdl-app-release")
     assert function == "archive.extracted"
     assert extract["name"] == "/srv/gdl/blog/releases/1.0.0"
     assert extract["source"] == "salt://gdl-releases/blog/blog-1.0.0.tar.gz"
-    assert extract["source_hash"] == "salt://gdl-releases/blog/blog-1.0.0.tar.gz.sha256"
-    assert extract["source_hash_update"] is True and extract["clean_parent"] is True
+    assert extract["source_hash"] == f"sha256={digest}"
+    assert extract["clean_parent"] is True and extract["overwrite"] is True
+    marker = f"/srv/gdl/blog/releases/1.0.0/.gdl-release-{digest[:16]}"
+    assert extract["unless"] == f"test -e {marker}"
+    assert state_args(states, "gdl-app-release-extracted")[1]["name"] == marker
     _, venv = state_args(states, "gdl-app-virtualenv")
     assert "--no-index" in venv["name"] and "--find-links" in venv["name"]
     assert venv["creates"].endswith("/venv/.gdl-complete")

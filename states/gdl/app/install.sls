@@ -42,22 +42,38 @@ gdl-app-log-dir:
       - user: gdl-app-user
 
 {#- One archive per release, built on the master (gdl.apps.build_release): the
-    app's files and a wheelhouse, checked against the .sha256 file beside it.
-    Unpacked into a directory of its own, so the running release is never
-    touched; a release rebuilt under the same version (its hash changed) is
-    unpacked again into a clean directory, its old virtualenv gone with it. #}
+    app's files and a wheelhouse, checked against the hash in the .sha256 file
+    beside it (the runner puts it in pillar). It is unpacked into a directory
+    of its own, so the running release is never touched. A marker named after
+    the hash says the unpacking finished: a re-run (test=True too) costs a
+    stat, and a release rebuilt under the same version is unpacked again into
+    a clean directory, its old virtualenv gone with it. #}
+{%- set extracted = app['release'] ~ '/.gdl-release-' ~ app['archive_sha256'][:16] %}
+
 gdl-app-release:
   archive.extracted:
     - name: {{ app['release'] }}
     - source: {{ app['archive'] }}
-    - source_hash: {{ app['archive_hash'] }}
-    - source_hash_update: true
+    - source_hash: sha256={{ app['archive_sha256'] }}
     - archive_format: tar
     - enforce_toplevel: false
+    - overwrite: true
     - clean_parent: true
     - trim_output: 10
+    - unless: test -e {{ extracted }}
     - require:
       - file: gdl-app-releases-dir
+
+gdl-app-release-extracted:
+  file.managed:
+    - name: {{ extracted }}
+    - contents: ''
+    - replace: false
+    - user: root
+    - group: root
+    - mode: '0644'
+    - require:
+      - archive: gdl-app-release
 
 {#- The virtualenv is complete once its marker exists: a failed install is
     retried on the next run, a finished one costs a stat. #}
@@ -72,7 +88,7 @@ gdl-app-virtualenv:
     - creates: {{ app['release'] }}/venv/.gdl-complete
     - require:
       - pkg: gdl-app-packages
-      - archive: gdl-app-release
+      - file: gdl-app-release-extracted
 
 gdl-app-current:
   file.symlink:
