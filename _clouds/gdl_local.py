@@ -1,9 +1,10 @@
 """salt-cloud driver for gdl's local cloud: servers as namespace hosts on the master.
 
-A thin adapter over :class:`gdl.providers.local.LocalProvider`.  The master's
-``gdl:`` settings come with salt-cloud's options (salt-cloud reads the master
-config first, then its own); keys of the provider entry (``bridge``,
-``cidr``, ``state_dir``, ``venv``) override ``gdl: local:``.
+A thin adapter (:mod:`gdl.cloud_driver`) over
+:class:`gdl.providers.local.LocalProvider`.  The master's ``gdl:`` settings come
+with salt-cloud's options (salt-cloud reads the master config first, then its
+own); keys of the provider entry (``bridge``, ``cidr``, ``state_dir``, ``venv``)
+override ``gdl: local:``.
 
 Provider (``/etc/salt/cloud.providers.d/local.conf``)::
 
@@ -13,10 +14,10 @@ Provider (``/etc/salt/cloud.providers.d/local.conf``)::
 Profile keys: ``size`` (m1.tiny..m1.xlarge), ``role`` (app or lb), and
 ``app``/``env`` (read from the server name ``<role>-<index>-<app>-<env>``
 when absent); ``wait_for_minion`` (default True) and ``minion_timeout``
-(seconds, default 60).
+(seconds, default the provider's).
 
-The minion key is preseeded on the master (``pki_dir``) before the host
-boots and removed when it is destroyed; nothing is ever auto-accepted.
+The minion key is preseeded on the master before the host boots and removed
+when it is destroyed; nothing is ever auto-accepted.
 
 CLI Example:
 
@@ -28,19 +29,13 @@ CLI Example:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import salt.config as config
-import salt.utils.cloud
-from salt.exceptions import SaltCloudSystemExit
 
 try:
-    from gdl import cloud_driver, keys
-    from gdl.config import Settings
-    from gdl.errors import GdlError
-    from gdl.providers.base import ServerRequest
-    from gdl.providers.local import SIZES, LocalProvider
+    from gdl import cloud_driver
+    from gdl.providers.local import LocalProvider
 
     HAS_GDL = True
 except ImportError:  # pragma: no cover - gdl is installed with this module
@@ -60,6 +55,17 @@ def __virtual__():
     return __virtualname__
 
 
+def _provider():
+    settings = cloud_driver.settings(
+        __opts__, "local", get_configured_provider() or {}, PROVIDER_KEYS
+    )
+    # salt-cloud's options carry the master's ports; its conf_file is the
+    # cloud config, not the master's, so nothing would be read from there.
+    settings.local.setdefault("master_port", __opts__.get("ret_port"))
+    settings.local.setdefault("publish_port", __opts__.get("publish_port"))
+    return LocalProvider.from_settings(settings)
+
+
 def _get_active_provider_name():
     try:
         return __active_provider_name__.value()
@@ -74,44 +80,8 @@ def get_configured_provider():
     )
 
 
-def _settings():
-    settings = Settings.from_opts(__opts__)
-    local = dict(settings.local)
-    entry = get_configured_provider() or {}
-    for key in PROVIDER_KEYS:
-        if entry.get(key):
-            local[key] = entry[key]
-    # salt-cloud's options carry the master's ports; its conf_file is the
-    # cloud config, not the master's, so nothing would be read from there.
-    local.setdefault("master_port", __opts__.get("ret_port"))
-    local.setdefault("publish_port", __opts__.get("publish_port"))
-    return dataclasses.replace(settings, local=local)
-
-
-def _provider():
-    return LocalProvider.from_settings(_settings())
-
-
-def _node(server):
-    return {
-        "id": server.provider_id,
-        "name": server.name,
-        "image": "machine",
-        "size": server.size,
-        "state": server.state,
-        "private_ips": [server.address] if server.address else [],
-        "public_ips": [],
-    }
-
-
-def _node_full(server):
-    return {
-        **_node(server),
-        "app": server.app,
-        "env": server.env,
-        "role": server.role,
-        **server.extra,
-    }
+def _driver():
+    return cloud_driver.Driver(__opts__, _provider)
 
 
 def avail_images(call=None):
@@ -123,14 +93,7 @@ def avail_images(call=None):
 
         salt-cloud --list-images gdl-local
     """
-    if call == "action":
-        raise SaltCloudSystemExit("avail_images is a function: use -f or --list-images")
-    return {
-        "machine": {
-            "name": "machine",
-            "description": "the master's installed system; writes stay private to each host",
-        }
-    }
+    return _driver().listing(call, "avail_images", "--list-images", lambda p: p.images())
 
 
 def avail_sizes(call=None):
@@ -142,12 +105,7 @@ def avail_sizes(call=None):
 
         salt-cloud --list-sizes gdl-local
     """
-    if call == "action":
-        raise SaltCloudSystemExit("avail_sizes is a function: use -f or --list-sizes")
-    return {
-        name: {"name": name, "ram": size.memory_mb, "vcpus": size.vcpus, "disk": size.disk_gb}
-        for name, size in SIZES.items()
-    }
+    return _driver().listing(call, "avail_sizes", "--list-sizes", lambda p: p.flavors())
 
 
 def avail_locations(call=None):
@@ -159,13 +117,11 @@ def avail_locations(call=None):
 
         salt-cloud --list-locations gdl-local
     """
-    if call == "action":
-        raise SaltCloudSystemExit("avail_locations is a function: use -f or --list-locations")
-    return {"local": {"name": "local", "description": "this machine"}}
+    return _driver().listing(call, "avail_locations", "--list-locations", lambda p: p.zones())
 
 
 def list_nodes(call=None):
-    """The local hosts, with salt-cloud's standard fields.
+    """The local hosts gdl made, with salt-cloud's standard fields.
 
     CLI Example:
 
@@ -173,13 +129,11 @@ def list_nodes(call=None):
 
         salt-cloud -Q
     """
-    if call == "action":
-        raise SaltCloudSystemExit("list_nodes is a function: use -f or -Q")
-    return {server.name: _node(server) for server in _provider().list_servers()}
+    return _driver().list_nodes(call)
 
 
 def list_nodes_full(call=None):
-    """The local hosts with every field gdl records.
+    """The local hosts gdl made, with every field gdl records.
 
     CLI Example:
 
@@ -187,13 +141,11 @@ def list_nodes_full(call=None):
 
         salt-cloud -F
     """
-    if call == "action":
-        raise SaltCloudSystemExit("list_nodes_full is a function: use -f or -F")
-    return {server.name: _node_full(server) for server in _provider().list_servers()}
+    return _driver().list_nodes_full(call)
 
 
 def list_nodes_select(call=None):
-    """The local hosts with the fields named in ``query.selection``.
+    """The local hosts gdl made, with the fields named in ``query.selection``.
 
     CLI Example:
 
@@ -201,9 +153,7 @@ def list_nodes_select(call=None):
 
         salt-cloud -S
     """
-    return salt.utils.cloud.list_nodes_select(
-        list_nodes_full("function"), __opts__["query.selection"], call
-    )
+    return _driver().list_nodes_select(call)
 
 
 def show_instance(name, call=None):
@@ -215,60 +165,23 @@ def show_instance(name, call=None):
 
         salt-cloud -a show_instance app-0-blog-dev
     """
-    if call != "action":
-        raise SaltCloudSystemExit("show_instance is an action: use -a")
-    server = _provider().get_server(name)
-    if server is None:
-        raise SaltCloudSystemExit(f"no local host {name}")
-    return _node_full(server)
+    return _driver().show_instance(name, call)
 
 
 def create(vm_):
-    """Make one local host with its minion key preseeded; wait for the minion to join.
+    """Make one local host, its minion key preseeded, and wait for its minion to answer.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-cloud -p gdl-local-app app-0-blog-dev
+        salt-cloud -p gdl-local-lb app-0-blog-dev
     """
-    name = vm_["name"]
-    app, env, role = cloud_driver.server_identity(vm_, __opts__)
-    size = config.get_cloud_config_value("size", vm_, __opts__, default="m1.small")
-    pki_dir = __opts__["pki_dir"]
-    provider = _provider()
-    try:
-        provider.size(size)  # refuse before a key is made
-    except GdlError as exc:
-        raise SaltCloudSystemExit(str(exc)) from exc
-    pair = cloud_driver.minion_pair(pki_dir, vm_)
-    request = ServerRequest(
-        name=name,
-        app=app,
-        env=env,
-        role=role,
-        size=size,
-        minion_public_key=pair.public_pem,
-        minion_private_key=pair.private_pem,
-        master_address="",  # the bridge's address
-    )
-    try:
-        (server,) = provider.create_servers([request], progress=log.info)
-    except GdlError as exc:
-        # Nothing was made for this name unless it existed already: keep its key then.
-        if provider.get_server(name) is None:
-            keys.remove(pki_dir, name)
-        raise SaltCloudSystemExit(str(exc)) from exc
-    if config.get_cloud_config_value("wait_for_minion", vm_, __opts__, default=True):
-        timeout = float(config.get_cloud_config_value("minion_timeout", vm_, __opts__, default=60))
-        if provider.wait_minions([name], timeout=timeout):
-            log.warning("%s: the minion has not joined the master after %.0f s", name, timeout)
-    log.info("Created local host %s at %s", name, server.address)
-    return _node_full(provider.get_server(name) or server)
+    return _driver().create(vm_, log.info)
 
 
 def destroy(name, call=None):
-    """Delete a local host and its minion key.
+    """Delete a local host, what gdl made for it, and its minion key.
 
     CLI Example:
 
@@ -276,11 +189,4 @@ def destroy(name, call=None):
 
         salt-cloud -d app-0-blog-dev
     """
-    if call == "function":
-        raise SaltCloudSystemExit("destroy is an action: use -d or -a destroy")
-    try:
-        deleted = _provider().delete_servers([name])
-    except GdlError as exc:
-        raise SaltCloudSystemExit(str(exc)) from exc
-    keys.remove(__opts__["pki_dir"], name)
-    return {name: "deleted" if deleted else "not found"}
+    return _driver().destroy(name, call)

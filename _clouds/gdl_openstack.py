@@ -1,8 +1,9 @@
 """salt-cloud driver for OpenStack, on openstacksdk (Salt 3008 ships none).
 
-A thin adapter over :class:`gdl.providers.openstack.OpenStackProvider`.  The
-master's ``gdl:`` settings come with salt-cloud's options (salt-cloud reads the
-master config first, then its own); keys of the provider entry override
+A thin adapter (:mod:`gdl.cloud_driver`) over
+:class:`gdl.providers.openstack.OpenStackProvider`.  The master's ``gdl:``
+settings come with salt-cloud's options (salt-cloud reads the master config
+first, then its own); keys of the provider entry override
 ``gdl: openstack:`` (``cloud``, ``clouds_file``, ``image``, ``network``,
 ``external_network``, ``key_name``, ``master_address``, ``availability_zone``,
 ``flavor``).
@@ -16,7 +17,9 @@ Provider (``/etc/salt/cloud.providers.d/openstack.conf``)::
 Profile keys: ``size`` (a flavor name, or a size mapped by ``flavor``), ``role``
 (app or lb), ``app``/``env`` (read from the server name
 ``<role>-<index>-<app>-<env>`` when absent), ``floating_ip`` (default False:
-give the server a floating IP of its own, released on destroy).
+give the server a floating IP of its own, released on destroy),
+``wait_for_minion`` (default True) and ``minion_timeout`` (seconds, default
+the provider's ``minion_timeout``).
 
 The server joins the environment's network parts (``ensure_env`` makes them
 when missing: security groups, server groups, VIP port); a load balancer's port
@@ -34,18 +37,12 @@ CLI Example:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import salt.config as config
-import salt.utils.cloud
-from salt.exceptions import SaltCloudSystemExit
 
 try:
-    from gdl import cloud_driver, keys
-    from gdl.config import Settings
-    from gdl.errors import GdlError
-    from gdl.providers.base import ServerRequest
+    from gdl import cloud_driver
     from gdl.providers.openstack import OpenStackProvider
 
     HAS_GDL = True
@@ -76,6 +73,12 @@ def __virtual__():
     return __virtualname__
 
 
+def _provider():
+    return OpenStackProvider.from_settings(
+        cloud_driver.settings(__opts__, "openstack", get_configured_provider() or {}, PROVIDER_KEYS)
+    )
+
+
 def _get_active_provider_name():
     try:
         return __active_provider_name__.value()
@@ -90,50 +93,8 @@ def get_configured_provider():
     )
 
 
-def _settings():
-    settings = Settings.from_opts(__opts__)
-    section = dict(settings.openstack)
-    entry = get_configured_provider() or {}
-    for key in PROVIDER_KEYS:
-        if entry.get(key):
-            section[key] = entry[key]
-    return dataclasses.replace(settings, openstack=section)
-
-
-def _provider():
-    try:
-        return OpenStackProvider.from_settings(_settings())
-    except GdlError as exc:
-        raise SaltCloudSystemExit(str(exc)) from exc
-
-
-def _node(server):
-    public = server.extra.get("public_address", "")
-    return {
-        "id": server.provider_id,
-        "name": server.name,
-        "image": server.extra.get("image", ""),
-        "size": server.size,
-        "state": server.state,
-        "private_ips": [server.address] if server.address else [],
-        "public_ips": [public] if public else [],
-    }
-
-
-def _node_full(server):
-    return {
-        **_node(server),
-        "app": server.app,
-        "env": server.env,
-        "role": server.role,
-        **({"fault": server.fault} if server.fault else {}),
-        **server.extra,
-    }
-
-
-def _listing(call, name, flag):
-    if call == "action":
-        raise SaltCloudSystemExit(f"{name} is a function: use -f or {flag}")
+def _driver():
+    return cloud_driver.Driver(__opts__, _provider)
 
 
 def avail_images(call=None):
@@ -145,11 +106,7 @@ def avail_images(call=None):
 
         salt-cloud --list-images gdl-openstack
     """
-    _listing(call, "avail_images", "--list-images")
-    try:
-        return _provider().images()
-    except GdlError as exc:
-        raise SaltCloudSystemExit(str(exc)) from exc
+    return _driver().listing(call, "avail_images", "--list-images", lambda p: p.images())
 
 
 def avail_sizes(call=None):
@@ -161,11 +118,7 @@ def avail_sizes(call=None):
 
         salt-cloud --list-sizes gdl-openstack
     """
-    _listing(call, "avail_sizes", "--list-sizes")
-    try:
-        return _provider().flavors()
-    except GdlError as exc:
-        raise SaltCloudSystemExit(str(exc)) from exc
+    return _driver().listing(call, "avail_sizes", "--list-sizes", lambda p: p.flavors())
 
 
 def avail_locations(call=None):
@@ -177,15 +130,11 @@ def avail_locations(call=None):
 
         salt-cloud --list-locations gdl-openstack
     """
-    _listing(call, "avail_locations", "--list-locations")
-    try:
-        return _provider().zones()
-    except GdlError as exc:
-        raise SaltCloudSystemExit(str(exc)) from exc
+    return _driver().listing(call, "avail_locations", "--list-locations", lambda p: p.zones())
 
 
 def list_nodes(call=None):
-    """The servers gdl made, with salt-cloud's standard fields.
+    """The OpenStack servers gdl made, with salt-cloud's standard fields.
 
     CLI Example:
 
@@ -193,15 +142,11 @@ def list_nodes(call=None):
 
         salt-cloud -Q
     """
-    _listing(call, "list_nodes", "-Q")
-    try:
-        return {server.name: _node(server) for server in _provider().list_servers()}
-    except GdlError as exc:
-        raise SaltCloudSystemExit(str(exc)) from exc
+    return _driver().list_nodes(call)
 
 
 def list_nodes_full(call=None):
-    """The servers gdl made, with every field gdl records.
+    """The OpenStack servers gdl made, with every field gdl records.
 
     CLI Example:
 
@@ -209,15 +154,11 @@ def list_nodes_full(call=None):
 
         salt-cloud -F
     """
-    _listing(call, "list_nodes_full", "-F")
-    try:
-        return {server.name: _node_full(server) for server in _provider().list_servers()}
-    except GdlError as exc:
-        raise SaltCloudSystemExit(str(exc)) from exc
+    return _driver().list_nodes_full(call)
 
 
 def list_nodes_select(call=None):
-    """The servers gdl made, with the fields named in ``query.selection``.
+    """The OpenStack servers gdl made, with the fields named in ``query.selection``.
 
     CLI Example:
 
@@ -225,13 +166,11 @@ def list_nodes_select(call=None):
 
         salt-cloud -S
     """
-    return salt.utils.cloud.list_nodes_select(
-        list_nodes_full("function"), __opts__["query.selection"], call
-    )
+    return _driver().list_nodes_select(call)
 
 
 def show_instance(name, call=None):
-    """One server gdl made.
+    """One OpenStack server.
 
     CLI Example:
 
@@ -239,19 +178,11 @@ def show_instance(name, call=None):
 
         salt-cloud -a show_instance lb-0-blog-dev
     """
-    if call != "action":
-        raise SaltCloudSystemExit("show_instance is an action: use -a")
-    try:
-        server = _provider().get_server(name)
-    except GdlError as exc:
-        raise SaltCloudSystemExit(str(exc)) from exc
-    if server is None:
-        raise SaltCloudSystemExit(f"no OpenStack server {name} made by gdl")
-    return _node_full(server)
+    return _driver().show_instance(name, call)
 
 
 def create(vm_):
-    """Make one server with its minion key preseeded and wait until it is ACTIVE.
+    """Make one OpenStack server, its minion key preseeded, and wait for its minion to answer.
 
     CLI Example:
 
@@ -259,37 +190,11 @@ def create(vm_):
 
         salt-cloud -p gdl-openstack-lb lb-0-blog-dev
     """
-    name = vm_["name"]
-    app, env, role = cloud_driver.server_identity(vm_, __opts__)
-    size = config.get_cloud_config_value("size", vm_, __opts__, default="m1.small")
-    pki_dir = __opts__["pki_dir"]
-    provider = _provider()
-    pair = cloud_driver.minion_pair(pki_dir, vm_)
-    request = ServerRequest(
-        name=name,
-        app=app,
-        env=env,
-        role=role,
-        size=size,
-        minion_public_key=pair.public_pem,
-        minion_private_key=pair.private_pem,
-        master_address=provider.cfg.master_address,
-    )
-    try:
-        (server,) = provider.create_servers([request], progress=log.info)
-        if config.get_cloud_config_value("floating_ip", vm_, __opts__, default=False):
-            provider.attach_floating_ip(name)
-    except GdlError as exc:
-        # Nothing was made for this name unless it existed already: keep its key then.
-        if provider.get_server(name) is None:
-            keys.remove(pki_dir, name)
-        raise SaltCloudSystemExit(str(exc)) from exc
-    log.info("Created OpenStack server %s at %s", name, server.address)
-    return _node_full(provider.get_server(name) or server)
+    return _driver().create(vm_, log.info)
 
 
 def destroy(name, call=None):
-    """Delete a server, the ports and floating IPs gdl made for it, and its minion key.
+    """Delete a OpenStack server, what gdl made for it, and its minion key.
 
     CLI Example:
 
@@ -297,11 +202,4 @@ def destroy(name, call=None):
 
         salt-cloud -d lb-0-blog-dev
     """
-    if call == "function":
-        raise SaltCloudSystemExit("destroy is an action: use -d or -a destroy")
-    try:
-        deleted = _provider().delete_servers([name])
-    except GdlError as exc:
-        raise SaltCloudSystemExit(str(exc)) from exc
-    keys.remove(__opts__["pki_dir"], name)
-    return {name: "deleted" if deleted else "not found"}
+    return _driver().destroy(name, call)

@@ -28,9 +28,13 @@ import salt.exceptions
 
 try:
     from gdl import spec as _spec
-    from gdl import workflow
     from gdl.config import Settings
     from gdl.errors import GdlError
+    from gdl.flows import build as _build
+    from gdl.flows import deploy as _deploy
+    from gdl.flows import destroy as _destroy
+    from gdl.flows import status as _status
+    from gdl.flows.context import Context
 
     HAS_GDL = True
 except ImportError as _import_error:  # pragma: no cover - reported by __virtual__
@@ -58,12 +62,13 @@ class Refused(salt.exceptions.NotImplemented):
     """
 
 
-def _context() -> workflow.Context:
-    from gdl.saltops import MasterOps
+def _context() -> Context:
+    from gdl.saltops import MasterOps, quiet_salt_leak_warnings
 
+    quiet_salt_leak_warnings()
     settings = Settings.from_opts(__opts__)
     ops = MasterOps(__opts__, __salt__["state.orchestrate"])
-    return workflow.Context(settings=settings, salt=ops, progress=_progress)
+    return Context(settings=settings, salt=ops, progress=_progress)
 
 
 def _progress(message: str) -> None:
@@ -184,7 +189,7 @@ def build(
         vrrp=vrrp,
     )
     dry_run = _run(_spec.parse_bool, "test", test)
-    result = _run(workflow.build, ctx, request, test=dry_run)
+    result = _run(_build.build, ctx, request, test=dry_run)
     if not dry_run:
         _progress(f"{request.env_id} is served at {result['url']}")
     return result
@@ -209,7 +214,7 @@ def destroy(app=None, env=None, provider=None, test=False, environment=None, *ar
     app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
     chosen = _run(_spec.parse_provider, provider, None) if provider else None
     dry_run = _run(_spec.parse_bool, "test", test)
-    return _run(workflow.destroy, ctx, app, env, provider=chosen, test=dry_run)
+    return _run(_destroy.destroy, ctx, app, env, provider=chosen, test=dry_run)
 
 
 @_whole_call
@@ -227,7 +232,7 @@ def status(app=None, env=None, environment=None, *args, **kwargs):
     _check_kwargs(kwargs, ("app", "env"), args)
     ctx = _run(_context)
     app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
-    return _run(workflow.status, ctx, app, env)
+    return _run(_status.status, ctx, app, env)
 
 
 @_whole_call
@@ -242,7 +247,7 @@ def list_(*args, **kwargs):
         salt-run gdl.list
     """
     _check_kwargs(kwargs, (), args)
-    return _run(workflow.list_environments, _run(_context))
+    return _run(_status.list_environments, _run(_context))
 
 
 @_whole_call
@@ -274,11 +279,16 @@ def deploy(
         salt-run gdl.deploy app=blog env=dev source=/srv/releases/blog-1.1.0 batch=2
     """
     _check_kwargs(kwargs, ("app", "env", "version", "source", "batch"), args)
-    from gdl import deploy as _deploy
-
     ctx = _run(_context)
-    app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
-    return _run(_deploy.deploy, ctx, app, env, version=version, source=source, batch=batch)
+    request = _run(
+        _spec.deploy_request,
+        app,
+        _run(_env_name, env, environment),
+        version=version,
+        source=source,
+        batch=batch,
+    )
+    return _run(_deploy.deploy, ctx, request)
 
 
 @_whole_call
@@ -295,11 +305,9 @@ def rollback(app=None, env=None, batch=1, environment=None, *args, **kwargs):
         salt-run gdl.rollback app=blog env=dev
     """
     _check_kwargs(kwargs, ("app", "env", "batch"), args)
-    from gdl import deploy as _deploy
-
     ctx = _run(_context)
     app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
-    return _run(_deploy.rollback, ctx, app, env, batch=batch)
+    return _run(_deploy.rollback, ctx, app, env, batch=_run(_spec.parse_batch, batch))
 
 
 # -- orchestration steps: orch/build.sls and orch/destroy.sls call these ------------------
@@ -321,7 +329,7 @@ def vrrp_pair(app=None, environment=None, env=None, **kwargs):
         salt-run gdl.vrrp_pair app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    return _run(workflow.ensure_vrrp_pair, _run(_context), app, env)
+    return _run(_build.ensure_vrrp_pair, _run(_context), app, env)
 
 
 def write_pillar(app=None, environment=None, env=None, **kwargs):
@@ -336,7 +344,7 @@ def write_pillar(app=None, environment=None, env=None, **kwargs):
         salt-run gdl.write_pillar app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    return _run(workflow.write_env_pillar, _run(_context), app, env)
+    return _run(_build.write_env_pillar, _run(_context), app, env)
 
 
 def surplus(app=None, environment=None, env=None, **kwargs):
@@ -350,7 +358,7 @@ def surplus(app=None, environment=None, env=None, **kwargs):
         salt-run gdl.surplus app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    return _run(workflow.surplus, _run(_context), app, env)
+    return _run(_build.surplus, _run(_context), app, env)
 
 
 def drain_surplus(app=None, environment=None, env=None, **kwargs):
@@ -366,7 +374,7 @@ def drain_surplus(app=None, environment=None, env=None, **kwargs):
         salt-run gdl.drain_surplus app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    return _run(workflow.drain_surplus, _run(_context), app, env)
+    return _run(_build.drain_surplus, _run(_context), app, env)
 
 
 def remove_surplus(app=None, environment=None, env=None, **kwargs):
@@ -381,9 +389,7 @@ def remove_surplus(app=None, environment=None, env=None, **kwargs):
         salt-run gdl.remove_surplus app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    ctx = _run(_context)
-    extra = _run(workflow.surplus, ctx, app, env)
-    return _run(workflow.remove_servers, ctx, app, env, extra)
+    return _run(_build.remove_surplus, _run(_context), app, env)
 
 
 def remove_all(app=None, environment=None, env=None, provider=None, **kwargs):
@@ -397,7 +403,7 @@ def remove_all(app=None, environment=None, env=None, provider=None, **kwargs):
         salt-run gdl.remove_all app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    return _run(workflow.remove_all, _run(_context), app, env, provider=provider)
+    return _run(_destroy.remove_all, _run(_context), app, env, provider=provider)
 
 
 def teardown(app=None, environment=None, env=None, provider=None, **kwargs):
@@ -412,7 +418,7 @@ def teardown(app=None, environment=None, env=None, provider=None, **kwargs):
         salt-run gdl.teardown app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    _run(workflow.teardown, _run(_context), app, env, provider=provider)
+    _run(_destroy.teardown, _run(_context), app, env, provider=provider)
     return True
 
 
@@ -428,4 +434,4 @@ def check_vip(app=None, environment=None, env=None, timeout=60, **kwargs):
         salt-run gdl.check_vip app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    return _run(workflow.check_vip, _run(_context), app, env, timeout=float(timeout))
+    return _run(_build.check_vip, _run(_context), app, env, timeout=float(timeout))

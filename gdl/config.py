@@ -27,6 +27,8 @@ class Settings:
     cache_dir: Path = Path("/var/cache/salt/master")  # the master's cachedir
     local: dict[str, Any] = field(default_factory=dict)
     openstack: dict[str, Any] = field(default_factory=dict)
+    # The whole master configuration, for Salt's own APIs (keys, cache, event bus).
+    opts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def apps_dir(self) -> Path:
@@ -40,6 +42,11 @@ class Settings:
     @property
     def lock_dir(self) -> Path:
         return self.state_dir / "locks"
+
+    @property
+    def master_opts(self) -> dict[str, Any]:
+        """The master's options; without them (plain Python use), its directories alone."""
+        return self.opts or {"pki_dir": str(self.pki_dir), "cachedir": str(self.cache_dir)}
 
     @classmethod
     def from_opts(cls, opts: dict[str, Any]) -> Settings:
@@ -60,4 +67,5 @@ class Settings:
             cache_dir=Path(opts.get("cachedir", defaults.cache_dir)),
             local=dict(section.get("local") or {}),
             openstack=dict(section.get("openstack") or {}),
+            opts=opts,
         )

@@ -1,24 +1,31 @@
-"""Minion keys, generated and accepted on the master before a server exists.
+"""Minion keys, made and accepted on the master before a server exists.
 
 This is what salt-cloud calls preseeding: the master makes the minion's key
 pair, files the public half as accepted, and the server receives the pair at
 boot.  No key is ever auto-accepted, and a server's key goes with it.
+
+Everything goes through Salt's own key and cache APIs (:func:`salt.crypt.gen_keys`,
+the key store of ``keys.cache_driver``, :class:`salt.key.Key`, :mod:`salt.cache`),
+so a master that keeps its keys or its minion data in another cache backend works
+the same.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+import salt.cache
+import salt.config
+import salt.crypt
+import salt.exceptions
+import salt.key
 
 from gdl import naming
 
-# Salt's key directories on the master, one per key state.
-KEY_DIRS = ("minions", "minions_pre", "minions_rejected", "minions_denied", "minions_autosign")
+# What the master caches of each minion; its pillar may hold an environment's secrets.
+MINION_DATA_BANKS = ("grains", "pillar", "mine")
 
 
 @dataclass(frozen=True)
@@ -28,114 +35,120 @@ class KeyPair:
 
 
 def generate(bits: int = 2048) -> KeyPair:
-    """A new RSA key pair in the PEM forms salt-minion reads."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    private_pem = key.private_bytes(
-        encoding=serialization.Encoding.PEM,
-        format=serialization.PrivateFormat.TraditionalOpenSSL,
-        encryption_algorithm=serialization.NoEncryption(),
-    ).decode()
-    public_pem = (
-        key.public_key()
-        .public_bytes(
-            encoding=serialization.Encoding.PEM,
-            format=serialization.PublicFormat.SubjectPublicKeyInfo,
-        )
-        .decode()
-    )
-    return KeyPair(public_pem=public_pem, private_pem=private_pem)
+    """A new RSA key pair in the PEM forms salt-minion reads; nothing is stored."""
+    private_pem, public_pem = salt.crypt.gen_keys(bits)
+    return KeyPair(public_pem=_text(public_pem), private_pem=_text(private_pem))
+
+
+def _text(pem: str | bytes) -> str:
+    return pem.decode() if isinstance(pem, bytes) else pem
 
 
 def _check_minion_id(minion_id: str) -> None:
-    # Key files are named by minion id: never let a name walk out of the directory.
-    if not minion_id or "/" in minion_id or minion_id.startswith(".") or "\0" in minion_id:
+    # Keys are stored by minion id: never let a name walk out of the store.
+    if naming.parse_server_name(minion_id) is None and (
+        not minion_id or "/" in minion_id or minion_id.startswith(".") or "\0" in minion_id
+    ):
         raise ValueError(f"not a minion id: {minion_id!r}")
 
 
-def accept(pki_dir: str | os.PathLike[str], minion_id: str, public_pem: str) -> Path:
-    """File ``public_pem`` as the accepted key of ``minion_id``; replaces an older one."""
-    _check_minion_id(minion_id)
-    root = Path(pki_dir)
-    for other in KEY_DIRS[1:]:
-        (root / other / minion_id).unlink(missing_ok=True)
-    accepted = root / "minions"
-    accepted.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = accepted / minion_id
-    tmp = path.with_name(f".{minion_id}.tmp")
-    tmp.write_text(public_pem)
-    tmp.chmod(0o644)
-    tmp.replace(path)
-    return path
+def _belongs(minion_id: str, app: str, env: str) -> bool:
+    parsed = naming.parse_server_name(minion_id)
+    return parsed is not None and parsed.app == app and parsed.env == env
 
 
-def preseed(pki_dir: str | os.PathLike[str], minion_id: str) -> KeyPair:
-    """Generate a pair for ``minion_id`` and accept its public half."""
-    pair = generate()
-    accept(pki_dir, minion_id, pair.public_pem)
-    return pair
+class MasterKeys:
+    """The master's minion keys and what it caches of each minion."""
 
+    def __init__(self, opts: dict[str, Any]) -> None:
+        merged = {**salt.config.DEFAULT_MASTER_OPTS, **opts}
+        merged.setdefault("__role", "master")
+        # Salt's key store names the master's own keys after its id.
+        merged["id"] = merged.get("id") or "master"
+        if merged.get("__role") not in ("master", "syndic"):
+            merged["__role"] = "master"
+        # A deleted server takes its key with it; rotating the master's AES key on
+        # top (what salt-key -d does by default) would make every minion of every
+        # environment authenticate again for nothing.
+        merged["rotate_aes_key"] = False
+        self.opts = merged
+        self._key_store = salt.cache.Cache(merged, driver=merged["keys.cache_driver"])
+        self._minion_data = salt.cache.factory(merged)
 
-def remove(pki_dir: str | os.PathLike[str], minion_id: str) -> bool:
-    """Forget every key of ``minion_id``; True when one was there."""
-    _check_minion_id(minion_id)
-    found = False
-    for state in KEY_DIRS:
-        path = Path(pki_dir) / state / minion_id
-        if path.exists():
-            path.unlink()
-            found = True
-    return found
+    @classmethod
+    def at(
+        cls,
+        pki_dir: str | os.PathLike[str],
+        cache_dir: str | os.PathLike[str],
+        sock_dir: str | os.PathLike[str] | None = None,
+    ) -> MasterKeys:
+        """The keys of the master with these directories (its other options: Salt's defaults).
 
+        Without ``sock_dir`` key events go nowhere: no running master hears them.
+        """
+        return cls(
+            {
+                "pki_dir": str(pki_dir),
+                "cachedir": str(cache_dir),
+                "sock_dir": str(sock_dir or os.path.join(cache_dir, ".no-master")),
+            }
+        )
 
-def remove_cached_data(cache_dir: str | os.PathLike[str], minion_id: str) -> bool:
-    """Forget what the master cached of ``minion_id`` (its grains and pillar); True if any.
+    def preseed(self, minion_id: str) -> KeyPair:
+        """A new key pair for ``minion_id``, its public half accepted (replacing an old one)."""
+        # Not the key.gen_accept wheel function: it rewrites ids as host names
+        # (hello_world -> helloworld), and app names may hold an underscore.
+        _check_minion_id(minion_id)
+        pair = generate()
+        self.accept(minion_id, pair.public_pem)
+        return pair
 
-    ``salt-key -d`` does this too: a destroyed server's pillar (with the
-    environment's secrets) must not outlive it in the master's cache.
-    """
-    _check_minion_id(minion_id)
-    found = False
-    for bank in ("grains", "pillar", "mine"):
-        directory = Path(cache_dir) / bank
-        if not directory.is_dir():
-            continue
-        # Salt's file cache names a key <key>.p; pillar keys may carry ":<pillarenv>".
-        for path in directory.glob(f"{minion_id}*.p"):
-            if path.name[: -len(".p")].split(":")[0] == minion_id:
-                path.unlink(missing_ok=True)
-                found = True
-    legacy = Path(cache_dir) / "minions" / minion_id
-    if legacy.is_dir():
-        shutil.rmtree(legacy, ignore_errors=True)
-        found = True
-    return found
+    def accept(self, minion_id: str, public_pem: str) -> None:
+        """File ``public_pem`` (a pair salt-cloud made) as the accepted key of ``minion_id``."""
+        _check_minion_id(minion_id)
+        self._key_store.flush("denied_keys", minion_id)
+        self._key_store.store("keys", minion_id, {"pub": public_pem, "state": "accepted"})
 
+    def public_key(self, minion_id: str) -> str | None:
+        """The accepted public key of ``minion_id``, if any."""
+        entry = self._key_store.fetch("keys", minion_id) or {}
+        return entry.get("pub") if entry.get("state") == "accepted" else None
 
-def cached_minions(cache_dir: str | os.PathLike[str]) -> set[str]:
-    """Every minion id the master's cache holds grains, pillar or mine data of."""
-    ids: set[str] = set()
-    for bank in ("grains", "pillar", "mine"):
-        directory = Path(cache_dir) / bank
-        if directory.is_dir():
-            ids.update(p.name[: -len(".p")].split(":")[0] for p in directory.glob("*.p"))
-    return ids
+    def forget(self, minion_id: str) -> bool:
+        """Delete every key of ``minion_id`` and what the master cached of it; True if any."""
+        _check_minion_id(minion_id)
+        with salt.key.Key(self.opts) as key:
+            matches = key.list_match([minion_id])
+            found = bool(matches)
+            if found:
+                key.delete_key(match_dict=matches)
+        for bank in MINION_DATA_BANKS:
+            for cached in self._cached(bank):
+                # A pillar entry may carry its pillarenv: <id>:<pillarenv>.
+                if cached.split(":")[0] == minion_id:
+                    self._minion_data.flush(bank, cached)
+                    found = True
+        return found
 
+    def minions(self) -> set[str]:
+        """Every minion id with a key in any state."""
+        with salt.key.Key(self.opts) as key:
+            return {m for ids in key.list_keys().values() for m in ids}
 
-def known_minions(pki_dir: str | os.PathLike[str]) -> set[str]:
-    """Every minion id with a key in any state."""
-    ids: set[str] = set()
-    for state in KEY_DIRS:
-        directory = Path(pki_dir) / state
-        if directory.is_dir():
-            ids.update(p.name for p in directory.iterdir() if not p.name.startswith("."))
-    return ids
+    def cached_minions(self) -> set[str]:
+        """Every minion id the master caches grains, pillar or mine data of."""
+        return {c.split(":")[0] for bank in MINION_DATA_BANKS for c in self._cached(bank)}
 
+    def env_minions(self, app: str, env: str) -> set[str]:
+        """Minion ids with keys on the master that belong to (app, env) by name."""
+        return {m for m in self.minions() if _belongs(m, app, env)}
 
-def env_minions(pki_dir: str | os.PathLike[str], app: str, env: str) -> set[str]:
-    """Minion ids with keys on the master that belong to (app, env) by name."""
-    owned = set()
-    for minion_id in known_minions(pki_dir):
-        parsed = naming.parse_server_name(minion_id)
-        if parsed is not None and parsed.app == app and parsed.env == env:
-            owned.add(minion_id)
-    return owned
+    def env_cached(self, app: str, env: str) -> set[str]:
+        """Minion ids of (app, env) that the master still caches data of."""
+        return {m for m in self.cached_minions() if _belongs(m, app, env)}
+
+    def _cached(self, bank: str) -> list[str]:
+        try:
+            return list(self._minion_data.list(bank))
+        except salt.exceptions.SaltCacheError:
+            return []

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from gdl import apps, naming, spec
+from gdl import apps, naming, releases, spec
 from gdl.envstore import EnvRecord
 from gdl.errors import GdlError
 from gdl.providers.base import EnvNetwork, Server
@@ -45,41 +45,23 @@ def members(servers: Iterable[Server], role: str) -> list[dict[str, Any]]:
 MANIFEST_KEYS = ("wsgi", "requirements", "static", "health")
 
 
-def _release_manifest(
-    files_dir: str | os.PathLike[str], apps_dir: str | os.PathLike[str], app: str, version: str
-) -> dict[str, Any] | None:
-    """The manifest a built release carries beside its archive, else the app's own."""
-    path = apps.release_manifest_path(files_dir, app, version)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        data = None
-    if isinstance(data, dict) and all(data.get(key) for key in ("wsgi", "requirements")):
-        return data
-    try:
-        return apps.load_manifest(apps_dir, app).as_dict()
-    except GdlError:
-        return None
-
-
-def releases(
-    files_dir: str | os.PathLike[str], apps_dir: str | os.PathLike[str], app: str
-) -> dict[str, dict[str, Any]]:
+def built_releases(settings: Settings, app: str) -> dict[str, dict[str, Any]]:
     """Every release of ``app`` built on the master, by version: what the roles need of it.
 
-    A release whose archive has no ``.sha256`` beside it cannot be checked by
-    the servers, and is left out.
+    Each carries its archive's ``salt://`` address, its SHA-256 from the
+    ``.sha256`` file beside it, and the values of its own manifest (else the
+    app's). A release without its hash file cannot be checked by the servers,
+    and is left out.
     """
+    files_dir = apps.files_dir(settings)
     found: dict[str, dict[str, Any]] = {}
     for version in apps.list_releases(files_dir, app):
         archive = apps.release_path(files_dir, app, version)
         try:
             # "<hex>  <file name>", as gdl.apps writes it.
             digest = archive.with_name(archive.name + ".sha256").read_text().split()[0]
-        except (OSError, IndexError):
-            continue
-        manifest = _release_manifest(files_dir, apps_dir, app, version)
-        if manifest is None:
+            manifest = releases.release_manifest(settings, app, version)
+        except (OSError, IndexError, GdlError):
             continue
         found[version] = {
             "source": apps.release_url(app, version),
@@ -87,11 +69,6 @@ def releases(
             **{key: manifest.get(key) for key in MANIFEST_KEYS},
         }
     return found
-
-
-def built_releases(settings: Settings, app: str) -> dict[str, dict[str, Any]]:
-    """:func:`releases` of ``app`` in the directories of the master's settings."""
-    return releases(apps.files_dir(settings), settings.apps_dir, app)
 
 
 def env_pillar(
@@ -105,7 +82,7 @@ def env_pillar(
 
     ``app_servers`` names the app servers that belong in the haproxy
     backend: the desired ones that exist, not those about to be removed.
-    ``app_releases`` is :func:`releases` of the environment's app.
+    ``app_releases`` is :func:`built_releases` of the environment's app.
     """
     servers = list(servers)
     in_rotation = set(app_servers)

@@ -1,21 +1,81 @@
-"""The workflow's view of a running Salt master, for use inside a runner."""
+"""The workflows' view of a running Salt master, for use inside a runner or cloud driver."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import io
+import logging
+import multiprocessing
 import os
+import re
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import salt.client
 import salt.cloud
+import salt.utils.event
 
 from gdl.errors import ProviderError
+from gdl.providers.base import Progress, no_progress
+
+# How often a minion that has not answered yet is asked again; one that announces
+# itself on the event bus (salt/minion/<id>/start) is asked at once.
+PING_INTERVAL = 2.0
+START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
+RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
+
+
+class SaltOps(Protocol):
+    """What the workflows need from a running Salt master; :class:`MasterOps` is the real one."""
+
+    def ping(self, minions: list[str], timeout: float) -> set[str]:
+        """The minions that answered test.ping."""
+
+    def wait_for_minions(self, minions: list[str], timeout: float, progress: Progress) -> None:
+        """Return once every minion answers; ProviderError naming the silent ones at ``timeout``."""
+
+    def call(self, minions: list[str], function: str, args: list[Any], timeout: float = 10) -> dict:
+        """{minion: return} of an execution function run on ``minions``."""
+
+    def apply_state(
+        self, minions: list[str], sls: str, pillar: dict[str, Any], timeout: float = 600
+    ) -> dict[str, Any]:
+        """{minion: state return} of ``sls`` applied with ``pillar`` on ``minions``."""
+
+    def cloud_create(self, profile: str, names: list[str], overrides: dict[str, Any]) -> None:
+        """Make servers through salt-cloud's profile."""
+
+    def orchestrate(self, sls: str, pillar: dict[str, Any], test: bool) -> tuple[bool, Any]:
+        """Run an orchestrate SLS; (succeeded, its return)."""
+
+    def lb_status(self, lbs: list[str], vip: str) -> dict[str, Any]:
+        """Which of ``lbs`` holds ``vip``, and its haproxy backends' states."""
+
+
+class SaltLeakWarnings(logging.Filter):
+    """Drops Salt's "unclosed ..." warnings about objects Salt's own commands leave open."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("salt.") and str(record.msg).startswith("unclosed "))
+
+
+def quiet_salt_leak_warnings() -> None:
+    """Keep Salt's leak warnings off the operator's terminal for this process.
+
+    salt-run itself leaves its runner client and master minion to the garbage
+    collector, which then warns on stderr; they say nothing about the operation.
+    """
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, SaltLeakWarnings) for f in handler.filters):
+            handler.addFilter(SaltLeakWarnings())
 
 
 class MasterOps:
-    """SaltOps over the master the runner runs in."""
+    """SaltOps over the master the runner (or a salt-cloud driver) runs beside."""
 
-    def __init__(self, opts: dict[str, Any], orchestrate: Callable[..., Any]) -> None:
+    def __init__(self, opts: dict[str, Any], orchestrate: Callable[..., Any] | None = None) -> None:
         self.opts = opts
         self._orchestrate = orchestrate
         self._client: salt.client.LocalClient | None = None
@@ -33,6 +93,66 @@ class MasterOps:
             minions, "test.ping", tgt_type="list", timeout=max(1, int(timeout))
         )
         return {minion for minion, answer in (returns or {}).items() if answer is True}
+
+    def wait_for_minions(
+        self, minions: list[str], timeout: float, progress: Progress = no_progress
+    ) -> None:
+        """Return once every minion answers test.ping, reading the answers off the event bus.
+
+        A minion already connected answers the first ping within a fraction of a
+        second; one still booting is pinged again as soon as it announces its start,
+        so no answer waits for a Salt timeout to run out.
+        """
+        pending = set(minions)
+        if not pending:
+            return
+        deadline = time.monotonic() + timeout
+        jids: set[str] = set()
+        next_ping = 0.0
+        with salt.utils.event.get_master_event(
+            self.opts, self.opts["sock_dir"], listen=True
+        ) as bus:
+            while pending:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise ProviderError(
+                        f"the minions of {', '.join(sorted(pending))} did not answer "
+                        f"within {timeout:.0f} s",
+                        "check the servers' console or log, then run the build again",
+                    )
+                if now >= next_ping:
+                    jids.add(self._publish_ping(sorted(pending)))
+                    next_ping = now + PING_INTERVAL
+                event = bus.get_event(wait=min(1.0, deadline - now), full=True)
+                if not event:
+                    continue
+                tag, data = event.get("tag", ""), event.get("data") or {}
+                started = START_TAG.match(tag)
+                if started and started["id"] in pending:
+                    next_ping = 0.0
+                    continue
+                answered = RETURN_TAG.match(tag)
+                if (
+                    answered
+                    and answered["jid"] in jids
+                    and answered["id"] in pending
+                    and data.get("return") is True
+                ):
+                    pending.discard(answered["id"])
+                    progress(f"{answered['id']} ... ok")
+
+    def _publish_ping(self, minions: list[str]) -> str:
+        """Send test.ping to ``minions`` without waiting; its job id."""
+        # Salt prints "No minions matched the target" on stdout when no key matches;
+        # that case is reported below as one line instead.
+        with contextlib.redirect_stdout(io.StringIO()):
+            job = self.client.run_job(minions, "test.ping", tgt_type="list", listen=False)
+        if not job:
+            raise ProviderError(
+                f"no accepted minion key for {', '.join(minions)} on this master",
+                "run the build again: it makes the missing servers and their keys",
+            )
+        return str(job["jid"])
 
     def call(self, minions: list[str], function: str, args: list[Any], timeout: float = 10) -> dict:
         if not minions:
@@ -60,14 +180,32 @@ class MasterOps:
         )
 
     def cloud_create(self, profile: str, names: list[str], overrides: dict[str, Any]) -> None:
+        """Make ``names`` through salt-cloud's ``profile``, one process each, and wait for all.
+
+        Not salt-cloud's own parallel mode: it returns before the servers exist and
+        leaves their errors in a log, with processes that outlive the caller.
+        """
         config_dir = os.path.dirname(self.opts.get("conf_file") or "/etc/salt/master")
-        client = salt.cloud.CloudClient(path=os.path.join(config_dir, "cloud"))
-        returns = client.profile(profile, names=names, vm_overrides=overrides, parallel=True)
-        failed = []
-        for name in names:
-            answer = (returns or {}).get(name)
-            if not isinstance(answer, dict) or answer.get("Error") or answer.get("error"):
-                failed.append(f"{name}: {answer!r}"[:300])
+        cloud_config = os.path.join(config_dir, "cloud")
+        if not names:
+            return
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=len(names), mp_context=multiprocessing.get_context("fork")
+        ) as pool:
+            answers = dict(
+                zip(
+                    names,
+                    pool.map(
+                        _profile_one,
+                        [cloud_config] * len(names),
+                        [profile] * len(names),
+                        names,
+                        [overrides] * len(names),
+                    ),
+                    strict=True,
+                )
+            )
+        failed = [f"{name}: {error}" for name, error in answers.items() if error]
         if failed:
             raise ProviderError(
                 f"salt-cloud could not make {'; '.join(failed)}",
@@ -75,6 +213,8 @@ class MasterOps:
             )
 
     def orchestrate(self, sls: str, pillar: dict[str, Any], test: bool) -> tuple[bool, Any]:
+        if self._orchestrate is None:
+            raise RuntimeError("this master view cannot orchestrate")
         result = self._orchestrate(sls, pillar=pillar, test=test)
         code = result.get("retcode", 0) if isinstance(result, dict) else 1
         return code == 0, result
@@ -87,3 +227,23 @@ class MasterOps:
             "vip_holder": vrrp_master,
             "backends": backends.get(vrrp_master) if vrrp_master else None,
         }
+
+    def close(self) -> None:
+        """Let go of the master connection this view opened, if any."""
+        if self._client is not None:
+            self._client.destroy()
+            self._client = None
+
+
+def _profile_one(cloud_config: str, profile: str, name: str, overrides: dict[str, Any]) -> str:
+    """Make one server through salt-cloud (in a worker process); '' or why it failed."""
+    try:
+        returns = salt.cloud.CloudClient(path=cloud_config).profile(
+            profile, names=[name], vm_overrides=overrides
+        )
+    except Exception as error:  # every failure is reported, by server name
+        return " ".join(str(error).split())[:300] or type(error).__name__
+    answer = (returns or {}).get(name)
+    if not isinstance(answer, dict) or answer.get("Error") or answer.get("error"):
+        return f"{answer!r}"[:300]
+    return ""

@@ -284,6 +284,37 @@ def build_spec(
     )
 
 
+@dataclass(frozen=True)
+class DeployRequest:
+    """A rolling deploy the operator asked for."""
+
+    app: str
+    env: str
+    version: str | None  # None: the source's (or apps/<app>'s) version
+    source: str | None  # a directory holding the release; None: apps/<app>
+    batch: int
+
+    @property
+    def env_id(self) -> str:
+        return naming.env_id(self.app, self.env)
+
+
+def deploy_request(
+    app: Any, env: Any, version: Any = None, source: Any = None, batch: Any = 1
+) -> DeployRequest:
+    """Turn gdl.deploy's arguments into a DeployRequest, or raise one clear InvalidRequest."""
+    app, env = parse_target(app, env)
+    if source is not None and not str(source).strip():
+        raise InvalidRequest("source is empty", f"give the directory of a release of {app}")
+    return DeployRequest(
+        app=app,
+        env=env,
+        version=parse_version(version),
+        source=None if source is None else str(source),
+        batch=parse_batch(batch),
+    )
+
+
 def reject_unknown(kwargs: dict[str, Any], allowed: tuple[str, ...]) -> None:
     """Refuse arguments a function does not take (typos must not pass silently)."""
     unknown = sorted(k for k in kwargs if not k.startswith("__") and k not in allowed)

@@ -13,6 +13,7 @@ import abc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from gdl.errors import ProviderError
 from gdl.spec import EnvSpec
 
 # Server states, the same words for every provider.
@@ -134,6 +135,31 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def teardown_env(self, app: str, env: str) -> None:
         """Remove everything ``ensure_env`` made; idempotent."""
+
+    def get_server(self, name: str) -> Server | None:
+        """The server gdl made under ``name``, or None."""
+        return next((s for s in self.list_servers() if s.name == name), None)
+
+    # -- what salt-cloud's listings show (``--list-images``, ``--list-sizes``, ...) ----------
+
+    @abc.abstractmethod
+    def images(self) -> dict[str, dict[str, object]]:
+        """The images servers can boot, by name."""
+
+    @abc.abstractmethod
+    def flavors(self) -> dict[str, dict[str, object]]:
+        """The sizes servers can have, by name, with vcpus, ram (MB) and disk (GB)."""
+
+    @abc.abstractmethod
+    def zones(self) -> dict[str, dict[str, object]]:
+        """The places servers can be made in (availability zones), by name."""
+
+    def attach_floating_ip(self, name: str) -> str:
+        """Give server ``name`` a public address of its own; returns it."""
+        raise ProviderError(
+            f"{self.name} servers have no floating IPs",
+            "remove floating_ip from the salt-cloud profile",
+        )
 
     def list_envs(self) -> list[tuple[str, str]]:
         """The (app, env) pairs that have servers or shared parts here."""

@@ -1,9 +1,9 @@
 """The provider fails on the 3rd of 4 server creates: reported, nothing forgotten, re-run completes.
 
-The fault is injected through the local provider's test hook: the environment
-variable ``GDL_LOCAL_FAIL_HOSTS`` names hosts whose boot fails after their
-network was plumbed, so the provider's own clean-up of a failed host and the
-workflow's handling of a partial create are what is exercised.
+The fault is injected into the salt-run process (tests/support/faults): the
+named host boots and is then reported as failed to boot, so the provider's own
+clean-up of a failed host and the workflow's handling of a partial create are
+what is exercised.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from collections import Counter
 
 import pytest
 
-from gdl import keys
-from gdl.providers.local.provider import FAIL_HOSTS_VARIABLE
+from tests.support.faults import failing_hosts
 from tests.support.runs import refusal, run, served_by
 
 pytestmark = pytest.mark.integration
@@ -34,7 +33,7 @@ def test_a_create_failing_half_way_is_reported_kept_track_of_and_completed(
             f"app={APP}",
             f"env={ENV}",
             "servers=4",
-            env={FAIL_HOSTS_VARIABLE: third},
+            env=failing_hosts(third),
         )
         assert code != 0, output
         line = refusal(output)
@@ -52,7 +51,7 @@ def test_a_create_failing_half_way_is_reported_kept_track_of_and_completed(
         assert code == 0, output
         assert sorted(s["name"] for s in status["servers"]) == sorted(servers), status
         # The failed server's key went with it: no accepted key without a server.
-        assert third not in keys.env_minions(master.pki_dir, APP, ENV)
+        assert third not in master.keys.env_minions(APP, ENV)
 
         # The same request without the fault completes the environment.
         code, result, output = run(master, "gdl.build", f"app={APP}", f"env={ENV}", "servers=4")

@@ -284,7 +284,7 @@ def test_half_made_environment_is_destroyed_from_the_cloud_alone(
     building.ensure_env(app, env)
     (request,) = requests(app, env, building.cfg.master_address, apps=0, lbs=1)
     # The build died after making a server's port, before the server.
-    building._server_port(request, building._ensure_parts(app, env))
+    building.servers.port_for(request, building.parts.ensure(app, env))
     assert env_leftovers(demo, app, env)
 
     destroying = make_provider()  # knows nothing of the first

@@ -186,7 +186,7 @@ def test_unknown_minion_key_stays_unaccepted(built: Built, tmp_path: Path) -> No
         assert '"gds-stranger": true' not in answer.stdout
     finally:
         stranger.stop()
-        keys.remove(master.pki_dir, minion_id)
+        master.keys.forget(minion_id)
 
 
 def test_a_minion_posing_as_a_load_balancer_is_denied(built: Built, tmp_path: Path) -> None:
@@ -401,7 +401,7 @@ def test_destroy_removes_keys_pillar_and_secret(built: Built) -> None:
     master = built.master
     code, output = _runner(master, "gdl.destroy", f"app={APP}", f"env={ENV}", timeout=600)
     assert code == 0, output
-    assert keys.env_minions(master.pki_dir, APP, ENV) == set()
+    assert master.keys.env_minions(APP, ENV) == set()
     for state in ("minions", "minions_pre", "minions_denied", "minions_rejected"):
         for name in [APP_SERVER, *LBS]:
             assert not (master.pki_dir / state / name).exists(), (state, name)

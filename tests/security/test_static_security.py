@@ -171,7 +171,7 @@ def test_vrrp_secret_is_in_the_load_balancers_pillar_file_only(tmp_path: Path) -
 
 
 def test_the_master_keeps_no_minion_private_key(tmp_path: Path) -> None:
-    pair = keys.preseed(tmp_path, "app-0-blog-dev")
+    pair = keys.MasterKeys.at(tmp_path / "pki", tmp_path / "cache").preseed("app-0-blog-dev")
     stored = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert stored, "preseed stored nothing"
     for path in stored:

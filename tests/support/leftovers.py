@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gdl import envstore, keys, naming, pillar
+from gdl import envstore, naming, pillar
 from gdl.providers.local import LocalProvider, host
 from gdl.providers.local.network import link_exists
 from tests.support.local_cloud import LocalCloud
@@ -130,7 +130,7 @@ def leftovers(cloud: LocalCloud, app: str, env: str, trace: HostTrace | None = N
             live_netns.add(f"net:[{names.netns_path.stat().st_ino}]")
     found += _processes([h.cgroup for h in host_names], live_netns, trace)
 
-    found += [f"minion key {m}" for m in sorted(keys.env_minions(settings.pki_dir, app, env))]
+    found += [f"minion key {m}" for m in sorted(master.keys.env_minions(app, env))]
     cache_dir = master.cache_dir
     for bank in ("minions", "grains", "pillar", "mine"):
         directory = cache_dir / bank

@@ -419,9 +419,14 @@ class SaltMaster(_Daemon):
             raise DaemonError(f"salt {' '.join(args)} printed nothing\n{result.stderr}")
         return json.loads(result.stdout)
 
+    @property
+    def keys(self) -> keys.MasterKeys:
+        """This master's minion keys and cached minion data, through Salt's APIs."""
+        return keys.MasterKeys.at(self.pki_dir, self.cache_dir, self.sock_dir)
+
     def preseed_minion(self, minion_id: str) -> keys.KeyPair:
         """Generate ``minion_id``'s key pair and accept its public half on this master."""
-        return keys.preseed(self.pki_dir, minion_id)
+        return self.keys.preseed(minion_id)
 
 
 class SaltMinion(_Daemon):

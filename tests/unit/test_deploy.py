@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
-from gdl import apps, deploy, envstore, pillar
+from gdl import apps, envstore, pillar, releases, spec
+from gdl import rollout as rolling
 from gdl.config import Settings
 from gdl.errors import InvalidRequest, NotFound
+from gdl.flows import deploy
 from gdl.providers.base import RUNNING, EnvNetwork, Server
 
 REPO_APPS = Path(__file__).resolve().parents[2] / "apps"
@@ -88,14 +90,14 @@ def address(name: str) -> str:
     return f"10.9.0.{10 + int(name.split('-')[1])}"
 
 
-def members(count: int) -> tuple[deploy.Member, ...]:
+def members(count: int) -> tuple[rolling.Member, ...]:
     return tuple(
-        deploy.Member(f"app-{i}-blog-dev", address(f"app-{i}-blog-dev")) for i in range(count)
+        rolling.Member(f"app-{i}-blog-dev", address(f"app-{i}-blog-dev")) for i in range(count)
     )
 
 
-def rollout(count: int = 4, batch: int = 1) -> deploy.Rollout:
-    return deploy.Rollout(
+def rollout(count: int = 4, batch: int = 1) -> rolling.Rollout:
+    return rolling.Rollout(
         app="blog",
         env="dev",
         version="1.1.0",
@@ -109,27 +111,27 @@ def rollout(count: int = 4, batch: int = 1) -> deploy.Rollout:
 
 
 def test_batches_keep_order_and_the_last_may_be_short():
-    assert deploy.batches(range(5), 2) == [[0, 1], [2, 3], [4]]
-    assert deploy.batches([], 1) == []
+    assert rolling.batches(range(5), 2) == [[0, 1], [2, 3], [4]]
+    assert rolling.batches([], 1) == []
 
 
 def test_state_failure_names_the_first_failed_state_in_one_line():
     ok = {"a": {"result": True}, "b": {"result": None}}
-    assert deploy.state_failure(ok) is None
+    assert rolling.state_failure(ok) is None
     failed = {
         "late": {"result": False, "comment": "later", "__id__": "late", "__run_num__": 9},
         "early": {"result": False, "comment": "no\nspace", "__id__": "early", "__run_num__": 1},
     }
-    assert deploy.state_failure(failed) == "early failed: no space"
-    assert deploy.state_failure(None) == "its minion did not answer"
-    assert "Rendering SLS" in deploy.state_failure(["Rendering SLS 'base:gdl.app' failed"])
+    assert rolling.state_failure(failed) == "early failed: no space"
+    assert rolling.state_failure(None) == "its minion did not answer"
+    assert "Rendering SLS" in rolling.state_failure(["Rendering SLS 'base:gdl.app' failed"])
 
 
 def test_rolls_every_server_one_at_a_time_through_both_lbs():
     names = [m.name for m in members(4)]
     ops = FakeOps(names)
     progress: list[str] = []
-    switched = deploy.Roller(ops, rollout(4), progress.append).run()
+    switched = rolling.Roller(ops, rollout(4), progress.append).run()
     assert switched == names
     assert set(ops.version.values()) == {"1.1.0"}
     assert ops.in_rotation == set(names)
@@ -151,10 +153,27 @@ def test_rolls_every_server_one_at_a_time_through_both_lbs():
     assert drains == readies == [n for n in names for _ in LBS]
 
 
+@pytest.mark.parametrize("batch", [3, 4, 50])
+def test_a_batch_never_takes_every_server_out_of_rotation(batch):
+    names = [m.name for m in members(3)]
+    ops = FakeOps(names)
+    rolling.Roller(ops, rollout(3, batch=batch), lambda _: None).run()
+    out: set[str] = set()
+    most = 0
+    for _, function, args in ops.calls:
+        if function == "gdl_lb.drain":
+            out.add(args[0])
+        elif function == "gdl_lb.ready":
+            out.discard(args[0])
+        most = max(most, len(out))
+    assert most == 2
+    assert [m for m, f, _ in ops.calls if f == "state.apply"] == names
+
+
 def test_batches_leave_rotation_together():
     names = [m.name for m in members(4)]
     ops = FakeOps(names)
-    deploy.Roller(ops, rollout(4, batch=2), lambda _: None).run()
+    rolling.Roller(ops, rollout(4, batch=2), lambda _: None).run()
     applies = [m for m, f, _ in ops.calls if f == "state.apply"]
     assert applies == names
     first_ready = next(i for i, c in enumerate(ops.calls) if c[1] == "gdl_lb.ready")
@@ -166,8 +185,8 @@ def test_an_unhealthy_release_goes_back_on_the_first_server_and_stops_the_deploy
     names = [m.name for m in members(4)]
     ops = FakeOps(names)
     ops.unhealthy.add("1.1.0")
-    with pytest.raises(deploy.DeployFailed) as caught:
-        deploy.Roller(ops, rollout(4), lambda _: None).run()
+    with pytest.raises(rolling.DeployFailed) as caught:
+        rolling.Roller(ops, rollout(4), lambda _: None).run()
     message = str(caught.value)
     assert "\n" not in message
     assert "app-0-blog-dev failed" in message and "answered 500" in message
@@ -181,8 +200,8 @@ def test_a_failed_state_is_a_failed_server_too():
     names = [m.name for m in members(3)]
     ops = FakeOps(names)
     ops.failing_state.add("app-1-blog-dev")
-    with pytest.raises(deploy.DeployFailed) as caught:
-        deploy.Roller(ops, rollout(3), lambda _: None).run()
+    with pytest.raises(rolling.DeployFailed) as caught:
+        rolling.Roller(ops, rollout(3), lambda _: None).run()
     message = str(caught.value)
     assert "app-1-blog-dev failed, gdl-app-virtualenv failed: pip failed badly" in message
     assert "app-0-blog-dev already run 1.1.0" in message
@@ -194,7 +213,7 @@ def test_servers_already_on_the_release_are_only_put_back_in_rotation():
     names = [m.name for m in members(2)]
     ops = FakeOps(names)
     ops.in_rotation.discard("app-0-blog-dev")  # left drained by a deploy that was killed
-    switched = deploy.Roller(ops, rollout(2), lambda _: None).run(skip=["app-0-blog-dev"])
+    switched = rolling.Roller(ops, rollout(2), lambda _: None).run(skip=["app-0-blog-dev"])
     assert switched == ["app-1-blog-dev"]
     touched = {f for _, f, a in ops.calls if a and a[0] == "app-0-blog-dev"}
     assert touched == {"gdl_lb.ready", "gdl_lb.wait_up"}
@@ -230,26 +249,26 @@ def bumped_copy(settings: Settings, tmp_path: Path, version: str) -> Path:
 
 def test_prepare_release_from_a_source_directory(settings, tmp_path):
     source = bumped_copy(settings, tmp_path, "1.1.0")
-    assert deploy.prepare_release(settings, "blog", None, source, fake_builder) == ("1.1.0", True)
-    assert deploy.prepare_release(settings, "blog", "1.1.0", source, fake_builder)[0] == "1.1.0"
+    assert releases.prepare_release(settings, "blog", None, source, fake_builder) == ("1.1.0", True)
+    assert releases.prepare_release(settings, "blog", "1.1.0", source, fake_builder)[0] == "1.1.0"
     with pytest.raises(InvalidRequest, match="disagrees"):
-        deploy.prepare_release(settings, "blog", "2.0.0", source, fake_builder)
+        releases.prepare_release(settings, "blog", "2.0.0", source, fake_builder)
     with pytest.raises(InvalidRequest, match="not a directory"):
-        deploy.prepare_release(settings, "blog", None, tmp_path / "nowhere", fake_builder)
+        releases.prepare_release(settings, "blog", None, tmp_path / "nowhere", fake_builder)
 
 
 def test_prepare_release_by_version(settings):
-    assert deploy.prepare_release(settings, "blog", None, None, fake_builder)[0] == "1.0.0"
+    assert releases.prepare_release(settings, "blog", None, None, fake_builder)[0] == "1.0.0"
     # A version built before is found without a source.
-    assert deploy.prepare_release(settings, "blog", "1.0.0", None, fake_builder)[0] == "1.0.0"
+    assert releases.prepare_release(settings, "blog", "1.0.0", None, fake_builder)[0] == "1.0.0"
     with pytest.raises(InvalidRequest, match=r"release 9\.9 of blog is not on the master.*1\.0\.0"):
-        deploy.prepare_release(settings, "blog", "9.9", None, fake_builder)
+        releases.prepare_release(settings, "blog", "9.9", None, fake_builder)
 
 
 def test_a_source_must_hold_the_same_app(settings, tmp_path):
     source = bumped_copy(settings, tmp_path, "1.1.0")
     with pytest.raises(InvalidRequest, match="names the app 'blog'"):
-        deploy.prepare_release(settings, "hello_world", None, source, fake_builder)
+        releases.prepare_release(settings, "hello_world", None, source, fake_builder)
 
 
 def test_release_manifest_is_written_beside_the_archive(settings, tmp_path):
@@ -265,9 +284,9 @@ def test_release_manifest_is_written_beside_the_archive(settings, tmp_path):
     assert release.archive == apps.release_path(files, "blog", "1.1.0")
     path = apps.release_manifest_path(files, "blog", "1.1.0")
     assert yaml.safe_load(path.read_text())["health"] == "/ready"
-    assert deploy.release_manifest(settings, "blog", "1.1.0")["health"] == "/ready"
+    assert releases.release_manifest(settings, "blog", "1.1.0")["health"] == "/ready"
     # Without a built release, the app's own manifest.
-    assert deploy.release_manifest(settings, "blog", "0.1")["health"] == "/healthz"
+    assert releases.release_manifest(settings, "blog", "0.1")["health"] == "/healthz"
 
 
 def test_record_keeps_the_release_and_the_one_before(tmp_path):
@@ -297,16 +316,16 @@ def test_build_keeps_a_deployed_release(settings, monkeypatch):
     monkeypatch.setattr(apps, "build_release_for", lambda s, name: built.append(name))
     manifest = apps.load_manifest(settings.apps_dir, "blog")
     fresh = envstore.new_record("blog", "dev", "local", 2, "m1.small")
-    record, release = deploy.ensure_build_release(settings, fresh, manifest)
+    record, release = releases.ensure_build_release(settings, fresh, manifest)
     assert (record.release, release, built) == ("1.0.0", "1.0.0", ["blog"])
 
     deployed = record.with_release("1.1.0")
     with pytest.raises(NotFound, match=r"runs release 1\.1\.0 of blog"):
-        deploy.ensure_build_release(settings, deployed, manifest)
+        releases.ensure_build_release(settings, deployed, manifest)
     archive = apps.release_path(apps.files_dir(settings), "blog", "1.1.0")
     archive.parent.mkdir(parents=True)
     archive.write_bytes(b"release")
-    record, release = deploy.ensure_build_release(settings, deployed, manifest)
+    record, release = releases.ensure_build_release(settings, deployed, manifest)
     assert (record, release, built) == (deployed, "1.1.0", ["blog"])
 
 
@@ -372,7 +391,7 @@ def context(settings, tmp_path, monkeypatch) -> FakeContext:
 
 def test_deploy_then_rollback_record_and_pillar(context, settings, tmp_path):
     source = bumped_copy(settings, tmp_path, "1.1.0")
-    result = deploy.deploy(context, "blog", "dev", source=str(source))
+    result = deploy.deploy(context, spec.deploy_request("blog", "dev", source=str(source)))
     assert result["release"] == "1.1.0" and result["previous_release"] == "1.0.0"
     assert len(result["switched"]) == 3
     assert set(context.salt.version.values()) == {"1.1.0"}
@@ -387,19 +406,19 @@ def test_deploy_then_rollback_record_and_pillar(context, settings, tmp_path):
 
 
 def test_deploy_of_the_running_release_changes_nothing(context):
-    result = deploy.deploy(context, "blog", "dev", version="1.0.0")
+    result = deploy.deploy(context, spec.deploy_request("blog", "dev", version="1.0.0"))
     # The fake builder says the archive changed: every server is switched again.
     assert len(result["switched"]) == 3
     context.salt.calls.clear()
-    monkey_unchanged = deploy.Roller(context.salt, rollout(3), lambda _: None)
+    monkey_unchanged = rolling.Roller(context.salt, rollout(3), lambda _: None)
     assert monkey_unchanged.running_version(members(3)[0]) == "1.0.0"
 
 
 def test_a_failed_deploy_keeps_the_record(context, settings, tmp_path):
     source = bumped_copy(settings, tmp_path, "1.1.0")
     context.salt.unhealthy.add("1.1.0")
-    with pytest.raises(deploy.DeployFailed, match="app-0-blog-dev failed"):
-        deploy.deploy(context, "blog", "dev", source=str(source))
+    with pytest.raises(rolling.DeployFailed, match="app-0-blog-dev failed"):
+        deploy.deploy(context, spec.deploy_request("blog", "dev", source=str(source)))
     record = envstore.load(settings.state_dir, "blog", "dev")
     assert (record.release, record.previous_release) == ("1.0.0", None)
 
@@ -415,14 +434,14 @@ def test_a_failed_deploy_keeps_the_record(context, settings, tmp_path):
 )
 def test_bad_arguments_change_nothing(context, settings, kwargs, message):
     with pytest.raises(InvalidRequest, match=message):
-        deploy.deploy(context, "blog", "dev", **kwargs)
+        spec.deploy_request("blog", "dev", **kwargs)
     assert context.salt.calls == []
     assert envstore.load(settings.state_dir, "blog", "dev").release == "1.0.0"
 
 
 def test_unknown_environment_and_no_previous_release(context):
     with pytest.raises(NotFound, match="environment blog-qa does not exist"):
-        deploy.deploy(context, "blog", "qa")
+        deploy.deploy(context, spec.deploy_request("blog", "qa"))
     with pytest.raises(NotFound, match="has no previous release"):
         deploy.rollback(context, "blog", "dev")
     assert context.salt.calls == []
@@ -436,14 +455,15 @@ def test_the_app_role_runs_a_release_by_its_own_manifest(tmp_path):
         pytest.skip(f"{SALT_CALL} is not installed")
     manifest = apps.load_manifest(REPO_APPS.parent / "apps", "blog").as_dict()
     released = {**manifest, "version": "1.1.0", "wsgi": "blog.wsgi:application"}
-    files_dir = tmp_path / "master-files"
+    settings = Settings(state_dir=tmp_path / "master", source_dir=REPO_APPS.parent)
+    files_dir = apps.files_dir(settings)
     archive = apps.release_path(files_dir, "blog", "1.1.0")
     archive.parent.mkdir(parents=True)
     archive.write_bytes(b"release")
     archive.with_name(archive.name + ".sha256").write_text(f"abc  {archive.name}\n")
     apps.release_manifest_path(files_dir, "blog", "1.1.0").write_text(yaml.safe_dump(released))
-    releases = pillar.releases(files_dir, REPO_APPS, "blog")
-    salt = LocalSalt(tmp_path / "salt", with_gdl(version="1.1.0", releases=releases), SECRET)
+    built = pillar.built_releases(settings, "blog")
+    salt = LocalSalt(tmp_path / "salt", with_gdl(version="1.1.0", releases=built), SECRET)
     states = salt.show_sls("app-0-blog-dev", "gdl.app")
     _, unit = state_args(states, "gdl-app-gunicorn-unit")
     assert unit["context"]["args"][-1] == "blog.wsgi:application"

@@ -3,6 +3,7 @@ import stat
 import yaml
 
 from gdl import apps, envstore, pillar, spec
+from gdl.config import Settings
 from gdl.providers.base import RUNNING, EnvNetwork, Server
 
 
@@ -101,7 +102,8 @@ def test_pillar_lists_every_release_built_with_its_manifest(tmp_path):
         "name: blog\nversion: 1.0.0\nwsgi: blog:app\nrequirements: requirements.txt\n"
         "health: /healthz\n"
     )
-    files_dir = tmp_path / "files"
+    settings = Settings(state_dir=tmp_path, source_dir=tmp_path)
+    files_dir = apps.files_dir(settings)
     for version in ("1.0.0", "1.1.0", "2.0.0"):
         archive = apps.release_path(files_dir, "blog", version)
         archive.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +116,7 @@ def test_pillar_lists_every_release_built_with_its_manifest(tmp_path):
         "name: blog\nversion: 1.1.0\nwsgi: blog.wsgi:application\n"
         "requirements: requirements.txt\nhealth: /health\nstatic: assets\n"
     )
-    found = pillar.releases(files_dir, apps_dir, "blog")
+    found = pillar.built_releases(settings, "blog")
     assert sorted(found) == ["1.0.0", "1.1.0"]
     assert found["1.1.0"] == {
         "source": "salt://gdl-releases/blog/blog-1.1.0.tar.gz",

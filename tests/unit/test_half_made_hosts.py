@@ -1,4 +1,4 @@
-"""A local host whose making was cut short, and the fault-injection hook's parsing.
+"""A local host whose making was cut short.
 
 A host record is written before the host boots, with no PID 1 yet.  While the
 process making it lives, the host is "building"; once that process is gone
@@ -12,11 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from gdl.providers.base import BUILDING, STOPPED
 from gdl.providers.local import LocalProvider, host, network
-from gdl.providers.local.provider import FAIL_HOSTS_VARIABLE, _injected_failures
 
 
 def provider(tmp_path: Path) -> LocalProvider:
@@ -63,20 +60,3 @@ def test_a_host_whose_maker_died_is_stopped_so_a_rerun_replaces_it(tmp_path: Pat
         "app-0-blog-dev": STOPPED,
         "app-1-blog-dev": STOPPED,
     }
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("", []),
-        ("app-2-blog-dev", ["app-2-blog-dev"]),
-        (" app-9-x-y , app-0-blog-dev,", ["app-0-blog-dev"]),
-    ],
-)
-def test_the_fault_hook_names_only_the_hosts_it_lists(
-    monkeypatch: pytest.MonkeyPatch, value: str, expected: list[str]
-) -> None:
-    monkeypatch.setenv(FAIL_HOSTS_VARIABLE, value)
-    assert _injected_failures(["app-0-blog-dev", "app-2-blog-dev"]) == [
-        n for n in ["app-0-blog-dev", "app-2-blog-dev"] if n in expected
-    ]

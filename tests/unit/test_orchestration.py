@@ -9,9 +9,11 @@ import jinja2
 import pytest
 import yaml
 
-from gdl import envstore, workflow
+from gdl import envstore
 from gdl.config import Settings
 from gdl.errors import GdlError
+from gdl.flows import build
+from gdl.flows.context import Context
 from gdl.providers.base import RUNNING, Server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +79,7 @@ class FakeSalt:
         return dict.fromkeys(minions, self.answer)
 
 
-def context(tmp_path: Path, salt: FakeSalt, requested: int) -> workflow.Context:
+def context(tmp_path: Path, salt: FakeSalt, requested: int) -> Context:
     settings = Settings(state_dir=tmp_path)
     envstore.save(tmp_path, envstore.new_record("blog", "dev", "local", requested, "m1.small"))
     servers = [
@@ -85,14 +87,14 @@ def context(tmp_path: Path, salt: FakeSalt, requested: int) -> workflow.Context:
         for role, count in (("app", 3), ("lb", 2))
         for i in range(count)
     ]
-    ctx = workflow.Context(settings=settings, salt=salt, progress=lambda _: None)
+    ctx = Context(settings=settings, salt=salt, progress=lambda _: None)
     ctx.provider = lambda name: FakeProvider(servers)  # type: ignore[method-assign]
     return ctx
 
 
 def test_drain_surplus_drains_each_extra_server_on_both_lbs(tmp_path):
     salt = FakeSalt()
-    assert workflow.drain_surplus(context(tmp_path, salt, 1), "blog", "dev") == [
+    assert build.drain_surplus(context(tmp_path, salt, 1), "blog", "dev") == [
         "app-1-blog-dev",
         "app-2-blog-dev",
     ]
@@ -105,14 +107,14 @@ def test_drain_surplus_drains_each_extra_server_on_both_lbs(tmp_path):
 
 def test_drain_surplus_does_nothing_without_surplus(tmp_path):
     salt = FakeSalt()
-    assert workflow.drain_surplus(context(tmp_path, salt, 3), "blog", "dev") == []
+    assert build.drain_surplus(context(tmp_path, salt, 3), "blog", "dev") == []
     assert salt.calls == []
 
 
 def test_drain_surplus_counts_a_server_haproxy_no_longer_has_as_drained(tmp_path):
     gone = "ERROR: haproxy has no server 'app-2-blog-dev': use one of app-0-blog-dev"
-    assert workflow.drain_surplus(context(tmp_path, FakeSalt(gone), 2), "blog", "dev") == [
+    assert build.drain_surplus(context(tmp_path, FakeSalt(gone), 2), "blog", "dev") == [
         "app-2-blog-dev"
     ]
     with pytest.raises(GdlError, match="could not drain app-2-blog-dev"):
-        workflow.drain_surplus(context(tmp_path, FakeSalt("no answer"), 2), "blog", "dev")
+        build.drain_surplus(context(tmp_path, FakeSalt("no answer"), 2), "blog", "dev")

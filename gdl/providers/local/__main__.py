@@ -15,20 +15,21 @@ line and exit non-zero.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import json
 import os
 import sys
 from pathlib import Path
 
-from gdl import keys, naming
+from gdl import keys, naming, servers
 from gdl.config import Settings
 from gdl.errors import GdlError
 from gdl.providers.local import network
 from gdl.providers.local.provider import LocalProvider
 
 
-def _provider(args: argparse.Namespace) -> LocalProvider:
+def _settings(args: argparse.Namespace) -> Settings:
     config = Path(args.config)
     opts: dict = {}
     if config.exists():
@@ -41,17 +42,11 @@ def _provider(args: argparse.Namespace) -> LocalProvider:
         local["bridge"] = args.bridge
     if args.state_dir:
         local["state_dir"] = args.state_dir
-    return LocalProvider.from_settings(
-        Settings(
-            provider=settings.provider,
-            state_dir=settings.state_dir,
-            source_dir=settings.source_dir,
-            pki_dir=settings.pki_dir,
-            master_config=config,
-            local=local,
-            openstack=settings.openstack,
-        )
-    )
+    return dataclasses.replace(settings, master_config=config, local=local)
+
+
+def _provider(args: argparse.Namespace) -> LocalProvider:
+    return LocalProvider.from_settings(_settings(args))
 
 
 def cmd_choose_cidr(args: argparse.Namespace) -> int:
@@ -91,12 +86,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    provider = _provider(args)
-    deleted = provider.delete_servers(args.names)
-    for name in args.names:
-        # The host's minion key goes with it, as with salt-cloud -d.
-        if keys.remove(provider.pki_dir, name) and name not in deleted:
-            deleted.append(name)
+    settings = _settings(args)
+    # The host's minion key goes with it, as with salt-cloud -d.
+    deleted = servers.remove(
+        LocalProvider.from_settings(settings), keys.MasterKeys(settings.master_opts), args.names
+    )
     for name in deleted:
         print(f"deleted {name}")
     return 0

@@ -106,17 +106,6 @@ def machine_dirs(needed: Iterable[str]) -> list[str]:
     )
 
 
-# A test hook, read by the local provider only: server names (comma-separated) whose
-# host fails to boot after its network was plumbed, as a real boot failure would.
-# It exercises the provider's and the workflow's failure paths on an honest host.
-FAIL_HOSTS_VARIABLE = "GDL_LOCAL_FAIL_HOSTS"
-
-
-def _injected_failures(names: Iterable[str]) -> list[str]:
-    wanted = {n.strip() for n in os.environ.get(FAIL_HOSTS_VARIABLE, "").split(",") if n.strip()}
-    return [name for name in names if name in wanted]
-
-
 class LocalProvider(Provider):
     """Namespace hosts joined by one Linux bridge."""
 
@@ -132,7 +121,6 @@ class LocalProvider(Provider):
         publish_port: int | None = None,
         master_config: Path | None = None,
         hidden_dirs: Iterable[str] = (),
-        pki_dir: Path | None = None,
     ) -> None:
         network.check_interface_name(bridge)
         self.state_dir = Path(state_dir)
@@ -143,7 +131,6 @@ class LocalProvider(Provider):
         self._publish_port = publish_port
         self.master_config = master_config
         self.hidden_dirs = tuple(hidden_dirs)
-        self.pki_dir = pki_dir  # the master's, where the hosts' minion keys are
         self.tag = host.cloud_tag(bridge, self.state_dir)
 
     @classmethod
@@ -167,7 +154,6 @@ class LocalProvider(Provider):
             master_config=settings.master_config,
             # Hosts must not read what the master keeps (pillar, records, keys).
             hidden_dirs=[str(settings.state_dir), str(state_dir), str(settings.pki_dir)],
-            pki_dir=settings.pki_dir,
         )
 
     # --- paths and network facts ---------------------------------------------------------
@@ -263,6 +249,7 @@ class LocalProvider(Provider):
             size=record["size"],
             provider_id=host.HostNames.of(self.tag, record["name"]).netns,
             extra={
+                "image": "machine",
                 "pid": str(record.get("pid") or ""),
                 "minion_id": record["name"],
                 "veth": record.get("veth", ""),
@@ -271,6 +258,24 @@ class LocalProvider(Provider):
         )
 
     # --- Provider -----------------------------------------------------------------------------
+
+    def images(self) -> dict[str, dict[str, object]]:
+        """The one image: the master's own installed system, seen through an overlay."""
+        return {
+            "machine": {
+                "name": "machine",
+                "description": "the master's installed system; writes stay private to each host",
+            }
+        }
+
+    def flavors(self) -> dict[str, dict[str, object]]:
+        return {
+            name: {"name": name, "ram": size.memory_mb, "vcpus": size.vcpus, "disk": size.disk_gb}
+            for name, size in SIZES.items()
+        }
+
+    def zones(self) -> dict[str, dict[str, object]]:
+        return {"local": {"name": "local", "description": "this machine"}}
 
     def sizes(self) -> list[str]:
         return list(SIZES)
@@ -539,8 +544,6 @@ class LocalProvider(Provider):
             for r in requests
             if names[r.name].netns in plumbing
         }
-        for name in _injected_failures(r.name for r in requests if r.name not in failures):
-            failures[name] = f"did not boot: fault injected by {FAIL_HOSTS_VARIABLE}"
         ready = [r for r in requests if r.name not in failures]
         descriptions = []
         for request in ready:

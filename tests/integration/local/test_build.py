@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from gdl import keys
 from gdl.providers.local import LocalProvider
 from tests.support.runs import Poller, served_by
 from tests.support.runs import run as run_json
@@ -137,7 +136,7 @@ def test_second_environment_coexists_and_survives_the_first_ones_destroy(local_c
     assert result.returncode == 0, result.stdout + result.stderr
     provider = local_cloud.provider()
     assert env_processes(provider, "blog", "dev") == []
-    assert keys.env_minions(master.pki_dir, "blog", "dev") == set()
+    assert master.keys.env_minions("blog", "dev") == set()
     assert not list((master.state_dir / "pillar").rglob("blog-dev*"))
     assert set(served_by(qa_url, 2)) == {"app-0-hello_world-qa"}
 

@@ -152,7 +152,7 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environmen
         requests = []
         for name in APP_SERVERS + LBS:
             pair = keys.generate()
-            keys.accept(master.pki_dir, name, pair.public_pem)
+            master.keys.accept(name, pair.public_pem)
             requests.append(
                 ServerRequest(
                     name=name,

@@ -3,7 +3,7 @@
 import pytest
 from salt.exceptions import SaltCloudSystemExit
 
-from gdl import cloud_driver, keys
+from gdl import cloud_driver
 
 # What salt-cloud hands a driver: the VM's settings name their provider entry.
 OPTS = {"providers": {"gdl-openstack": {"gdl_openstack": {"driver": "gdl_openstack"}}}}
@@ -25,16 +25,3 @@ def test_identity_from_the_profile_wins():
 def test_identity_missing_is_one_line():
     with pytest.raises(SaltCloudSystemExit, match="no app, env, role"):
         cloud_driver.server_identity(vm(name="web1"), OPTS)
-
-
-def test_minion_pair_is_preseeded_and_accepted(tmp_path):
-    pair = cloud_driver.minion_pair(str(tmp_path), {"name": "app-0-blog-dev"})
-    assert (tmp_path / "minions" / "app-0-blog-dev").read_text() == pair.public_pem
-    assert "PRIVATE KEY" in pair.private_pem
-
-
-def test_minion_pair_made_by_salt_cloud_is_accepted_as_is(tmp_path):
-    made = keys.generate(bits=1024)
-    vm_ = {"name": "app-0-blog-dev", "pub_key": made.public_pem, "priv_key": made.private_pem}
-    assert cloud_driver.minion_pair(str(tmp_path), vm_) == made
-    assert (tmp_path / "minions" / "app-0-blog-dev").read_text() == made.public_pem

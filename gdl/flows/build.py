@@ -1,0 +1,260 @@
+"""``gdl.build``: converge an environment to a request, and the steps ``orch/build.sls`` runs.
+
+The runner validates the request, takes the environment's lock, makes the missing
+app servers and hands over to ``orch/build.sls``, which sequences the steps below
+(the VRRP pair through salt-cloud, the pillar, the roles, the surplus, the VIP
+check).  Each step finds what it needs from the provider and the environment's
+record, never from memory of an earlier step, so any step can be re-run on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from gdl import apps, envstore, keys, naming, pillar, releases, servers
+from gdl.errors import GdlError, NotFound
+from gdl.flows.context import Context, env_url, require_record
+from gdl.lock import env_lock
+from gdl.plan import Plan, desired_names, make_plan
+from gdl.providers.base import RUNNING, EnvNetwork, Provider
+from gdl.spec import EnvSpec
+
+VIP_TIMEOUT = 60  # seconds for the VIP to serve the app's health check
+
+
+def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
+    """Converge environment (app, env) to ``spec``; with ``test`` only say what would change."""
+    manifest = apps.load_manifest(ctx.settings.apps_dir, spec.app)
+    provider = ctx.provider(spec.provider)
+    provider.check(spec)
+    existing = provider.list_servers(spec.app, spec.env)
+    plan = make_plan(spec.app, spec.env, spec.servers, existing)
+    if test:
+        return {
+            "result": True,
+            "test": True,
+            "environment": spec.env_id,
+            "changes": plan.changes,
+            "plan": plan.describe(),
+        }
+
+    started = time.monotonic()
+    with env_lock(ctx.settings.lock_dir, spec.app, spec.env, "build"):
+        record = envstore.load(ctx.settings.state_dir, spec.app, spec.env)
+        if record is not None and record.provider != spec.provider:
+            raise GdlError(
+                f"{spec.env_id} lives on provider {record.provider}, not {spec.provider}",
+                f"destroy it first, or build with provider={record.provider}",
+            )
+        if record is None:
+            record = envstore.new_record(spec.app, spec.env, spec.provider, spec.servers, spec.size)
+        else:
+            record = record.with_request(spec.servers, spec.size)
+        if spec.vrrp_profile is not None:
+            record = record.with_vrrp_profile(spec.vrrp_profile)
+        # Written before anything is made: destroy must find a half-made environment.
+        envstore.save(ctx.settings.state_dir, record)
+
+        ctx.progress(f"{spec.env_id}: preparing the environment's network parts")
+        network = provider.ensure_env(spec.app, spec.env)
+        release = record.release or manifest.version
+        ctx.progress(f"{spec.env_id}: building release {release} of {spec.app}")
+        record, release = releases.ensure_build_release(ctx.settings, record, manifest)
+        envstore.save(ctx.settings.state_dir, record)
+
+        make_servers(ctx, provider, record, network, plan.of_role("app"))
+
+        ok, result = ctx.salt.orchestrate(
+            "orch.build", {"app": spec.app, "env": spec.env}, test=False
+        )
+        if not ok:
+            raise GdlError(
+                f"{spec.env_id}: the orchestration failed ({_first_failure(result)})",
+                "fix the cause and run the same build again: it continues where it stopped",
+            )
+        made = provider.list_servers(spec.app, spec.env)
+    return {
+        "result": True,
+        "environment": spec.env_id,
+        "url": env_url(network),
+        "vip": network.vip,
+        "public_address": network.public_address,
+        "servers": [s.as_dict() for s in sorted(made, key=lambda s: s.name)],
+        "changes": plan.changes,
+        "plan": plan.describe(),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def make_servers(
+    ctx: Context,
+    provider: Provider,
+    record: envstore.EnvRecord,
+    network: EnvNetwork,
+    plan: Plan,
+) -> list[str]:
+    """Replace the plan's broken servers and make its missing ones; wait for their minions."""
+    minion_keys = master_keys(ctx)
+    if plan.replace:
+        ctx.progress(f"replacing broken servers: {', '.join(plan.replace)}")
+        servers.remove(provider, minion_keys, plan.replace, progress=ctx.progress)
+    names = list(plan.create + plan.replace)
+    for name in names:
+        ctx.progress(f"creating {name} ...")
+    servers.make(
+        provider,
+        minion_keys,
+        [
+            servers.NewServer(name, record.app, record.env, _role(name), record.size)
+            for name in names
+        ],
+        master_address=network.master_address,
+        wait=lambda waiting, timeout: ctx.salt.wait_for_minions(waiting, timeout, ctx.progress),
+        progress=ctx.progress,
+    )
+    return names
+
+
+def master_keys(ctx: Context) -> keys.MasterKeys:
+    return keys.MasterKeys(ctx.settings.master_opts)
+
+
+def _role(name: str) -> str:
+    parsed = naming.parse_server_name(name)
+    return parsed.role if parsed else "app"
+
+
+# -- the steps of orch/build.sls -----------------------------------------------------------
+
+
+def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
+    """Make the missing or broken load balancers through salt-cloud and wait for them."""
+    record = require_record(ctx.settings, app, env)
+    provider = ctx.provider(record.provider)
+    plan = make_plan(app, env, record.servers, provider.list_servers(app, env)).of_role("lb")
+    if plan.replace:
+        ctx.progress(f"replacing broken servers: {', '.join(plan.replace)}")
+        servers.remove(provider, master_keys(ctx), plan.replace, progress=ctx.progress)
+    missing = list(plan.create + plan.replace)
+    if missing:
+        for name in missing:
+            ctx.progress(f"creating {name} (VRRP pair) ...")
+        ctx.salt.cloud_create(
+            f"gdl-{record.provider}-lb",
+            missing,
+            {"app": app, "env": env, "role": "lb", "size": record.size},
+        )
+    ctx.salt.wait_for_minions(
+        [naming.server_name("lb", i, app, env) for i in range(2)],
+        provider.minion_timeout,
+        ctx.progress,
+    )
+    return {"created": missing}
+
+
+def write_env_pillar(ctx: Context, app: str, env: str) -> bool:
+    """Write the environment's pillar from what the provider reports now."""
+    record = require_record(ctx.settings, app, env)
+    provider = ctx.provider(record.provider)
+    network = provider.find_env(app, env)
+    if network is None:
+        raise NotFound(
+            f"the network parts of {naming.env_id(app, env)} are missing",
+            f"run salt-run gdl.build app={app} env={env} again to make them",
+        )
+    running = [s for s in provider.list_servers(app, env) if s.state == RUNNING]
+    wanted = set(desired_names(app, env, record.servers))
+    in_rotation = [s.name for s in running if s.role == "app" and s.name in wanted]
+    built = pillar.built_releases(ctx.settings, app)
+    return pillar.write(ctx.settings.pillar_dir, record, network, running, in_rotation, built)
+
+
+def surplus(ctx: Context, app: str, env: str) -> list[str]:
+    """App servers beyond the requested count, to drain and remove."""
+    record = require_record(ctx.settings, app, env)
+    provider = ctx.provider(record.provider)
+    plan = make_plan(app, env, record.servers, provider.list_servers(app, env))
+    return list(plan.of_role("app").remove)
+
+
+def drain_surplus(ctx: Context, app: str, env: str) -> list[str]:
+    """Drain the app servers beyond the requested count on every LB; the names drained.
+
+    orch/build.sls runs this after the app role and before the lb role, which
+    then leaves them out of haproxy; :func:`remove_surplus` deletes them last.
+    A server haproxy does not know (a re-run after the lb role took it out)
+    gets no requests already.
+    """
+    record = require_record(ctx.settings, app, env)
+    found = ctx.provider(record.provider).list_servers(app, env)
+    extra = list(make_plan(app, env, record.servers, found).of_role("app").remove)
+    lbs = sorted(s.name for s in found if s.role == "lb" and s.state == RUNNING)
+    for server in extra:
+        ctx.progress(f"draining {server} on {', '.join(lbs)}")
+        answers = ctx.salt.call(lbs, "gdl_lb.drain", [server], timeout=30)
+        refused = [
+            f"{lb}: {str(answers.get(lb, 'no answer'))[:200]}"
+            for lb in lbs
+            if answers.get(lb) is not True and "has no server" not in str(answers.get(lb))
+        ]
+        if refused:
+            raise GdlError(
+                f"could not drain {server} ({'; '.join(refused)})",
+                "check salt-run gdl.status, then run the build again",
+            )
+    return extra
+
+
+def remove_surplus(ctx: Context, app: str, env: str) -> list[str]:
+    """Delete the app servers beyond the requested count (drained before) and their keys."""
+    record = require_record(ctx.settings, app, env)
+    extra = surplus(ctx, app, env)
+    for name in extra:
+        ctx.progress(f"deleting {name} ...")
+    return servers.remove(
+        ctx.provider(record.provider), master_keys(ctx), extra, progress=ctx.progress
+    )
+
+
+def check_vip(ctx: Context, app: str, env: str, timeout: float = VIP_TIMEOUT) -> dict[str, Any]:
+    """Wait until the environment's address serves the app's health check."""
+    record = require_record(ctx.settings, app, env)
+    network = ctx.provider(record.provider).find_env(app, env)
+    if network is None:
+        raise NotFound(f"{naming.env_id(app, env)} has no VIP", "run the build again")
+    manifest = apps.load_manifest(ctx.settings.apps_dir, app)
+    url = f"http://{network.vip}{manifest.health}"
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            # The URL is built above: always http:// to the VIP, never a file: or other scheme.
+            with urllib.request.urlopen(url, timeout=3) as response:  # nosec B310
+                body = json.loads(response.read().decode() or "{}")
+                return {"url": url, "status": response.status, "served_by": body.get("host")}
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise GdlError(
+        f"{url} did not answer within {timeout:.0f} s ({last})",
+        f"see salt-run gdl.status app={app} env={env}",
+    )
+
+
+def _first_failure(result: Any) -> str:
+    """The first failed step's comment in an orchestrate return, for one-line errors."""
+    data = result
+    if isinstance(data, dict) and "data" in data:
+        data = data["data"]
+    if isinstance(data, dict):
+        for value in data.values():
+            states = value if isinstance(value, dict) else {}
+            for state in states.values():
+                if isinstance(state, dict) and state.get("result") is False:
+                    comment = " ".join(str(state.get("comment", "")).split())
+                    return f"{state.get('__id__', 'a step')}: {comment[:300]}"
+    return "see the master log"

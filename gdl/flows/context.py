@@ -1,0 +1,53 @@
+"""What every workflow is handed, and the look-ups they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gdl import envstore, naming
+from gdl.config import Settings
+from gdl.errors import GdlError, NotFound
+from gdl.providers import get_provider
+from gdl.providers.base import EnvNetwork, Progress, Provider
+from gdl.saltops import SaltOps
+
+__all__ = ["Context", "Progress", "SaltOps", "env_provider", "env_url", "require_record"]
+
+
+@dataclass
+class Context:
+    settings: Settings
+    salt: SaltOps
+    progress: Progress
+
+    def provider(self, name: str) -> Provider:
+        return get_provider(name, self.settings)
+
+
+def require_record(settings: Settings, app: str, env: str) -> envstore.EnvRecord:
+    """The environment's record; NotFound (build it first) when there is none."""
+    record = envstore.load(settings.state_dir, app, env)
+    if record is None:
+        raise NotFound(
+            f"environment {naming.env_id(app, env)} does not exist",
+            f"build it first: salt-run gdl.build app={app} env={env}",
+        )
+    return record
+
+
+def env_provider(ctx: Context, app: str, env: str, provider: str | None = None) -> Provider:
+    """The provider that holds an environment: the one asked for, else its record's."""
+    record = envstore.load(ctx.settings.state_dir, app, env)
+    if record is not None and provider is not None and provider != record.provider:
+        raise GdlError(
+            f"{naming.env_id(app, env)} lives on provider {record.provider}, not {provider}",
+            f"leave provider= out, or give provider={record.provider}",
+        )
+    if provider is None:
+        provider = record.provider if record else ctx.settings.provider
+    return ctx.provider(provider)
+
+
+def env_url(network: EnvNetwork) -> str:
+    """Where users reach the environment."""
+    return f"http://{network.public_address}/"

@@ -1,0 +1,179 @@
+"""Calling the cloud: the connection, bounded retries, and failures in the operator's words.
+
+Also keeps the user data (which holds a minion's private key) out of the API bodies that
+keystoneauth and openstacksdk log at DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import openstack
+import openstack.config
+from keystoneauth1 import exceptions as ks_exceptions
+from openstack import exceptions as os_exceptions
+
+from gdl.errors import CapacityError, ConfigError, CredentialsError, GdlError, ProviderError
+from gdl.providers.openstack.settings import OpenStackSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# What openstacksdk and keystoneauth raise when a call fails.
+API_ERRORS = (os_exceptions.SDKException, ks_exceptions.ClientException)
+
+# HTTP answers worth another try: the cloud is busy or briefly inconsistent.
+TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
+RETRY_ATTEMPTS = 5
+RETRY_FIRST_DELAY = 1.0
+RETRY_MAX_DELAY = 8.0
+
+
+def is_transient(error: BaseException, conflict_is_transient: bool = False) -> bool:
+    """True for errors a bounded retry may get past (5xx, lost connections, a busy port)."""
+    if isinstance(error, os_exceptions.HttpException):
+        status = error.status_code or 0
+        return status in TRANSIENT_STATUS or (conflict_is_transient and status == 409)
+    return isinstance(
+        error,
+        ks_exceptions.ConnectFailure
+        | ks_exceptions.ConnectTimeout
+        | ks_exceptions.RetriableConnectionFailure,
+    )
+
+
+def retry(
+    call: Callable[[], T],
+    conflict_is_transient: bool = False,
+    attempts: int = RETRY_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``call()``, tried again with growing pauses while it fails transiently."""
+    delay = RETRY_FIRST_DELAY
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as error:
+            if attempt == attempts or not is_transient(error, conflict_is_transient):
+                raise
+            log.info("OpenStack call failed (%s), try %d of %d", _reason(error), attempt, attempts)
+            sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+    raise AssertionError("unreachable")
+
+
+def find(finder: Callable[..., T], name_or_id: str) -> T | None:
+    """``finder(name_or_id)`` (an SDK ``find_*``), None when nothing matches."""
+    try:
+        return finder(name_or_id, ignore_missing=False)
+    except os_exceptions.NotFoundException:
+        return None
+
+
+def _reason(error: BaseException) -> str:
+    """The cloud's own words for an error, on one line."""
+    if isinstance(error, os_exceptions.HttpException):
+        text = error.details or error.message or str(error)
+        status = f"HTTP {error.status_code}: " if error.status_code else ""
+        return " ".join(f"{status}{text}".split())[:300]
+    return " ".join(str(error).split())[:300] or type(error).__name__
+
+
+def translate(error: BaseException, doing: str) -> GdlError:
+    """An SDK/keystoneauth error as the one-line GdlError the operator reads."""
+    if isinstance(error, GdlError):
+        return error
+    if isinstance(error, ks_exceptions.Unauthorized) or (
+        isinstance(error, os_exceptions.HttpException) and error.status_code == 401
+    ):
+        return CredentialsError(
+            "OpenStack rejected the credentials",
+            "check the user name, password and project in clouds.yaml or the OS_* variables",
+        )
+    if isinstance(error, ks_exceptions.ConnectFailure | ks_exceptions.ConnectTimeout):
+        return ProviderError(
+            f"cannot reach OpenStack while {doing} ({_reason(error)})",
+            "check the auth_url and that the cloud's API endpoints answer from this master",
+        )
+    if (
+        isinstance(error, os_exceptions.HttpException)
+        and error.status_code in (403, 409, 413)
+        and "quota" in _reason(error).lower()
+    ):
+        return CapacityError(
+            f"OpenStack quota exceeded while {doing} ({_reason(error)})",
+            "raise the project's quota or ask for fewer or smaller servers",
+        )
+    return ProviderError(
+        f"OpenStack failed while {doing} ({_reason(error)})",
+        "fix the cause and run the same command again: it continues where it stopped",
+    )
+
+
+# keystoneauth logs request and response bodies at DEBUG (salt-cloud -l debug shows them)
+# and masks passwords and tokens only; a server's user data holds its minion's private key.
+_USER_DATA = re.compile(r'("(?:OS-EXT-SRV-ATTR:)?user_data"\s*:\s*)"[^"]*"')
+_LOGGERS_WITH_BODIES = (
+    "keystoneauth.session",
+    "keystoneauth.session.request",
+    "keystoneauth.session.body",
+    "keystoneauth.session.response",
+    "openstack",
+    "openstack.compute",
+)
+
+
+class RedactUserData(logging.Filter):
+    """Replace user data in log records with a placeholder."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "user_data" in message:
+            record.msg = _USER_DATA.sub(r'\1"<redacted>"', message)
+            record.args = None
+        return True
+
+
+def redact_user_data_in_logs() -> None:
+    """Install :class:`RedactUserData` on the loggers that print API bodies (once)."""
+    for name in _LOGGERS_WITH_BODIES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactUserData) for f in logger.filters):
+            logger.addFilter(RedactUserData())
+
+
+def connect(cfg: OpenStackSettings) -> openstack.connection.Connection:
+    """A connection for the configured cloud; a clear ConfigError when it is not configured."""
+    cloud = cfg.cloud or os.environ.get("OS_CLOUD")
+    if cloud is None and not os.environ.get("OS_AUTH_URL"):
+        raise ConfigError(
+            "no OpenStack cloud is configured",
+            "set gdl:openstack:cloud to a clouds.yaml entry, or OS_CLOUD, "
+            "or source the project's openrc before starting the master",
+        )
+    try:
+        loader = openstack.config.OpenStackConfig(
+            config_files=[cfg.clouds_file] if cfg.clouds_file else None,
+            app_name="gdl",
+        )
+        region = loader.get_one(cloud=cloud)
+    except os_exceptions.ConfigException as error:
+        if cloud and "was not found" in str(error):
+            names = ", ".join(sorted(loader.get_cloud_names())) or "none"
+            raise ConfigError(
+                f"cloud {cloud!r} is not in clouds.yaml (clouds there: {names})",
+                "fix gdl:openstack:cloud or OS_CLOUD, or add the cloud to clouds.yaml",
+            ) from None
+        raise ConfigError(f"the OpenStack configuration is unusable ({error})", "fix it") from None
+    except ks_exceptions.MissingRequiredOptions as error:
+        raise ConfigError(
+            f"the OpenStack credentials are incomplete ({error})",
+            "complete clouds.yaml or the OS_* variables",
+        ) from None
+    return openstack.connection.Connection(config=region)

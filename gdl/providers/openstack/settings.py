@@ -1,0 +1,130 @@
+"""The ``gdl:openstack`` settings of the master config, checked.
+
+::
+
+    cloud: mycloud            # clouds.yaml entry; else OS_CLOUD; else OS_* variables
+    clouds_file: /etc/openstack/clouds.yaml   # optional: a clouds.yaml outside the usual places
+    image: debian-12          # image name or id
+    network: private          # an existing network the servers share
+    external_network: public  # where floating IPs come from (when `network` is not external)
+    key_name: ops             # optional: else the account's first key pair
+    master_address: 10.0.0.2  # what minions connect to
+    master_port: 4506         # optional: the master's ports, when not Salt's defaults
+    publish_port: 4505
+    minion_packages: [python3-venv]   # optional: Debian packages cloud-init installs first
+                                      # ([] for an image that already has python3-venv)
+    server_timeout: 600       # optional: seconds for Nova to make a server ACTIVE
+    minion_timeout: 900       # optional: seconds from ACTIVE until its minion answers
+                              # (first boot installs Salt from PyPI)
+    flavor: {m1.small: g1.small}   # optional: size -> flavor name
+    availability_zone: nova   # optional
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gdl import userdata
+from gdl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class OpenStackSettings:
+    """The ``gdl:openstack`` settings, checked."""
+
+    image: str
+    network: str
+    master_address: str
+    cloud: str | None = None
+    clouds_file: str | None = None
+    external_network: str | None = None
+    key_name: str | None = None
+    availability_zone: str | None = None
+    flavors: dict[str, str] = field(default_factory=dict)
+    server_timeout: float = 600.0
+    minion_timeout: float = 900.0
+    master_port: int | None = None
+    publish_port: int | None = None
+    minion_packages: tuple[str, ...] = userdata.DEFAULT_PACKAGES
+
+    @classmethod
+    def from_mapping(cls, section: dict[str, Any]) -> OpenStackSettings:
+        def text(key: str, required: bool = False) -> str | None:
+            value = section.get(key)
+            if value in (None, ""):
+                if required:
+                    raise ConfigError(
+                        f"gdl:openstack:{key} is not set",
+                        f"add '{key}:' under gdl:openstack in the master config "
+                        "(/etc/salt/master.d/gdl.conf)",
+                    )
+                return None
+            if not isinstance(value, str):
+                raise ConfigError(
+                    f"gdl:openstack:{key} is not a string ({value!r})",
+                    "quote it in the master config",
+                )
+            return value
+
+        master_address = text("master_address", required=True) or ""
+        try:
+            ipaddress.ip_address(master_address)
+        except ValueError:
+            raise ConfigError(
+                f"gdl:openstack:master_address {master_address!r} is not an IP address",
+                "give the address minions use to reach the master (security groups need it)",
+            ) from None
+        flavors = section.get("flavor") or {}
+        if not isinstance(flavors, dict):
+            raise ConfigError(
+                "gdl:openstack:flavor is not a mapping",
+                "give size names mapped to flavor names, e.g. {m1.small: g1.small}",
+            )
+
+        def port(key: str) -> int | None:
+            value = section.get(key)
+            if value in (None, ""):
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+                raise ConfigError(
+                    f"gdl:openstack:{key} {value!r} is not a TCP port",
+                    "give a number from 1 to 65535, or leave it out for Salt's default",
+                )
+            return value
+
+        def seconds(key: str, default: float) -> float:
+            value = section.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(
+                    f"gdl:openstack:{key} {value!r} is not a number of seconds",
+                    f"give a positive number, or leave it out for {default:.0f}",
+                )
+            return float(value)
+
+        packages = section.get("minion_packages", list(userdata.DEFAULT_PACKAGES))
+        if not isinstance(packages, list) or not all(
+            isinstance(p, str) and re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", p) for p in packages
+        ):
+            raise ConfigError(
+                f"gdl:openstack:minion_packages {packages!r} is not a list of package names",
+                "give a list such as [python3-venv], or [] when the image has what Salt needs",
+            )
+        return cls(
+            master_port=port("master_port"),
+            publish_port=port("publish_port"),
+            minion_packages=tuple(packages),
+            image=text("image", required=True) or "",
+            network=text("network", required=True) or "",
+            master_address=master_address,
+            cloud=text("cloud"),
+            clouds_file=text("clouds_file"),
+            external_network=text("external_network"),
+            key_name=text("key_name"),
+            availability_zone=text("availability_zone"),
+            flavors={str(k): str(v) for k, v in flavors.items()},
+            server_timeout=seconds("server_timeout", 600),
+            minion_timeout=seconds("minion_timeout", 900),
+        )

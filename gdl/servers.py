@@ -1,0 +1,118 @@
+"""Making and removing servers of either role: provider, minion keys, and the wait.
+
+The one path every server takes, whether the runner makes app servers or a
+salt-cloud driver makes the VRRP pair:
+
+1. a name that already belongs to a server is refused before any key is touched,
+   so a running minion keeps its key;
+2. each new server's key pair is made and accepted on the master (preseeded),
+   unless salt-cloud made one already;
+3. the provider makes the servers in parallel;
+4. a server the provider could not make loses its key again, so no accepted key
+   outlives its server;
+5. the caller's ``wait`` returns once every new minion answers.
+
+Removing a server always forgets its key and what the master cached of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from gdl import keys, naming
+from gdl.errors import GdlError, NameClash
+from gdl.providers.base import Progress, Provider, Server, ServerRequest, no_progress
+
+# Waits until the named minions answer, or raises; the timeout is the provider's.
+MinionWait = Callable[[list[str], float], None]
+
+
+@dataclass(frozen=True)
+class NewServer:
+    """A server to make: its identity, and a key pair salt-cloud already made, if any."""
+
+    name: str
+    app: str
+    env: str
+    role: str
+    size: str
+    pair: keys.KeyPair | None = None
+
+
+def make(
+    provider: Provider,
+    minion_keys: keys.MasterKeys,
+    wanted: Sequence[NewServer],
+    master_address: str,
+    wait: MinionWait | None = None,
+    progress: Progress = no_progress,
+) -> list[Server]:
+    """Make ``wanted`` in parallel, keys preseeded; wait for their minions when asked."""
+    if not wanted:
+        return []
+    existing = _existing(provider, wanted)
+    for server in wanted:
+        if server.name in existing:
+            taken = existing[server.name]
+            raise NameClash(
+                f"server {server.name} exists already "
+                f"(environment {naming.env_id(taken.app, taken.env)})",
+                f"delete it first (salt-cloud -d {server.name}) or choose another name",
+            )
+    requests = []
+    for server in wanted:
+        pair = server.pair
+        if pair is None:
+            pair = minion_keys.preseed(server.name)
+        else:
+            minion_keys.accept(server.name, pair.public_pem)
+        requests.append(
+            ServerRequest(
+                name=server.name,
+                app=server.app,
+                env=server.env,
+                role=server.role,
+                size=server.size,
+                minion_public_key=pair.public_pem,
+                minion_private_key=pair.private_pem,
+                master_address=master_address,
+            )
+        )
+    try:
+        made = provider.create_servers(requests, progress=progress)
+    except GdlError:
+        # The provider cleaned up the servers it could not make: their keys go too.
+        present = _existing(provider, wanted)
+        for server in wanted:
+            if server.name not in present:
+                minion_keys.forget(server.name)
+        raise
+    if wait is not None:
+        wait([w.name for w in wanted], provider.minion_timeout)
+    return made
+
+
+def _existing(provider: Provider, wanted: Sequence[NewServer]) -> dict[str, Server]:
+    """The servers the provider has under the names of ``wanted``, read once per environment."""
+    found: dict[str, Server] = {}
+    for app, env in {(w.app, w.env) for w in wanted}:
+        found.update({s.name: s for s in provider.list_servers(app, env)})
+    names = {w.name for w in wanted}
+    return {name: server for name, server in found.items() if name in names}
+
+
+def remove(
+    provider: Provider,
+    minion_keys: keys.MasterKeys,
+    names: Iterable[str],
+    progress: Progress = no_progress,
+) -> list[str]:
+    """Delete servers and forget their keys and cached data; returns those deleted."""
+    names = list(dict.fromkeys(names))
+    if not names:
+        return []
+    deleted = provider.delete_servers(names, progress=progress)
+    for name in names:
+        minion_keys.forget(name)
+    return deleted

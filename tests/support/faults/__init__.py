@@ -1,0 +1,14 @@
+"""Faults a test injects into the salt-run processes it starts (see sitecustomize.py here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def failing_hosts(*names: str) -> dict[str, str]:
+    """The environment that makes the local hosts ``names`` fail to boot in a salt-run."""
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "GDL_TEST_FAIL_HOSTS": ",".join(names)}
