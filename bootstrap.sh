@@ -408,17 +408,18 @@ interface: $interface
 user: root
 auto_accept: False
 open_mode: False
+# What minions fetch, and nothing else of the checkout: the roles and top.sls,
+# the orchestration (states/orch) and gdl_lb (states/_modules), then the
+# release archives the runner builds.
 file_roots:
   base:
-    - $SOURCE_DIR
     - $SOURCE_DIR/states
     - $STATE_DIR/files
 pillar_roots:
   base:
     - $SOURCE_DIR/pillar
     - $STATE_DIR/pillar
-# The checkout is a file root for salt://orch, salt://apps and the _* module dirs;
-# its development leftovers are not files to serve.
+# Python caches beside gdl_lb are not files to serve.
 file_ignore_regex:
   - '(^|/)\.(git|venv|tox|pytest_cache|ruff_cache)(/|$)'
   - '(^|/)(__pycache__|build|dist|[^/]*\.egg-info)(/|$)'

@@ -361,6 +361,22 @@ def surplus(app=None, environment=None, env=None, **kwargs):
     return _run(_build.surplus, _run(_context), app, env)
 
 
+def drain_surplus(app=None, environment=None, env=None, **kwargs):
+    """
+    Orchestration step: drain the app servers beyond the requested count on
+    every load balancer, before the lb role leaves them out of haproxy.
+    Returns the names drained.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.drain_surplus app=blog environment=dev
+    """
+    app, env = _target(app, env, environment)
+    return _run(_build.drain_surplus, _run(_context), app, env)
+
+
 def remove_surplus(app=None, environment=None, env=None, **kwargs):
     """
     Orchestration step: delete the app servers beyond the requested count and

@@ -4,6 +4,13 @@ Two files per environment under ``<state_dir>/pillar/gdl/envs/``: ``<app>-<env>.
 for every server of the environment, and ``lb/<app>-<env>.sls`` with the VRRP
 secret, which ``pillar/top.sls`` gives to the load balancers only.  Both use the
 ``yaml`` renderer alone, so no value is ever run through Jinja.
+
+The pillar holds everything the roles need that the master knows: the
+servers, the VRRP settings resolved from the environment's profile (checked by
+:func:`gdl.spec.vrrp_settings`), and every release of the app built on the
+master with where its archive is served and the values of its manifest, so
+the states never ask the fileserver anything while they render.
+``pillar/pillar.example`` shows every key.
 """
 
 from __future__ import annotations
@@ -11,13 +18,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from gdl import naming
+from gdl import naming, release_build, releases, spec
 from gdl.envstore import EnvRecord
+from gdl.errors import GdlError
 from gdl.providers.base import EnvNetwork, Server
+
+if TYPE_CHECKING:
+    from gdl.config import Settings
 
 
 def _by_index(server: Server) -> int:
@@ -30,13 +41,48 @@ def members(servers: Iterable[Server], role: str) -> list[dict[str, Any]]:
     return [{"name": s.name, "address": s.address} for s in chosen]
 
 
+# The values of an app's manifest the roles read (gdl.apps.AppManifest).
+MANIFEST_KEYS = ("wsgi", "requirements", "static", "health")
+
+
+def built_releases(settings: Settings, app: str) -> dict[str, dict[str, Any]]:
+    """Every release of ``app`` built on the master, by version: what the roles need of it.
+
+    Each carries its archive's ``salt://`` address, its SHA-256 from the
+    ``.sha256`` file beside it, and the values of its own manifest (else the
+    app's). A release without its hash file cannot be checked by the servers,
+    and is left out.
+    """
+    files_dir = release_build.files_dir(settings)
+    found: dict[str, dict[str, Any]] = {}
+    for version in release_build.list_releases(files_dir, app):
+        archive = release_build.release_path(files_dir, app, version)
+        try:
+            # "<hex>  <file name>", as gdl.release_build writes it.
+            digest = archive.with_name(archive.name + ".sha256").read_text().split()[0]
+            manifest = releases.release_manifest(settings, app, version)
+        except (OSError, IndexError, GdlError):
+            continue
+        found[version] = {
+            "source": release_build.release_url(app, version),
+            "sha256": digest,
+            **{key: manifest.get(key) for key in MANIFEST_KEYS},
+        }
+    return found
+
+
 def env_pillar(
-    record: EnvRecord, network: EnvNetwork, servers: Iterable[Server], app_servers: Iterable[str]
+    record: EnvRecord,
+    network: EnvNetwork,
+    servers: Iterable[Server],
+    app_servers: Iterable[str],
+    app_releases: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(pillar for every server, pillar for the load balancers only).
 
     ``app_servers`` names the app servers that belong in the haproxy
     backend: the desired ones that exist, not those about to be removed.
+    ``app_releases`` is :func:`built_releases` of the environment's app.
     """
     servers = list(servers)
     in_rotation = set(app_servers)
@@ -44,16 +90,18 @@ def env_pillar(
         "gdl": {
             "app": record.app,
             "env": record.env,
-            "provider": record.provider,
             # The release the app servers run: the record's, set by build, deploy
-            # and rollback ('' runs the version in the app's manifest).
+            # and rollback. A deploy applies the app role with another version in
+            # its pillar: every release built is in `releases`.
             "version": record.release or "",
+            "releases": dict(app_releases or {}),
             "vip": network.vip,
-            "public_address": network.public_address,
-            "cidr": network.cidr,
             "servers": members((s for s in servers if s.name in in_rotation), "app"),
             "lbs": members(servers, "lb"),
-            "vrrp": {"router_id": network.router_id, "profile": record.vrrp_profile},
+            "vrrp": {
+                "router_id": network.router_id,
+                **spec.vrrp_settings(record.vrrp_profile),
+            },
         }
     }
     lb_only = {"gdl": {"vrrp": {"secret": record.vrrp_secret}}}
@@ -93,9 +141,10 @@ def write(
     network: EnvNetwork,
     servers: Iterable[Server],
     app_servers: Iterable[str],
+    app_releases: dict[str, dict[str, Any]] | None = None,
 ) -> bool:
     """Write the environment's pillar; True when a file changed."""
-    common, lb_only = env_pillar(record, network, servers, app_servers)
+    common, lb_only = env_pillar(record, network, servers, app_servers, app_releases)
     common_path, lb_path = pillar_files(pillar_dir, record.app, record.env)
     changed = _write(common_path, common)
     changed = _write(lb_path, lb_only) or changed

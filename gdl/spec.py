@@ -20,8 +20,43 @@ from gdl.errors import InvalidRequest
 PROVIDERS = ("local", "openstack")
 MAX_SERVERS = 50
 DEFAULT_SIZE = "m1.small"
-# The VRRP timing profiles of the lb role (states/gdl/lb/defaults.yaml, docs/vrrp.md).
-VRRP_PROFILES = ("default", "fast")
+# The VRRP timing profiles of the lb role (docs/vrrp.md): the keepalived values of
+# each, written to the environment's pillar (gdl:vrrp) by gdl.pillar.
+VRRP_PROFILES: dict[str, dict[str, int | float]] = {
+    # Safe on noisy, shared cloud networks: a lost advert or a slow scheduler
+    # never causes a spurious failover. Takeover ~3.5 s.
+    "default": {
+        "version": 2,
+        "advert_int": 1,
+        "garp_master_delay": 1,
+        "garp_master_repeat": 3,
+        "garp_master_refresh": 10,
+        "check_interval": 1,
+        "check_fall": 2,
+        "check_rise": 2,
+    },
+    # For networks with reliable, low-latency delivery between the LBs (same
+    # rack or host, no policing of VRRP). Takeover ~1 s.
+    "fast": {
+        "version": 3,
+        "advert_int": 0.25,
+        "garp_master_delay": 1,
+        "garp_master_repeat": 3,
+        "garp_master_refresh": 10,
+        "check_interval": 1,
+        "check_fall": 1,
+        "check_rise": 2,
+    },
+}
+# Whole-number VRRP settings and their lowest value.
+VRRP_WHOLE_LOWEST = {
+    "check_interval": 1,
+    "check_fall": 1,
+    "check_rise": 1,
+    "garp_master_delay": 0,
+    "garp_master_repeat": 1,
+    "garp_master_refresh": 0,
+}
 # Flavor names as clouds spell them; nothing a shell, YAML or a file name would
 # read as something else.
 SIZE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}\Z")
@@ -168,6 +203,50 @@ def parse_vrrp_profile(value: Any) -> str | None:
             f"use one of: {', '.join(VRRP_PROFILES)} (see docs/vrrp.md)",
         )
     return value
+
+
+def vrrp_settings(profile: Any, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """keepalived's values for ``profile``, each replaced by one set in ``overrides``.
+
+    Checked here so keepalived is never given a value it would round or
+    ignore: VRRPv2 counts adverts in whole seconds, VRRPv3 in hundredths.
+    The keys and errors are those of pillar ``gdl:vrrp`` (docs/vrrp.md).
+    """
+    if not isinstance(profile, str) or profile not in VRRP_PROFILES:
+        raise InvalidRequest(
+            f"pillar gdl:vrrp:profile is {profile}",
+            f"use one of {', '.join(sorted(VRRP_PROFILES))} (docs/vrrp.md)",
+        )
+    chosen = dict(overrides or {})
+    settings: dict[str, Any] = {"profile": profile}
+    for key, value in VRRP_PROFILES[profile].items():
+        settings[key] = value if chosen.get(key) is None else chosen[key]
+    for key, value in settings.items():
+        if key != "profile" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InvalidRequest(
+                f"pillar gdl:vrrp:{key} is {value}", f"give a number (profile {profile})"
+            )
+    version, advert = settings["version"], settings["advert_int"]
+    if version not in (2, 3):
+        raise InvalidRequest(f"pillar gdl:vrrp:version is {version}", "use 2 or 3")
+    if version == 2 and not (isinstance(advert, int) and 1 <= advert <= 255):
+        raise InvalidRequest(
+            f"pillar gdl:vrrp:advert_int is {advert}",
+            "VRRPv2 takes whole seconds, 1 to 255; sub-second adverts need version 3",
+        )
+    in_hundredths = abs(advert * 100 - round(advert * 100)) < 0.001
+    if version == 3 and not (0.01 <= advert <= 40.95 and in_hundredths):
+        raise InvalidRequest(
+            f"pillar gdl:vrrp:advert_int is {advert}",
+            "VRRPv3 takes 0.01 to 40.95 seconds, in hundredths",
+        )
+    for key, lowest in VRRP_WHOLE_LOWEST.items():
+        if not isinstance(settings[key], int) or settings[key] < lowest:
+            raise InvalidRequest(
+                f"pillar gdl:vrrp:{key} is {settings[key]}",
+                f"give a whole number, at least {lowest}",
+            )
+    return settings
 
 
 def parse_bool(name: str, value: Any) -> bool:

@@ -1,6 +1,7 @@
 {#- Converge one environment after gdl.build made its app servers.
     Pillar: app, env.  Each step reads the provider and the environment's
-    record itself, so this file can be re-run on its own:
+    record itself (nothing is asked while this file renders), so it can be
+    re-run on its own:
       salt-run state.orch orch.build pillar='{"app": "blog", "env": "dev"}'
 -#}
 {%- set app = pillar['app'] %}
@@ -8,7 +9,6 @@
 {#- Exact-name patterns: env names may contain '-', so a glob could reach another environment. #}
 {%- set app_servers = '^app-[0-9]+-' ~ app ~ '-' ~ env ~ '$' %}
 {%- set lbs = '^lb-[0-9]+-' ~ app ~ '-' ~ env ~ '$' %}
-{%- set surplus = salt['saltutil.runner']('gdl.surplus', app=app, environment=env) or [] %}
 
 gdl_vrrp_pair:
   salt.runner:
@@ -46,20 +46,16 @@ gdl_app_role:
     - require:
       - salt: gdl_sync_modules
 
-{%- for server in surplus %}
-
-gdl_drain_{{ server }}:
-  salt.function:
-    - name: gdl_lb.drain
-    - tgt: '{{ lbs }}'
-    - tgt_type: pcre
-    - arg:
-      - {{ server }}
+{#- Servers beyond the requested count leave haproxy's rotation on both LBs
+    before the lb role rewrites its backend without them: requests in flight
+    finish, new ones go elsewhere. #}
+gdl_drain_surplus:
+  salt.runner:
+    - name: gdl.drain_surplus
+    - app: {{ app }}
+    - environment: {{ env }}
     - require:
       - salt: gdl_app_role
-    - require_in:
-      - salt: gdl_lb_role
-{%- endfor %}
 
 gdl_lb_role:
   salt.state:
@@ -68,7 +64,7 @@ gdl_lb_role:
     - sls: gdl.lb
     - queue: True
     - require:
-      - salt: gdl_app_role
+      - salt: gdl_drain_surplus
 
 gdl_remove_surplus:
   salt.runner:

@@ -169,7 +169,8 @@ def write_env_pillar(ctx: Context, app: str, env: str) -> bool:
     running = [s for s in provider.list_servers(app, env) if s.state == RUNNING]
     wanted = set(desired_names(app, env, record.servers))
     in_rotation = [s.name for s in running if s.role == "app" and s.name in wanted]
-    return pillar.write(ctx.settings.pillar_dir, record, network, running, in_rotation)
+    built = pillar.built_releases(ctx.settings, app)
+    return pillar.write(ctx.settings.pillar_dir, record, network, running, in_rotation, built)
 
 
 def surplus(ctx: Context, app: str, env: str) -> list[str]:
@@ -178,6 +179,34 @@ def surplus(ctx: Context, app: str, env: str) -> list[str]:
     provider = ctx.provider(record.provider)
     plan = make_plan(app, env, record.servers, provider.list_servers(app, env))
     return list(plan.of_role("app").remove)
+
+
+def drain_surplus(ctx: Context, app: str, env: str) -> list[str]:
+    """Drain the app servers beyond the requested count on every LB; the names drained.
+
+    orch/build.sls runs this after the app role and before the lb role, which
+    then leaves them out of haproxy; :func:`remove_surplus` deletes them last.
+    A server haproxy does not know (a re-run after the lb role took it out)
+    gets no requests already.
+    """
+    record = require_record(ctx.settings, app, env)
+    found = ctx.provider(record.provider).list_servers(app, env)
+    extra = list(make_plan(app, env, record.servers, found).of_role("app").remove)
+    lbs = sorted(s.name for s in found if s.role == "lb" and s.state == RUNNING)
+    for server in extra:
+        ctx.progress(f"draining {server} on {', '.join(lbs)}")
+        answers = ctx.salt.call(lbs, "gdl_lb.drain", [server], timeout=30)
+        refused = [
+            f"{lb}: {str(answers.get(lb, 'no answer'))[:200]}"
+            for lb in lbs
+            if answers.get(lb) is not True and "has no server" not in str(answers.get(lb))
+        ]
+        if refused:
+            raise GdlError(
+                f"could not drain {server} ({'; '.join(refused)})",
+                "check salt-run gdl.status, then run the build again",
+            )
+    return extra
 
 
 def remove_surplus(ctx: Context, app: str, env: str) -> list[str]:

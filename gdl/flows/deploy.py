@@ -85,6 +85,9 @@ def _roll(
     previous = record.release or apps.load_manifest(settings.apps_dir, record.app).version
     lbs, members = _members(ctx, record)
     ctx.salt.call(list(lbs), "saltutil.sync_modules", [], timeout=120)
+    # The release's archive and manifest values reach the pillar (gdl:releases)
+    # before a server switches to it: the switch's pillar names the version alone.
+    write_env_pillar(ctx, record.app, record.env)
     rollout = Rollout(
         app=record.app,
         env=record.env,

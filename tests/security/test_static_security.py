@@ -85,7 +85,7 @@ def test_nginx_hides_its_version() -> None:
 
 
 def test_gunicorn_runs_as_the_roles_unprivileged_user() -> None:
-    defaults = yaml.safe_load((STATES / "app" / "defaults.yaml").read_text())
+    defaults = yaml.safe_load((STATES / "parameters" / "defaults.yaml").read_text())
     role = defaults["gdl"]["roles"]["app"]
     assert role["user"] not in ("root", "") and role["uid"] >= 1000 and role["gid"] >= 1000
     unit = (STATES / "app" / "files" / "gunicorn.service.jinja").read_text()
@@ -99,7 +99,7 @@ def test_haproxy_runtime_socket_is_root_only() -> None:
     (line,) = [line for line in cfg.splitlines() if line.strip().startswith("stats socket")]
     assert "mode 600" in line
     assert re.search(r"^\s*user haproxy$", cfg, re.MULTILINE)  # workers drop root
-    defaults = yaml.safe_load((STATES / "lb" / "defaults.yaml").read_text())
+    defaults = yaml.safe_load((STATES / "parameters" / "defaults.yaml").read_text())
     assert defaults["gdl"]["roles"]["lb"]["haproxy"]["socket"].startswith("/run/haproxy/")
 
 

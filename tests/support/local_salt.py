@@ -6,6 +6,7 @@ Renders and applies the roles without a master, the way the runner's pillar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -14,16 +15,31 @@ from typing import Any
 
 import yaml
 
+from gdl import apps, spec
 from gdl import pillar as env_pillar
+from tests.support.salt_daemons import file_roots, pillar_roots
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SALT_CALL = Path(sys.executable).parent / "salt-call"
+
+
+def release_entry(app: str, version: str) -> dict[str, Any]:
+    """A release's entry in pillar gdl:releases, as gdl.pillar.releases writes it."""
+    manifest = apps.load_manifest(REPO_ROOT / "apps", app).as_dict()
+    return {
+        "source": apps.release_url(app, version),
+        "sha256": hashlib.sha256(f"{app}-{version}".encode()).hexdigest(),
+        **{key: manifest[key] for key in env_pillar.MANIFEST_KEYS},
+    }
+
 
 # An environment's common pillar as the runner writes it: blog/dev, 2 app servers.
 SAMPLE_PILLAR = {
     "gdl": {
         "app": "blog",
         "env": "dev",
+        "version": "1.0.0",
+        "releases": {"1.0.0": release_entry("blog", "1.0.0")},
         "servers": [
             {"name": "app-0-blog-dev", "address": "10.20.0.11"},
             {"name": "app-1-blog-dev", "address": "10.20.0.12"},
@@ -33,13 +49,13 @@ SAMPLE_PILLAR = {
             {"name": "lb-1-blog-dev", "address": "10.20.0.3"},
         ],
         "vip": "10.20.0.10",
-        "vrrp": {"router_id": 42, "interface": "eth0"},
+        "vrrp": {"router_id": 42, "interface": "eth0", **spec.vrrp_settings("default")},
     }
 }
 
 
 class LocalSalt:
-    """salt-call --local with file_roots on this repo and a pillar of the test's own."""
+    """salt-call --local with the master's file_roots and a pillar of the test's own."""
 
     def __init__(self, root: Path, common: dict[str, Any], lb_only: dict[str, Any]) -> None:
         self.root = root
@@ -50,11 +66,8 @@ class LocalSalt:
         for path, data in ((common_file, common), (lb_file, lb_only)):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("#!yaml\n" + yaml.safe_dump(data))
-        # A stand-in release: the states ask the fileserver for its hash.
-        releases = root / "files" / "gdl-releases" / common["gdl"]["app"]
-        releases.mkdir(parents=True)
-        version = common["gdl"].get("version") or "1.0.0"
-        (releases / f"{common['gdl']['app']}-{version}.tar.gz").write_bytes(b"release")
+        # <root>/files stands for <state_dir>/files, the release archives' root.
+        (root / "files").mkdir(parents=True, exist_ok=True)
         config = {
             "file_client": "local",
             "root_dir": str(root),
@@ -63,10 +76,9 @@ class LocalSalt:
             "sock_dir": str(root / "run"),
             "pidfile": str(root / "run" / "minion.pid"),
             "log_file": str(root / "minion.log"),
-            "file_roots": {
-                "base": [str(REPO_ROOT), str(REPO_ROOT / "states"), str(root / "files")]
-            },
-            "pillar_roots": {"base": [str(REPO_ROOT / "pillar"), str(root / "pillar")]},
+            # The master's roots (tests/support/salt_daemons.py), <root> as its state dir.
+            "file_roots": file_roots(root),
+            "pillar_roots": pillar_roots(root),
         }
         (root / "conf").mkdir()
         (root / "conf" / "minion").write_text(yaml.safe_dump(config))

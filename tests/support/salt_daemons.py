@@ -49,13 +49,27 @@ MAX_SOCK_DIR_LEN = 60
 
 DEFAULT_COMMAND_TIMEOUT = 120.0
 
-# The same development leftovers bootstrap.sh keeps out of the master's file lists.
+# The same leftovers bootstrap.sh keeps out of the master's file lists.
 FILE_IGNORE_REGEX = (
     r"(^|/)\.(git|venv|tox|pytest_cache|ruff_cache)(/|$)",
     r"(^|/)(__pycache__|build|dist|[^/]*\.egg-info)(/|$)",
 )
 
 _running: dict[int, _Daemon] = {}
+
+
+def file_roots(state_dir: Path) -> dict[str, list[str]]:
+    """The master's file_roots as bootstrap.sh writes them: what minions fetch, no more.
+
+    ``states/`` holds the roles, top.sls, the orchestration (``states/orch``)
+    and gdl_lb (``states/_modules``); ``<state_dir>/files`` the release archives.
+    """
+    return {"base": [str(REPO_ROOT / "states"), str(state_dir / "files")]}
+
+
+def pillar_roots(state_dir: Path) -> dict[str, list[str]]:
+    """The master's pillar_roots as bootstrap.sh writes them."""
+    return {"base": [str(REPO_ROOT / "pillar"), str(state_dir / "pillar")]}
 
 
 class DaemonError(RuntimeError):
@@ -304,18 +318,8 @@ class SaltMaster(_Daemon):
                 "interface": self.interface,
                 "publish_port": self.publish_port,
                 "ret_port": self.ret_port,
-                "file_roots": {
-                    "base": [
-                        str(REPO_ROOT),
-                        str(REPO_ROOT / "states"),
-                        str(self.state_dir / "files"),  # release archives built by the runner
-                    ]
-                },
-                "pillar_roots": {
-                    "base": [str(REPO_ROOT / "pillar"), str(self.state_dir / "pillar")]
-                },
-                # The repository is a file root (salt://orch, salt://apps, _modules ...);
-                # its venv and caches are not files to serve.
+                "file_roots": file_roots(self.state_dir),
+                "pillar_roots": pillar_roots(self.state_dir),
                 "file_ignore_regex": list(FILE_IGNORE_REGEX),
                 "auto_accept": False,
                 "open_mode": False,

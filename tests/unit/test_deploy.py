@@ -455,11 +455,19 @@ def test_the_app_role_runs_a_release_by_its_own_manifest(tmp_path):
 
     if not SALT_CALL.exists():
         pytest.skip(f"{SALT_CALL} is not installed")
-    salt = LocalSalt(tmp_path, with_gdl(version="1.1.0"), SECRET)
     manifest = apps.load_manifest(REPO_APPS.parent / "apps", "blog").as_dict()
     released = {**manifest, "version": "1.1.0", "wsgi": "blog.wsgi:application"}
-    path = tmp_path / "files" / "gdl-releases" / "blog" / "blog-1.1.0.yaml"
-    path.write_text(yaml.safe_dump(released))
+    settings = Settings(state_dir=tmp_path / "master", source_dir=REPO_APPS.parent)
+    files_dir = release_build.files_dir(settings)
+    archive = release_build.release_path(files_dir, "blog", "1.1.0")
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(b"release")
+    archive.with_name(archive.name + ".sha256").write_text(f"abc  {archive.name}\n")
+    release_build.release_manifest_path(files_dir, "blog", "1.1.0").write_text(
+        yaml.safe_dump(released)
+    )
+    built = pillar.built_releases(settings, "blog")
+    salt = LocalSalt(tmp_path / "salt", with_gdl(version="1.1.0", releases=built), SECRET)
     states = salt.show_sls("app-0-blog-dev", "gdl.app")
     _, unit = state_args(states, "gdl-app-gunicorn-unit")
     assert unit["context"]["args"][-1] == "blog.wsgi:application"

@@ -2,7 +2,8 @@ import stat
 
 import yaml
 
-from gdl import envstore, pillar
+from gdl import envstore, pillar, release_build, spec
+from gdl.config import Settings
 from gdl.providers.base import RUNNING, EnvNetwork, Server
 
 
@@ -52,7 +53,11 @@ def test_pillar_keeps_the_secret_for_the_load_balancers(tmp_path):
     common_path, lb_path = pillar.pillar_files(tmp_path, "blog", "dev")
     common = yaml.safe_load(common_path.read_text().split("\n", 1)[1])["gdl"]
     assert [s["name"] for s in common["servers"]] == ["app-0-blog-dev", "app-1-blog-dev"]
-    assert common["vrrp"] == {"router_id": 42, "profile": "default"}
+    # The profile's values, resolved and checked by the runner.
+    assert common["vrrp"] == {"router_id": 42, **spec.vrrp_settings("default")}
+    assert common["vrrp"]["profile"] == "default" and common["vrrp"]["version"] == 2
+    # Nothing reads the provider, the public address or the network's CIDR.
+    assert not {"provider", "public_address", "cidr"} & set(common)
     assert record.vrrp_secret not in common_path.read_text()
     assert record.vrrp_secret in lb_path.read_text()
     assert common_path.read_text().startswith("#!yaml\n")
@@ -84,4 +89,41 @@ def test_vrrp_profile_is_kept_in_the_record_and_written_to_the_pillar(tmp_path):
         master_address="10.9.0.1",
     )
     common, _ = pillar.env_pillar(fast, network, [], [])
-    assert common["gdl"]["vrrp"] == {"router_id": 42, "profile": "fast"}
+    assert common["gdl"]["vrrp"] == {"router_id": 42, **spec.vrrp_settings("fast")}
+    assert (common["gdl"]["vrrp"]["version"], common["gdl"]["vrrp"]["advert_int"]) == (3, 0.25)
+
+
+def test_pillar_lists_every_release_built_with_its_manifest(tmp_path):
+    """The roles read a release's manifest from pillar, never from the fileserver."""
+    apps_dir = tmp_path / "apps"
+    (apps_dir / "blog").mkdir(parents=True)
+    (apps_dir / "blog" / "requirements.txt").write_text("gunicorn\n")
+    (apps_dir / "blog" / "app.yaml").write_text(
+        "name: blog\nversion: 1.0.0\nwsgi: blog:app\nrequirements: requirements.txt\n"
+        "health: /healthz\n"
+    )
+    settings = Settings(state_dir=tmp_path, source_dir=tmp_path)
+    files_dir = release_build.files_dir(settings)
+    for version in ("1.0.0", "1.1.0", "2.0.0"):
+        archive = release_build.release_path(files_dir, "blog", version)
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        archive.write_bytes(b"release")
+        if version != "2.0.0":  # a release without its hash file cannot be checked
+            hash_file = archive.with_name(archive.name + ".sha256")
+            hash_file.write_text(f"abc{version}  {archive.name}\n")
+    # 1.1.0 was built from another directory: its own manifest, beside its archive.
+    release_build.release_manifest_path(files_dir, "blog", "1.1.0").write_text(
+        "name: blog\nversion: 1.1.0\nwsgi: blog.wsgi:application\n"
+        "requirements: requirements.txt\nhealth: /health\nstatic: assets\n"
+    )
+    found = pillar.built_releases(settings, "blog")
+    assert sorted(found) == ["1.0.0", "1.1.0"]
+    assert found["1.1.0"] == {
+        "source": "salt://gdl-releases/blog/blog-1.1.0.tar.gz",
+        "sha256": "abc1.1.0",
+        "wsgi": "blog.wsgi:application",
+        "requirements": "requirements.txt",
+        "static": "assets",
+        "health": "/health",
+    }
+    assert found["1.0.0"]["wsgi"] == "blog:app" and found["1.0.0"]["static"] is None

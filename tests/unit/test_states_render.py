@@ -9,7 +9,6 @@ those are installed (read-only: ``haproxy -c``, ``keepalived -t``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import jinja2
 import pytest
 import yaml
 
-from tests.support.local_salt import SALT_CALL, SAMPLE_PILLAR, LocalSalt
+from tests.support.local_salt import SALT_CALL, SAMPLE_PILLAR, LocalSalt, release_entry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,15 +77,19 @@ def local_salt(tmp_path_factory) -> LocalSalt:
 
 
 def test_app_role_renders_for_a_host_without_systemd(local_salt):
-    states = local_salt.show_sls("app-0-blog-dev", "gdl.common,gdl.app")
-    function, args = state_args(states, "gdl-app-release-archive")
-    assert function == "file.managed"
-    assert args["source"] == "salt://gdl-releases/blog/blog-1.0.0.tar.gz"
-    digest = hashlib.sha256(b"release").hexdigest()
-    assert args["source_hash"] == f"sha256={digest}"
-    _, extract = state_args(states, "gdl-app-release")
-    assert "-C /srv/gdl/blog/releases/1.0.0" in extract["name"]
-    assert extract["creates"] == f"/srv/gdl/blog/releases/1.0.0/.gdl-release-{digest[:16]}"
+    states = local_salt.show_sls("app-0-blog-dev", "gdl.app")
+    # The release and its hash come from pillar: archive.extracted checks the
+    # archive against it, into a clean directory, once per hash.
+    digest = SAMPLE["gdl"]["releases"]["1.0.0"]["sha256"]
+    function, extract = state_args(states, "gdl-app-release")
+    assert function == "archive.extracted"
+    assert extract["name"] == "/srv/gdl/blog/releases/1.0.0"
+    assert extract["source"] == "salt://gdl-releases/blog/blog-1.0.0.tar.gz"
+    assert extract["source_hash"] == f"sha256={digest}"
+    assert extract["clean_parent"] is True and extract["overwrite"] is True
+    marker = f"/srv/gdl/blog/releases/1.0.0/.gdl-release-{digest[:16]}"
+    assert extract["unless"] == f"test -e {marker}"
+    assert state_args(states, "gdl-app-release-extracted")[1]["name"] == marker
     _, venv = state_args(states, "gdl-app-virtualenv")
     assert "--no-index" in venv["name"] and "--find-links" in venv["name"]
     assert venv["creates"].endswith("/venv/.gdl-complete")
@@ -105,6 +108,7 @@ def test_app_role_renders_for_a_host_without_systemd(local_salt):
     assert reload["name"] == "service nginx reload"
     _, user = state_args(states, "gdl-app-user")
     assert user["uid"] == 2400 and user["name"] != "root"
+    # gdl.app includes gdl.common: a role applied alone gives a whole server.
     _, hosts = state_args(states, "gdl-common-host-lb-1-blog-dev")
     assert (hosts["name"], hosts["ip"]) == ("lb-1-blog-dev", "10.20.0.3")
 
@@ -124,7 +128,12 @@ def test_app_role_renders_for_a_host_without_systemd(local_salt):
 
 
 def test_app_role_renders_for_systemd_and_for_another_app(tmp_path):
-    pillar = with_gdl(app="hello_world", version="0.9.0", roles={"app": {"init": "systemd"}})
+    pillar = with_gdl(
+        app="hello_world",
+        version="0.9.0",
+        releases={"0.9.0": release_entry("hello_world", "0.9.0")},
+        roles={"app": {"init": "systemd"}},
+    )
     salt = LocalSalt(tmp_path, pillar, SECRET)
     states = salt.show_sls("app-0-hello_world-dev", "gdl.app")
     _, unit = state_args(states, "gdl-app-gunicorn-unit")
@@ -142,7 +151,8 @@ def test_app_role_renders_for_systemd_and_for_another_app(tmp_path):
 
 
 def test_lb_role_renders_and_its_configs_pass_their_checkers(local_salt):
-    states = local_salt.show_sls("lb-0-blog-dev", "gdl.common,gdl.lb")
+    states = local_salt.show_sls("lb-0-blog-dev", "gdl.lb")
+    assert "gdl-common-packages" in states  # gdl.lb includes gdl.common
     _, haproxy_args = state_args(states, "gdl-lb-haproxy-config")
     assert haproxy_args["check_cmd"].startswith("/usr/sbin/haproxy -c")
     haproxy_cfg = render_file(haproxy_args)
@@ -192,7 +202,8 @@ def test_second_lb_finds_its_interface_from_its_address(tmp_path):
         {"name": "lb-0-blog-dev", "address": "10.20.0.2"},
         {"name": "lb-1-blog-dev", "address": "127.0.0.1"},
     ]
-    salt = LocalSalt(tmp_path, with_gdl(lbs=lbs, vrrp={"router_id": 7}), SECRET)
+    vrrp = {key: value for key, value in SAMPLE["gdl"]["vrrp"].items() if key != "interface"}
+    salt = LocalSalt(tmp_path, with_gdl(lbs=lbs, vrrp={**vrrp, "router_id": 7}), SECRET)
     states = salt.show_sls("lb-1-blog-dev", "gdl.lb")
     conf = render_file(state_args(states, "gdl-lb-keepalived-config")[1])
     assert "interface lo" in conf
@@ -213,7 +224,6 @@ def test_clean_states_render(local_salt):
 
 def test_missing_release_fails_with_a_clear_message(tmp_path):
     salt = LocalSalt(tmp_path, with_gdl(version="7.0.0"), SECRET)
-    (tmp_path / "files" / "gdl-releases" / "blog" / "blog-7.0.0.tar.gz").unlink()
     done = salt.call("app-0-blog-dev", "state.show_sls", "gdl.app")
     assert done.returncode != 0
     assert "release blog 7.0.0 is not on the master" in done.stdout + done.stderr
@@ -235,9 +245,9 @@ def test_lb_not_in_the_pillar_is_refused(local_salt):
 def test_top_files_give_each_role_its_states_and_the_secret_to_lbs_only(local_salt):
     done = local_salt.call("lb-1-blog-dev", "state.show_top")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["local"]["base"] == ["gdl.common", "gdl.lb"]
+    assert json.loads(done.stdout)["local"]["base"] == ["gdl.lb"]
     done = local_salt.call("app-1-blog-dev", "state.show_top")
-    assert json.loads(done.stdout)["local"]["base"] == ["gdl.common", "gdl.app"]
+    assert json.loads(done.stdout)["local"]["base"] == ["gdl.app"]
 
     # Values are masked in pillar output; the keys say enough.
     def vrrp_keys(minion_id: str) -> list[str]:
@@ -245,38 +255,63 @@ def test_top_files_give_each_role_its_states_and_the_secret_to_lbs_only(local_sa
         assert done.returncode == 0, done.stderr
         return sorted(json.loads(done.stdout)["local"])
 
-    assert vrrp_keys("lb-0-blog-dev") == ["interface", "router_id", "secret"]
-    assert vrrp_keys("app-0-blog-dev") == ["interface", "router_id"]
+    common = sorted(SAMPLE["gdl"]["vrrp"])
+    assert vrrp_keys("lb-0-blog-dev") == sorted([*common, "secret"])
+    assert vrrp_keys("app-0-blog-dev") == common
     # Another environment's server gets none of it.
     done = local_salt.call("app-0-blog-qa", "pillar.get", "gdl")
     assert json.loads(done.stdout)["local"] in ("", {}, None)
 
 
-def test_pillar_example_documents_every_default_key():
+def pillar_keys(data: Any, prefix: str = "") -> set[str]:
+    """Every key path of a pillar, ``a:b:c``; a release's version reads as ``*``."""
+    if not isinstance(data, dict):
+        return set()
+    found = set()
+    for key, value in data.items():
+        name = "*" if prefix == "releases:" else str(key)
+        found.add(prefix + name)
+        found |= pillar_keys(value, f"{prefix}{name}:")
+    return found
+
+
+def test_pillar_example_is_true_and_complete():
+    """pillar.example documents every default and every key the runner writes, and no other."""
+    from gdl import pillar, spec
+    from gdl.envstore import new_record
+    from gdl.providers.base import RUNNING, EnvNetwork, Server
+
     example = yaml.safe_load((REPO_ROOT / "pillar" / "pillar.example").read_text())["gdl"]
-
-    def keys(data: Any, prefix: str = "") -> set[str]:
-        if not isinstance(data, dict):
-            return set()
-        found = set()
-        for key, value in data.items():
-            found.add(prefix + key)
-            found |= keys(value, f"{prefix}{key}:")
-        return found
-
-    documented = keys(example)
-    for role in ("common", "app", "lb"):
-        defaults = yaml.safe_load(
-            (REPO_ROOT / "states" / "gdl" / role / "defaults.yaml").read_text()
-        )["gdl"]
-        missing = keys(defaults) - documented
-        assert not missing, f"pillar.example lacks {sorted(missing)} (defaults of {role})"
+    documented = pillar_keys(example)
+    defaults = yaml.safe_load(
+        (REPO_ROOT / "states" / "gdl" / "parameters" / "defaults.yaml").read_text()
+    )["gdl"]
+    record = new_record("blog", "dev", "local", 1, "m1.small").with_release("1.0.0")
+    network = EnvNetwork("10.20.0.10", "10.20.0.10", "10.20.0.0/24", 42, "10.20.0.1")
+    server = Server("app-0-blog-dev", "blog", "dev", "app", RUNNING, "10.20.0.11", "m1", "x")
+    common, lb_only = pillar.env_pillar(
+        record, network, [server], [server.name], {"1.0.0": release_entry("blog", "1.0.0")}
+    )
+    written = pillar_keys(merged(common, lb_only)["gdl"])
+    known = pillar_keys(defaults) | written
+    assert not pillar_keys(defaults) - documented, "pillar.example lacks defaults"
+    assert not written - documented, f"pillar.example lacks {sorted(written - documented)}"
+    assert not documented - known, f"nothing reads {sorted(documented - known)}"
+    # The example's VRRP timings are the default profile's, as the runner writes them.
+    assert {k: example["vrrp"][k] for k in spec.VRRP_PROFILES["default"]} == (
+        spec.VRRP_PROFILES["default"]
+    )
     assert merged(SAMPLE, SECRET)["gdl"]["vrrp"]["secret"] == "k3epal1v"
 
 
-def keepalived_conf_for(tmp_path: Path, vrrp: dict[str, Any]) -> tuple[str, Path]:
-    """keepalived.conf of lb-0 rendered with pillar gdl:vrrp extended by ``vrrp``."""
-    salt = LocalSalt(tmp_path, with_gdl(vrrp={**SAMPLE["gdl"]["vrrp"], **vrrp}), SECRET)
+def keepalived_conf_for(
+    tmp_path: Path, profile: str, overrides: dict[str, Any] | None = None
+) -> tuple[str, Path]:
+    """keepalived.conf of lb-0 rendered with the VRRP settings the runner writes for ``profile``."""
+    from gdl import spec
+
+    vrrp = {**SAMPLE["gdl"]["vrrp"], **spec.vrrp_settings(profile, overrides)}
+    salt = LocalSalt(tmp_path, with_gdl(vrrp=vrrp), SECRET)
     states = salt.show_sls("lb-0-blog-dev", "gdl.lb")
     return render_file(state_args(states, "gdl-lb-keepalived-config")[1]), tmp_path
 
@@ -298,7 +333,7 @@ def assert_keepalived_accepts(conf: str, root: Path) -> None:
 
 
 def test_default_vrrp_profile_is_vrrp2_with_the_secret(tmp_path):
-    conf, root = keepalived_conf_for(tmp_path, {})
+    conf, root = keepalived_conf_for(tmp_path, "default")
     assert "version 2" in conf
     assert "advert_int 1\n" in conf
     assert "auth_pass k3epal1v" in conf
@@ -311,7 +346,7 @@ def test_default_vrrp_profile_is_vrrp2_with_the_secret(tmp_path):
 
 
 def test_fast_vrrp_profile_is_vrrp3_sub_second_without_pass(tmp_path):
-    conf, root = keepalived_conf_for(tmp_path, {"profile": "fast"})
+    conf, root = keepalived_conf_for(tmp_path, "fast")
     assert "version 3" in conf
     assert "advert_int 0.25" in conf
     # keepalived refuses PASS authentication with VRRPv3; the peer check stays.
@@ -323,26 +358,33 @@ def test_fast_vrrp_profile_is_vrrp3_sub_second_without_pass(tmp_path):
     assert_keepalived_accepts(conf, root)
 
 
-def test_a_pillar_knob_replaces_the_profile_value(tmp_path):
-    conf, _ = keepalived_conf_for(tmp_path, {"profile": "fast", "advert_int": 0.5, "check_fall": 3})
+def test_a_knob_replaces_the_profile_value(tmp_path):
+    conf, _ = keepalived_conf_for(tmp_path, "fast", {"advert_int": 0.5, "check_fall": 3})
     assert "advert_int 0.5" in conf
     assert "fall 3" in conf
     assert "version 3" in conf
 
 
 @pytest.mark.parametrize(
-    ("vrrp", "message"),
+    ("profile", "overrides", "message"),
     [
-        ({"profile": "turbo"}, "pillar gdl:vrrp:profile is turbo: use one of default, fast"),
-        ({"advert_int": 0.5}, "VRRPv2 takes whole seconds"),
-        ({"profile": "fast", "advert_int": 0.005}, "VRRPv3 takes 0.01 to 40.95 seconds"),
-        ({"version": 4}, "pillar gdl:vrrp:version is 4: use 2 or 3"),
-        ({"check_interval": 0.5}, "pillar gdl:vrrp:check_interval is 0.5: give a whole number"),
-        ({"check_fall": "two"}, "pillar gdl:vrrp:check_fall is two: give a number"),
+        ("turbo", {}, "pillar gdl:vrrp:profile is turbo: use one of default, fast"),
+        ("default", {"advert_int": 0.5}, "VRRPv2 takes whole seconds"),
+        ("fast", {"advert_int": 0.005}, "VRRPv3 takes 0.01 to 40.95 seconds"),
+        ("default", {"version": 4}, "pillar gdl:vrrp:version is 4: use 2 or 3"),
+        (
+            "default",
+            {"check_interval": 0.5},
+            "pillar gdl:vrrp:check_interval is 0.5: give a whole number",
+        ),
+        ("default", {"check_fall": "two"}, "pillar gdl:vrrp:check_fall is two: give a number"),
     ],
 )
-def test_bad_vrrp_settings_fail_the_render_with_a_clear_message(tmp_path, vrrp, message):
-    salt = LocalSalt(tmp_path, with_gdl(vrrp={**SAMPLE["gdl"]["vrrp"], **vrrp}), SECRET)
-    done = salt.call("lb-0-blog-dev", "state.show_sls", "gdl.lb")
-    assert done.returncode != 0
-    assert message in done.stdout + done.stderr
+def test_bad_vrrp_settings_are_refused_in_one_line(profile, overrides, message):
+    """The runner checks the VRRP settings before it writes them; the role renders them as given."""
+    from gdl import spec
+    from gdl.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest) as refused:
+        spec.vrrp_settings(profile, overrides)
+    assert message in str(refused.value) and "\n" not in str(refused.value)

@@ -41,37 +41,39 @@ gdl-app-log-dir:
     - require:
       - user: gdl-app-user
 
-{#- One archive per release, built on the master (gdl.apps.build_release): the
-    app's files and a wheelhouse. Its hash, asked of the master's fileserver,
-    names the marker of a finished extraction: a release rebuilt under the same
-    version is unpacked again, cleanly (its old virtualenv goes with it). #}
-{%- set archive_hash = salt['cp.hash_file'](app['archive']) %}
-{%- if not archive_hash %}
-{{ raise('release ' ~ app['name'] ~ ' ' ~ app['version'] ~ ' is not on the master (' ~ app['archive'] ~ '): build it with gdl.apps.build_release') }}
-{%- endif %}
-{%- set archive_file = app['dir'] ~ '/archives/' ~ app['name'] ~ '-' ~ app['version'] ~ '.tar.gz' %}
+{#- One archive per release, built on the master (gdl.release_build.build_release): the
+    app's files and a wheelhouse, checked against the hash in the .sha256 file
+    beside it (the runner puts it in pillar). It is unpacked into a directory
+    of its own, so the running release is never touched. A marker named after
+    the hash says the unpacking finished: a re-run (test=True too) costs a
+    stat, and a release rebuilt under the same version is unpacked again into
+    a clean directory, its old virtualenv gone with it. #}
+{%- set extracted = app['release'] ~ '/.gdl-release-' ~ app['archive_sha256'][:16] %}
 
-gdl-app-release-archive:
-  file.managed:
-    - name: {{ archive_file }}
+gdl-app-release:
+  archive.extracted:
+    - name: {{ app['release'] }}
     - source: {{ app['archive'] }}
-    - source_hash: {{ archive_hash['hash_type'] }}={{ archive_hash['hsum'] }}
-    - user: root
-    - group: root
-    - mode: '0644'
-    - makedirs: true
+    - source_hash: sha256={{ app['archive_sha256'] }}
+    - archive_format: tar
+    - enforce_toplevel: false
+    - overwrite: true
+    - clean_parent: true
+    - trim_output: 10
+    - unless: test -e {{ extracted }}
     - require:
       - file: gdl-app-releases-dir
 
-gdl-app-release:
-  cmd.run:
-    - name: >-
-        rm -rf {{ app['release'] }} && mkdir -p {{ app['release'] }} &&
-        tar -xzf {{ archive_file }} -C {{ app['release'] }} --no-same-owner &&
-        touch {{ app['release'] }}/.gdl-release-{{ archive_hash['hsum'][:16] }}
-    - creates: {{ app['release'] }}/.gdl-release-{{ archive_hash['hsum'][:16] }}
+gdl-app-release-extracted:
+  file.managed:
+    - name: {{ extracted }}
+    - contents: ''
+    - replace: false
+    - user: root
+    - group: root
+    - mode: '0644'
     - require:
-      - file: gdl-app-release-archive
+      - archive: gdl-app-release
 
 {#- The virtualenv is complete once its marker exists: a failed install is
     retried on the next run, a finished one costs a stat. #}
@@ -86,7 +88,7 @@ gdl-app-virtualenv:
     - creates: {{ app['release'] }}/venv/.gdl-complete
     - require:
       - pkg: gdl-app-packages
-      - cmd: gdl-app-release
+      - file: gdl-app-release-extracted
 
 gdl-app-current:
   file.symlink:

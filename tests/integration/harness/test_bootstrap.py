@@ -13,8 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.support.salt_daemons import REPO_ROOT
+from tests.support.salt_daemons import REPO_ROOT, file_roots, pillar_roots
 
 BOOTSTRAP = REPO_ROOT / "bootstrap.sh"
 # What a run that got past its checks would make first.
@@ -105,3 +106,51 @@ def test_refuses_unsupported_systems(tmp_path: Path, os_release: str, fragment: 
     fake.write_text(os_release)
     result = _bootstrap("--provider", "local", env={"GDL_OS_RELEASE": str(fake)})
     _one_line_refusal(result, fragment)
+
+
+def _written_master_config(state_dir: Path) -> dict:
+    """The master.d/gdl.conf bootstrap.sh writes, for this checkout and ``state_dir``."""
+    text = BOOTSTRAP.read_text()
+    body = text.split('write_file "$GDL_CONF" 0644 <<EOF\n', 1)[1].split("\nEOF\n", 1)[0]
+    values = {
+        "$SOURCE_DIR": str(REPO_ROOT),
+        "$STATE_DIR": str(state_dir),
+        "$interface": "127.0.0.1",
+        "$provider_settings": "",
+        "$provider": "local",
+    }
+    for name, value in values.items():
+        body = body.replace(name, value)
+    return yaml.safe_load(body)
+
+
+def test_master_serves_the_states_and_releases_not_the_checkout(tmp_path: Path) -> None:
+    """The file roots bootstrap.sh writes (and the tests' master uses) hold no tests/ or bench/."""
+    import salt.config
+    import salt.fileserver
+
+    state_dir = tmp_path / "gdl"
+    written = _written_master_config(state_dir)
+    assert written["file_roots"] == file_roots(state_dir)
+    assert written["pillar_roots"] == pillar_roots(state_dir)
+
+    release = state_dir / "files" / "gdl-releases" / "blog" / "blog-1.0.0.tar.gz"
+    release.parent.mkdir(parents=True)
+    release.write_bytes(b"release")
+    opts = salt.config.master_config(None)
+    opts.update(
+        {
+            "file_roots": written["file_roots"],
+            "file_ignore_regex": written["file_ignore_regex"],
+            "fileserver_backend": ["roots"],
+            "cachedir": str(tmp_path / "cache"),
+            "__role": "master",
+        }
+    )
+    served = salt.fileserver.Fileserver(opts).file_list({"saltenv": "base"})
+    assert "gdl/app/init.sls" in served and "top.sls" in served
+    assert "orch/build.sls" in served and "_modules/gdl_lb.py" in served
+    assert "gdl-releases/blog/blog-1.0.0.tar.gz" in served
+    outside = ("tests/", "bench/", "apps/", "docs/", ".git", "README.md", "bootstrap.sh")
+    assert not [path for path in served if path.startswith(outside)], served
+    assert not [path for path in served if "__pycache__" in path], served

@@ -131,17 +131,13 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environmen
     try:
         gateway = str(network.gateway_address(ipaddress.ip_network(cidr)))
         root = tmp_path_factory.mktemp("roles", numbered=True)
-        files_dir = root / "var" / "lib" / "gdl" / "files"  # <state_dir>/files
+        # The master's file roots are bootstrap.sh's: states/ and <state_dir>/files, where
+        # the releases built on the master are served as salt://gdl-releases/...
         master = SaltMaster(
             root,
             gateway,
             gdl_settings={"provider": "local", "local": {"bridge": bridge, "cidr": cidr}},
-            extra_config={
-                # The releases built on the master are served as salt://gdl-releases/...
-                "file_roots": {"base": [str(REPO_ROOT), str(REPO_ROOT / "states"), str(files_dir)]},
-            },
         )
-        assert master.state_dir / "files" == files_dir
         master.start()
         settings = Settings(
             state_dir=master.state_dir,
@@ -181,8 +177,16 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environmen
             vrrp_secret=SECRET,
             created="",
             updated="",
+            release=release.version,
         )
-        env_pillar.write(settings.pillar_dir, record, env_network, made.values(), APP_SERVERS)
+        env_pillar.write(
+            settings.pillar_dir,
+            record,
+            env_network,
+            made.values(),
+            APP_SERVERS,
+            env_pillar.built_releases(settings, APP),
+        )
 
         target = ",".join(APP_SERVERS + LBS)
         master.salt_json("-t", "120", "-L", target, "saltutil.sync_modules", timeout=150)
@@ -345,3 +349,20 @@ def test_haproxy_socket_is_root_only(environment: Environment) -> None:
     assert mode.strip() == "600 root"
     mode = environment.run_on(LBS[0], "stat", "-c", "%a", "/etc/keepalived/keepalived.conf")
     assert mode.strip() == "600"
+
+
+def test_minions_fetch_the_states_and_releases_but_not_the_checkout(
+    environment: Environment,
+) -> None:
+    """The master serves what minions need (roles, orchestration, gdl_lb, releases), no more."""
+    minion = APP_SERVERS[0]
+    served = environment.salt(minion, "cp.list_master")[minion]
+    assert isinstance(served, list), served
+    assert "gdl/app/init.sls" in served and "top.sls" in served
+    assert "orch/build.sls" in served and "_modules/gdl_lb.py" in served
+    assert f"gdl-releases/{APP}/{APP}-1.0.0.tar.gz" in served
+    outside = ("tests/", "bench/", "apps/", "docs/", "gdl/providers/", "README.md", "setup.py")
+    assert not [path for path in served if path.startswith(outside)], served
+    for path in ("tests/conftest.py", "bench/run.py", f"apps/{APP}/app.yaml", "bootstrap.sh"):
+        fetched = environment.salt(minion, "cp.get_file_str", f"salt://{path}")[minion]
+        assert fetched is False, f"a minion fetched salt://{path}"
