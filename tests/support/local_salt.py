@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from gdl import apps, spec
+from gdl import apps, release_build, spec
 from gdl import pillar as env_pillar
 from tests.support.salt_daemons import file_roots, pillar_roots
 
@@ -27,7 +27,7 @@ def release_entry(app: str, version: str) -> dict[str, Any]:
     """A release's entry in pillar gdl:releases, as gdl.pillar.releases writes it."""
     manifest = apps.load_manifest(REPO_ROOT / "apps", app).as_dict()
     return {
-        "source": apps.release_url(app, version),
+        "source": release_build.release_url(app, version),
         "sha256": hashlib.sha256(f"{app}-{version}".encode()).hexdigest(),
         **{key: manifest[key] for key in env_pillar.MANIFEST_KEYS},
     }
