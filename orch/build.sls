@@ -43,6 +43,10 @@ gdl_app_role:
     # A re-run may meet the state run of a build that was cut short (a restarted master,
     # a killed salt-run) still going on a minion: wait for it instead of failing.
     - queue: True
+    # Salt asks a minion whether its run is still going only after this many
+    # seconds (not its default 5): on a busy machine that question can go
+    # unanswered and read as a failed run. A minion that died is found after it.
+    - timeout: 120
     - require:
       - salt: gdl_sync_modules
 
@@ -63,6 +67,7 @@ gdl_lb_role:
     - tgt_type: pcre
     - sls: gdl.lb
     - queue: True
+    - timeout: 120
     - require:
       - salt: gdl_drain_surplus
 
