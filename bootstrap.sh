@@ -306,7 +306,7 @@ install_packages() {
 source_hash() {
     local paths=() path
     # The package and the Salt module dirs (_runners, _modules, ...) it carries.
-    for path in setup.py pyproject.toml README.md gdl "$SOURCE_DIR"/_*/; do
+    for path in setup.py pyproject.toml README.md gdl gdl_harness "$SOURCE_DIR"/_*/; do
         path=${path#"$SOURCE_DIR"/}
         path=${path%/}
         [[ -e $SOURCE_DIR/$path ]] && paths+=("$path")

@@ -25,7 +25,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["gdl", "gdl.*"])
+    # gdl_harness: the throwaway Salt daemons and local clouds the tests and bench/ share.
+    packages=find_packages(include=["gdl", "gdl.*", "gdl_harness"])
     + [f"gdl._salt.{ext_type}" for ext_type in SALT_MODULE_DIRS],
     package_dir={
         "": ".",

@@ -20,10 +20,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from gdl_harness.local_cloud import running_local_cloud
 
-from tests.support.local_cloud import running_local_cloud  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = REPO_ROOT / "bench" / "results" / "build_times.json"
 APP = "blog"

@@ -17,7 +17,7 @@ breaks that load balancer, and reports:
 
 The broken LB is repaired after each fault (its daemon started again, its
 link mended; ``gdl.build`` when that is not enough).  The library part
-(``Poller``, ``measure_failover``) is used by ``bench/run.py``; run alone it
+(``vip_client``, ``measure_failover``) is used by ``bench/run.py``; run alone it
 measures both profiles and writes ``bench/results/failover.json``.  Needs root.
 
     .venv/bin/python bench/failover.py
@@ -31,17 +31,15 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from gdl.providers.local import host as local_host
+from gdl_harness.local_cloud import LocalCloud, running_local_cloud
+from gdl_harness.poller import Outcome, Poller
 
-from gdl.providers.local import host as local_host  # noqa: E402
-from tests.support.local_cloud import LocalCloud, running_local_cloud  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = REPO_ROOT / "bench" / "results" / "failover.json"
 INTERVAL = 0.05  # seconds between the client's requests
@@ -72,51 +70,9 @@ REPAIRS: dict[str, list[str] | None] = {
 READY = 3.0
 
 
-@dataclass(frozen=True)
-class Outcome:
-    started: float  # time.monotonic()
-    done: float
-    ok: bool
-    served_by: str  # the X-Load-Balancer header; '' when the request failed
-
-
-class Poller:
-    """A client asking ``url`` every INTERVAL in a thread, for the ``with`` block."""
-
-    def __init__(self, url: str, interval: float = INTERVAL) -> None:
-        self.url = url
-        self.interval = interval
-        self.outcomes: list[Outcome] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + POLL_LIMIT
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            started = time.monotonic()
-            ok, served_by = False, ""
-            try:
-                with urllib.request.urlopen(self.url, timeout=REQUEST_TIMEOUT) as response:
-                    response.read()
-                    ok = response.status == 200
-                    served_by = response.headers.get("X-Load-Balancer", "") if ok else ""
-            except Exception:
-                pass
-            self.outcomes.append(Outcome(started, time.monotonic(), ok, served_by))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> Poller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(REQUEST_TIMEOUT + 5)
-
-    def failed_since(self, since: float) -> tuple[int, int]:
-        """(failed, all) requests started at or after ``since``."""
-        after = [o for o in self.outcomes if o.started >= since]
-        return sum(1 for o in after if not o.ok), len(after)
+def vip_client(url: str) -> Poller:
+    """The benchmark's client: a request every INTERVAL, each given REQUEST_TIMEOUT."""
+    return Poller(url, interval=INTERVAL, limit=POLL_LIMIT, timeout=REQUEST_TIMEOUT)
 
 
 def longest_silence(outcomes: list[Outcome], since: float, until: float) -> float:
@@ -203,7 +159,7 @@ def measure_failover(
     vip = cloud.provider().find_env(app, env).vip
     master = settled_holder(cloud, app, env, vip)
     command = FAULTS[fault]
-    with Poller(f"http://{vip}/healthz") as poller:
+    with vip_client(f"http://{vip}/healthz") as poller:
         time.sleep(1)
         before = [o.served_by for o in poller.outcomes if o.ok]
         if not before or set(before) != {master}:

@@ -23,13 +23,12 @@ import time
 import uuid
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from gdl.config import Settings
+from gdl.providers.base import ServerRequest
+from gdl.providers.local import LocalProvider, network
+from gdl_harness.salt_daemons import SaltMaster
 
-from gdl.config import Settings  # noqa: E402
-from gdl.providers.base import ServerRequest  # noqa: E402
-from gdl.providers.local import LocalProvider, network  # noqa: E402
-from tests.support.salt_daemons import SaltMaster  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 COUNTS = (2, 8)
 ROUNDS = 3  # the machine is shared: report the median of a few rounds

@@ -15,7 +15,7 @@ Makes one throwaway local cloud (its own bridge and salt-master), and on it:
 
 Writes ``bench/results.json``, the table ``bench/results.md`` and the plot
 ``bench/failover.png``.  Everything it makes is removed at the end, also on
-failure or Ctrl-C: hosts, master, bridge (tests/support/local_cloud.py); wrk
+failure or Ctrl-C: hosts, master, bridge (gdl_harness/local_cloud.py); wrk
 runs under a timeout.  Needs root; about 15 minutes on 2 cores.
 
     .venv/bin/python bench/run.py
@@ -37,16 +37,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import build_times
+import failover
+
+from gdl_harness.local_cloud import LocalCloud, running_local_cloud
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(BENCH_DIR))
-
-import build_times  # noqa: E402
-import failover  # noqa: E402
-from failover import Poller  # noqa: E402
-
-from tests.support.local_cloud import LocalCloud, running_local_cloud  # noqa: E402
 
 RESULTS_JSON = BENCH_DIR / "results.json"
 RESULTS_MD = BENCH_DIR / "results.md"
@@ -140,7 +137,7 @@ def throughput(cloud: LocalCloud) -> dict[str, object]:
 def while_polling(cloud: LocalCloud, action: Callable[[], object]) -> dict[str, object]:
     """Failed requests to the VIP from just before ``action`` until just after it."""
     vip = cloud.provider().find_env(APP, ENV).vip
-    with Poller(f"http://{vip}/healthz") as poller:
+    with failover.vip_client(f"http://{vip}/healthz") as poller:
         time.sleep(SETTLE)
         started = time.monotonic()
         detail = action()

@@ -23,8 +23,8 @@ if str(REPO_ROOT) not in sys.path:
     # So tests import the shared support code as ``tests.support``.
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support import salt_daemons  # noqa: E402
-from tests.support.salt_daemons import SaltMaster, SaltMinion  # noqa: E402
+from gdl_harness import salt_daemons  # noqa: E402
+from gdl_harness.salt_daemons import SaltMaster, SaltMinion  # noqa: E402
 
 MINION_ID = "app-1-harness-test"
 

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from gdl_harness.local_cloud import LocalCloud, running_local_cloud
 from tests.support.leftovers import HostTrace, assert_nothing_left
-from tests.support.local_cloud import LocalCloud, running_local_cloud
 
 if os.geteuid() != 0:
     pytest.skip("local hosts need root", allow_module_level=True)

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from gdl.providers.local import host
+from gdl_harness.poller import Poller
 from tests.support.leftovers import HostTrace
-from tests.support.runs import Poller, refusal, run
+from tests.support.runs import refusal, run
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +38,9 @@ class VersionPoller(Poller):
         super().__init__(url, limit=900, timeout=3)
         self.versions: set[str] = set()
 
-    def answered(self, response: Any) -> None:
+    def answered(self, response: Any) -> bool:
         self.versions.add(json.loads(response.read())["version"])
-        self.ok += 1
+        return True
 
 
 def versions(url: str, count: int) -> dict[str, str]:

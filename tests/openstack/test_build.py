@@ -29,8 +29,8 @@ import yaml
 
 from gdl import naming
 from gdl.providers.openstack import group_name, vip_port_name
+from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster, salt_script
 from tests.support.runs import run, served_by
-from tests.support.salt_daemons import REPO_ROOT, SaltMaster, salt_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 

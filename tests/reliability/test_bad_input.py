@@ -30,8 +30,8 @@ from gdl.config import Settings
 from gdl.errors import InvalidRequest
 from gdl.providers.local import LocalProvider
 from gdl.providers.local import network as local_network
+from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster
 from tests.support.local_salt import SALT_CALL, SAMPLE_PILLAR, LocalSalt
-from tests.support.salt_daemons import REPO_ROOT, SaltMaster
 
 # Lines Salt 3008 itself writes to stderr at the end of every salt-run,
 # whatever the runner did; they are not gdl's output.

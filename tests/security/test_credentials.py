@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.salt_daemons import SaltMaster, free_port
+from gdl_harness.salt_daemons import SaltMaster, free_port
 
 pytestmark = pytest.mark.integration
 

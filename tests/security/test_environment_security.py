@@ -30,9 +30,9 @@ import yaml
 from gdl import envstore, keys
 from gdl import pillar as env_pillar
 from gdl.providers.local import LocalProvider
-from tests.support import salt_daemons
-from tests.support.local_cloud import LocalCloud, running_local_cloud
-from tests.support.salt_daemons import SaltMaster, SaltMinion, salt_script
+from gdl_harness import salt_daemons
+from gdl_harness.local_cloud import LocalCloud, running_local_cloud
+from gdl_harness.salt_daemons import SaltMaster, SaltMinion, salt_script
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from gdl import envstore, naming, pillar
 from gdl.providers.local import LocalProvider, host
 from gdl.providers.local.network import link_exists
-from tests.support.local_cloud import LocalCloud
+from gdl_harness.local_cloud import LocalCloud
 
 # Server indices looked for by name when no record is left to say which existed.
 MAX_INDEX = 16

@@ -17,7 +17,7 @@ import yaml
 
 from gdl import apps, release_build, spec
 from gdl import pillar as env_pillar
-from tests.support.salt_daemons import file_roots, pillar_roots
+from gdl_harness.salt_daemons import file_roots, pillar_roots
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SALT_CALL = Path(sys.executable).parent / "salt-call"
@@ -76,7 +76,7 @@ class LocalSalt:
             "sock_dir": str(root / "run"),
             "pidfile": str(root / "run" / "minion.pid"),
             "log_file": str(root / "minion.log"),
-            # The master's roots (tests/support/salt_daemons.py), <root> as its state dir.
+            # The master's roots (gdl_harness/salt_daemons.py), <root> as its state dir.
             "file_roots": file_roots(root),
             "pillar_roots": pillar_roots(root),
         }

@@ -1,4 +1,4 @@
-"""Running gdl through salt-run against a test master, and a client of what it built.
+"""Running gdl through salt-run against a test master.
 
 Shared by the integration, fault and OpenStack tests.
 """
@@ -8,14 +8,12 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from tests.support.salt_daemons import SaltMaster, salt_script
+from gdl_harness.salt_daemons import SaltMaster, salt_script
 
 
 def documents(text: str) -> list[object]:
@@ -108,7 +106,7 @@ def restart_master_daemon(master: SaltMaster, grace: float = 20) -> None:
     import os
     import signal
 
-    from tests.support import salt_daemons
+    from gdl_harness import salt_daemons
 
     process = master.process
     assert process is not None and process.poll() is None
@@ -130,44 +128,3 @@ def restart_master_daemon(master: SaltMaster, grace: float = 20) -> None:
         "the master's ports to close",
     )
     master.start()
-
-
-class Poller:
-    """A client asking the URL every 50 ms, counting what failed (bounded in time)."""
-
-    def __init__(
-        self, url: str, interval: float = 0.05, limit: float = 600, timeout: float = 2
-    ) -> None:
-        self.url = url
-        self.interval = interval
-        self.limit = limit
-        self.timeout = timeout
-        self.ok = 0
-        self.failed: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def answered(self, response: Any) -> None:
-        """Count one answer; a subclass may read more of it."""
-        if response.status == 200:
-            self.ok += 1
-        else:
-            self.failed.append(f"status {response.status}")
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.limit
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
-                    self.answered(response)
-            except Exception as error:
-                self.failed.append(repr(error))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> Poller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.salt_daemons import REPO_ROOT, file_roots, pillar_roots
+from gdl_harness.salt_daemons import REPO_ROOT, file_roots, pillar_roots
 
 BOOTSTRAP = REPO_ROOT / "bootstrap.sh"
 # What a run that got past its checks would make first.

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import salt_daemons
-from tests.support.salt_daemons import SaltMaster, SaltMinion, port_open
+from gdl_harness import salt_daemons
+from gdl_harness.salt_daemons import SaltMaster, SaltMinion, port_open
 
 
 def _pids_naming(config_dir: Path) -> set[int]:
@@ -122,9 +122,7 @@ def test_daemons_left_running_are_stopped_at_exit(
     # safety net must take the master down with it.
     root = tmp_path_factory.mktemp("master")
     script = (
-        "import sys\n"
-        f"sys.path.insert(0, {str(salt_daemons.REPO_ROOT)!r})\n"
-        "from tests.support.salt_daemons import SaltMaster\n"
+        "from gdl_harness.salt_daemons import SaltMaster\n"
         f"master = SaltMaster({str(root)!r})\n"
         "master.start()\n"
         "print(master.pid)\n"

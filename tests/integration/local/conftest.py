@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gdl.providers.local import LocalProvider, network
-from tests.support.local_cloud import LocalCloud, make_bridge, remove_cloud, running_local_cloud
+from gdl_harness.local_cloud import LocalCloud, make_bridge, remove_cloud, running_local_cloud
 
 if os.geteuid() != 0:
     pytest.skip("local hosts need root", allow_module_level=True)

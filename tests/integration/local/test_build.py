@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from gdl.providers.local import LocalProvider
-from tests.support.runs import Poller, served_by
+from gdl_harness.poller import Poller
 from tests.support.runs import run as run_json
+from tests.support.runs import served_by
 
 pytestmark = pytest.mark.integration
 

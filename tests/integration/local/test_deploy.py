@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from gdl import envstore
-from tests.support.local_cloud import LocalCloud, running_local_cloud
-from tests.support.runs import Poller
+from gdl_harness.local_cloud import LocalCloud, running_local_cloud
+from gdl_harness.poller import Poller
+from gdl_harness.salt_daemons import REPO_ROOT
 from tests.support.runs import run as run_json
-from tests.support.salt_daemons import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

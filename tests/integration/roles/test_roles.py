@@ -29,8 +29,8 @@ from gdl.config import Settings
 from gdl.envstore import EnvRecord
 from gdl.providers.base import EnvNetwork, Server, ServerRequest
 from gdl.providers.local import LocalProvider, network
-from tests.support.local_cloud import make_bridge
-from tests.support.salt_daemons import REPO_ROOT, SaltMaster
+from gdl_harness.local_cloud import make_bridge
+from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster
 
 pytestmark = pytest.mark.integration
 

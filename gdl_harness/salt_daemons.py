@@ -1,4 +1,4 @@
-"""Real salt-master and salt-minion daemons for tests, each in its own temporary root.
+"""Real salt-master and salt-minion daemons, each in its own temporary root.
 
 Every daemon's configuration, keys, cache, sockets and logs live under the root it
 is given; it listens only on the interface it is given (127.0.0.1 by default) and
@@ -6,8 +6,8 @@ on free ports, so several test runs share one machine without meeting.  Daemons
 run in the foreground as children of the test process, each in its own session,
 so they can be stopped by PID and reaped; anything a daemon forked that is still
 alive at stop (its process group, or any process naming its config dir) is
-killed too.  ``stop_all()`` stops whatever is still running: conftest calls it at
-the end of the session and it is also registered with ``atexit``.
+killed too.  ``stop_all()`` stops whatever is still running: the tests' conftest
+calls it at the end of the session and it is also registered with ``atexit``.
 
 Usage::
 
@@ -37,8 +37,10 @@ from typing import Any
 import yaml
 
 from gdl import keys
+from gdl.config import Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The source tree gdl runs from (states/, pillar/, apps/, cloud configs): the masters serve it.
+REPO_ROOT = Settings().source_dir
 
 # The Salt scripts installed beside the interpreter running the tests (any venv).
 SALT_BIN_DIR = Path(sys.executable).parent

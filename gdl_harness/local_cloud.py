@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gdl.config import Settings
 from gdl.providers.local import LocalProvider, network
-from tests.support.salt_daemons import REPO_ROOT, SaltMaster
+from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster
 
 
 @dataclass
