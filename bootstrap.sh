@@ -25,7 +25,8 @@ BIN_DIR=/usr/local/bin
 UNIT_NAME=gdl-salt-master.service
 UNIT_FILE=/etc/systemd/system/$UNIT_NAME
 PID_FILE=/var/run/salt-master.pid
-SALT_COMMANDS=(salt salt-run salt-key salt-cloud salt-call salt-master)
+# Linked into BIN_DIR: Salt's commands and gdl's own (the console script of setup.py).
+LINKED_COMMANDS=(salt salt-run salt-key salt-cloud salt-call salt-master gdl)
 SALT_PORTS=(4505 4506)
 OS_RELEASE=${GDL_OS_RELEASE:-/etc/os-release}   # overridable so tests can fake another OS
 APT=(apt-get -o DPkg::Lock::Timeout=600 -y -q)
@@ -594,7 +595,7 @@ uninstall() {
         changed "removed $UNIT_FILE"
     fi
     local name link
-    for name in "${SALT_COMMANDS[@]}"; do
+    for name in "${LINKED_COMMANDS[@]}"; do
         link=$BIN_DIR/$name
         if [[ -L $link && $(readlink "$link") == "$VENV"/* ]]; then
             rm -f "$link"
@@ -680,7 +681,7 @@ if [[ ! -e $SALT_ETC ]]; then
 fi
 install_packages
 install_venv
-for name in "${SALT_COMMANDS[@]}"; do
+for name in "${LINKED_COMMANDS[@]}"; do
     ensure_symlink "$VENV/bin/$name" "$BIN_DIR/$name"
 done
 prepare_network

@@ -45,6 +45,8 @@ setup(
     },
     entry_points={
         "salt.loader": ["gdl = gdl.saltext:loader_dirs"],
+        # The gdl command: gdl build|destroy|status|list (gdl/cli.py).
+        "console_scripts": ["gdl = gdl.cli:main"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

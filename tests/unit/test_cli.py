@@ -1,0 +1,158 @@
+"""The ``gdl`` command line: its arguments, the runner calls they make, refusals (no daemons)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gdl import cli
+
+
+def call(*argv: str) -> tuple[str, list[str]]:
+    return cli.runner_call(cli.parser().parse_args(argv))
+
+
+def test_build_takes_app_env_servers_size_in_order():
+    assert call("build", "blog", "dev", "2", "m1.small") == (
+        "gdl.build",
+        ["app=blog", "env=dev", "servers=2", "size=m1.small"],
+    )
+
+
+def test_build_options_become_runner_arguments():
+    assert call(
+        "build", "blog", "dev", "3", "m1.tiny", "--provider", "local", "--vrrp", "fast", "--test"
+    ) == (
+        "gdl.build",
+        [
+            "app=blog",
+            "env=dev",
+            "provider=local",
+            "test=True",
+            "servers=3",
+            "size=m1.tiny",
+            "vrrp=fast",
+        ],
+    )
+
+
+def test_build_destroy_and_destroy_call_the_destroy_runner():
+    assert call("build", "blog", "dev", "2", "m1.small", "--destroy") == (
+        "gdl.destroy",
+        ["app=blog", "env=dev"],
+    )
+    assert call("destroy", "blog", "dev") == ("gdl.destroy", ["app=blog", "env=dev"])
+    assert call("destroy", "blog", "dev", "--test") == (
+        "gdl.destroy",
+        ["app=blog", "env=dev", "test=True"],
+    )
+
+
+def test_status_and_list():
+    assert call("status", "blog", "dev") == ("gdl.status", ["app=blog", "env=dev"])
+    assert call("list") == ("gdl.list", [])
+
+
+def test_values_reach_the_runner_as_typed():
+    # The runner checks them and refuses in its own one line, as for salt-run.
+    assert call("build", "blog", "dev", "zero", "huge")[1][2:] == ["servers=zero", "size=huge"]
+
+
+def test_config_dir_before_or_after_the_command():
+    parse = cli.parser().parse_args
+    assert parse(["status", "a", "b"]).config_dir == "/etc/salt"
+    assert parse(["-c", "/srv/salt", "status", "a", "b"]).config_dir == "/srv/salt"
+    assert parse(["status", "a", "b", "--config-dir", "/x"]).config_dir == "/x"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["build", "blog", "dev", "2"],
+        ["status", "blog"],
+        ["frobnicate"],
+        ["build", "blog", "dev", "2", "m1.small", "--destroy", "--vrrp", "fast"],
+    ],
+)
+def test_incomplete_commands_print_usage_and_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert "usage: gdl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["build", "--help"], ["status", "-h"], ["list", "-h"]]
+)
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 0
+    assert "usage: gdl" in capsys.readouterr().out
+
+
+class FakeClient:
+    def __init__(self, done: dict[str, Any]) -> None:
+        self.done = done
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def __enter__(self) -> FakeClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def cmd(
+        self, function: str, call: list[str], pub_data: dict[str, str], full_return: bool
+    ) -> dict[str, Any]:
+        assert full_return
+        assert pub_data["user"]
+        self.calls.append((function, call))
+        return self.done
+
+
+def test_a_refusal_prints_the_runners_line_and_exits_1(monkeypatch, capsys):
+    line = "servers must be a whole number from 1 to 50, not 0: give servers=1 to servers=50"
+    client = FakeClient({"success": False, "return": line, "retcode": 1})
+    monkeypatch.setattr(cli, "_runner_client", lambda config_dir: client)
+    assert cli.main(["build", "blog", "dev", "0", "m1.small"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == line + "\n"
+    assert client.calls == [("gdl.build", ["app=blog", "env=dev", "servers=0", "size=m1.small"])]
+
+
+def test_a_build_prints_the_url_first(monkeypatch, capsys):
+    result = {
+        "result": True,
+        "environment": "blog-dev",
+        "url": "http://10.9.0.10/",
+        "servers": [{"name": "app-0-blog-dev", "state": "running"}],
+    }
+    monkeypatch.setattr(
+        cli, "_runner_client", lambda config_dir: FakeClient({"success": True, "return": result})
+    )
+    assert cli.main(["-c", "/srv/salt", "build", "blog", "dev", "1", "m1.small"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "http://10.9.0.10/"
+    assert "environment: blog-dev" in lines
+    assert "url" not in "\n".join(lines[1:])
+
+
+def test_a_plan_prints_its_lines():
+    result = {"result": True, "test": True, "environment": "blog-dev", "plan": ["create a"]}
+    assert cli.summary(result)[0] == "create a"
+
+
+def test_list_prints_a_line_per_environment():
+    assert cli.summary([]) == ["no environments"]
+    found = [
+        {"app": "blog", "env": "dev", "provider": "local", "app_servers": 2, "lbs": 2},
+        {"app": "x", "env": "qa", "provider": "local", "app_servers": 0, "lbs": 0, "requested": 1},
+    ]
+    assert cli.summary(found) == [
+        "blog-dev  local  2 app servers, 2 load balancers",
+        "x-qa  local  0 app servers, 0 load balancers (1 requested)",
+    ]
