@@ -7,9 +7,10 @@ overlay of the machine's filesystem), plugged into Neutron the way libvirt
 plugs a guest on a Linux bridge cloud:
 
 - per port, a veth pair: ``tap`` + the port id's first 11 characters in the
-  rig's cloud namespace, where Neutron's Linux bridge agent bridges it and
-  applies its security groups and anti-spoofing rules, and the instance's
-  ``eth0`` with the port's MAC and the network's MTU;
+  rig's cloud namespace, on the network's bridge there (made if missing, as
+  os-vif does), where Neutron's Linux bridge agent applies the port's
+  security groups and anti-spoofing rules; and the instance's ``eth0`` with
+  the port's MAC and the network's MTU;
 - the instance starts once Neutron says the port is wired
   (``network-vif-plugged``), then takes its address by DHCP from Neutron's
   dnsmasq, and Debian's real cloud-init reads its user data and metadata from
@@ -85,14 +86,21 @@ def _ip(*args: str) -> None:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
 
 
-def plug(netns: str, tap: str, mac: str, mtu: int) -> None:
+def plug(netns: str, tap: str, mac: str, mtu: int, bridge: str) -> None:
     """The instance's network namespace and its port's veth pair: ``tap`` in the cloud.
 
     The namespace is made from the machine (``ip -n`` runs in a mount namespace of its
-    own, where a new namespace's mount would stay); the pair from inside the cloud.
+    own, where a new namespace's mount would stay); the pair from inside the cloud, its
+    tap on the network's bridge, as libvirt puts a guest's tap on the bridge os-vif made.
     """
     _ip("netns", "add", netns)
     cloud = cloud_netns()
+    found = subprocess.run(
+        ["ip", "-n", cloud, "link", "show", bridge], capture_output=True, check=False
+    )
+    if found.returncode != 0:
+        _ip("-n", cloud, "link", "add", bridge, "type", "bridge", "forward_delay", "0")
+        _ip("-n", cloud, "link", "set", bridge, "up")
     _ip(
         "-n",
         cloud,
@@ -113,7 +121,7 @@ def plug(netns: str, tap: str, mac: str, mtu: int) -> None:
         "netns",
         netns,
     )
-    _ip("-n", cloud, "link", "set", tap, "up")
+    _ip("-n", cloud, "link", "set", tap, "master", bridge, "up")
 
 
 def unplug(netns: str, tap: str | None) -> None:
@@ -163,6 +171,7 @@ class InstanceHost:
             "mac": vif["mac"],
             "tap": vif["tap"],
             "mtu": vif["mtu"],
+            "bridge": vif["bridge"],
             "memory_mb": memory_mb,
             "vcpus": vcpus,
             "disk_gb": disk_gb,
@@ -186,7 +195,7 @@ class InstanceHost:
             raise RuntimeError(f"no host record for instance {self.uuid}")
         names = self.names(record)
         unplug(names.netns, record["tap"])
-        plug(names.netns, record["tap"], record["mac"], record["mtu"])
+        plug(names.netns, record["tap"], record["mac"], record["mtu"], record["bridge"])
 
     def _config_drive_files(self) -> dict[str, dict]:
         drive = self.dir / "config_drive"
@@ -306,9 +315,10 @@ if __name__.startswith("nova."):
     CONF = cfg.CONF
 
     def _vif(vif) -> dict:
-        """What a host needs from a Neutron VIF: its tap's name, MAC and MTU."""
+        """What a host needs from a Neutron VIF: its tap's name and bridge, MAC and MTU."""
         return {
             "tap": vif["devname"],  # "tap" + the port id's first 11 characters
+            "bridge": vif["network"]["bridge"],  # "brq" + the network id's first 11
             "mac": vif["address"],
             "mtu": vif["network"]["meta"].get("mtu") or 1500,
         }
