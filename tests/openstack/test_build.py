@@ -395,9 +395,8 @@ def test_a_load_balancer_without_the_vip_in_its_pairs_cannot_serve_it(built, rig
     (port,) = demo.network.ports(tags=f"{MARK_SERVER}={holder}")
     (pair,) = port.allowed_address_pairs
     # As an operator would take it away.
-    cli_change(
-        rig, "port", "unset", "--allowed-address", f"ip-address={pair['ip_address']}", port.id
-    )
+    taken = f"ip-address={pair['ip_address']},mac-address={pair['mac_address']}"
+    cli_change(rig, "port", "unset", "--allowed-address", taken, port.id)
     try:
         assert until(lambda: answers(url) is None, 60) is not None, f"{holder} still serves"
         # Still the VRRP master (keepalived cannot know), and yet nothing is served.
