@@ -53,6 +53,13 @@ CLOUD_CFG = """\
 # The rig's image: a config drive when there is one, else the metadata service. eth0 takes
 # its address by DHCP at boot, as the image's own network configuration says.
 datasource_list: [ConfigDrive, OpenStack, None]
+# A busy cloud's metadata service can take longer than cloud-init's single 10 s try to
+# answer its first request: keep asking for up to 3 minutes, as slow clouds' images do.
+datasource:
+  OpenStack:
+    max_wait: 180
+    timeout: 30
+    retries: 5
 network: {config: disabled}
 # A small image: no locales to generate, no SSH server to key.
 locale: C.UTF-8
