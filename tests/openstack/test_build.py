@@ -403,7 +403,8 @@ def test_a_load_balancer_without_the_vip_in_its_pairs_cannot_serve_it(built, rig
         assert vip_holder(rig, demo, ENV)[0] == holder
         assert answers(url, timeout=3) is None
     finally:
-        demo.network.update_port(port, allowed_address_pairs=[pair])
+        # By id: the port object still lists the pair, so the SDK would send no change.
+        demo.network.update_port(port.id, allowed_address_pairs=[pair])
     assert until(lambda: answers(url) is not None, 60) is not None, "the VIP did not come back"
 
 
@@ -416,7 +417,7 @@ def test_a_disassociated_floating_ip_stops_answering(built, rig, demo):
     try:
         assert until(lambda: answers(url) is None, 60) is not None, "it still answers"
     finally:
-        demo.network.update_ip(fip, port_id=vip_port.id)
+        demo.network.update_ip(fip.id, port_id=vip_port.id)  # by id, as above
     assert until(lambda: answers(url) is not None, 60) is not None, "it did not answer again"
 
 
