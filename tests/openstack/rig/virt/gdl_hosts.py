@@ -418,7 +418,7 @@ if __name__.startswith("nova."):
                     flavor.vcpus,
                     flavor.root_gb,
                     self.salt_venv,
-                    _config_drive(context, instance, injected_files, admin_password, vifs),
+                    _config_drive(context, instance, injected_files, admin_password, network_info),
                 )
                 try:
                     with self.virtapi.wait_for_instance_event(
