@@ -227,12 +227,12 @@ def check_vip(ctx: Context, app: str, env: str, timeout: float = VIP_TIMEOUT) ->
     if network is None:
         raise NotFound(f"{naming.env_id(app, env)} has no VIP", "run the build again")
     manifest = apps.load_manifest(ctx.settings.apps_dir, app)
-    url = f"http://{network.vip}{manifest.health}"
+    url = f"http://{network.public_address}{manifest.health}"
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         try:
-            # The URL is built above: always http:// to the VIP, never a file: or other scheme.
+            # The URL is built above: always http://, never a file: or other scheme.
             with urllib.request.urlopen(url, timeout=3) as response:  # nosec B310
                 body = json.loads(response.read().decode() or "{}")
                 return {"url": url, "status": response.status, "served_by": body.get("host")}

@@ -32,6 +32,8 @@ IMAGE = "gdl-rig-image"
 NETWORK = "private"
 EXTERNAL_NETWORK = "public"
 KEY_NAME = "gdl-test"
+# The rig's cloud: the network namespace holding its bridges, taps and agents.
+CLOUD_NETNS = "gdl-rig-cloud"
 # A made-up master for the provider tests: their servers boot, and their minions knock
 # at an address where nobody answers (tests/openstack/test_build.py runs a real one).
 MASTER_ADDRESS = "10.231.0.250"
@@ -72,7 +74,7 @@ def rig() -> Iterator[dict[str, Any]]:
         started_here = True
     state = Path(os.environ.get("GDL_RIG_STATE", "/var/lib/gdl-rig"))
     try:
-        yield {"state": state, "clouds_file": state / "clouds.yaml"}
+        yield {"state": state, "clouds_file": state / "clouds.yaml", "cloud_netns": CLOUD_NETNS}
     finally:
         if started_here:
             _must(_rig("down", timeout=300), "tests/openstack/rig/rig down")

@@ -1,10 +1,12 @@
 """The whole product on OpenStack: gdl.build and gdl.destroy through the runner, on the rig.
 
-The rig's instances boot as local hosts (``rig/virt/gdl_hosts.py``): cloud-init runs the
-user data gdl wrote, the minions join a real master with their preseeded keys, the states
-run, and keepalived moves the VIP's address between the load balancers. The master is
-bound to the private network's gateway address, which the rig puts on the bridge that
-stands for that network. The floating IP is checked at the API: the rig has no L3 agent.
+The rig is a cloud network (Neutron's Linux bridge, DHCP, L3 and metadata agents): its
+instances boot as local hosts plugged in by tap devices, take their addresses by DHCP,
+and cloud-init reads gdl's user data from the metadata service; the minions join a real
+master with their preseeded keys, the states run, and keepalived moves the VIP between
+the load balancers, as port security allows. The master is outside the cloud, on the
+external network's gateway address: it reaches the environment only through floating
+IPs, and the minions reach it through their router's SNAT.
 
 The tests run in order and share one master: the story of an operator on a cloud.
 """
@@ -12,12 +14,14 @@ The tests run in order and share one master: the story of an operator on a cloud
 from __future__ import annotations
 
 import base64
+import ipaddress
 import itertools
 import json
 import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +32,7 @@ import pytest
 import yaml
 
 from gdl import naming
-from gdl.providers.openstack import group_name, vip_port_name
+from gdl.providers.openstack import MARK_SERVER, group_name, vip_port_name
 from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster, salt_script
 from tests.support.runs import run, served_by
 
@@ -38,6 +42,7 @@ APP = "blog"
 ENV = "dev"
 SECOND_ENV = "qa"
 BUILD_TIMEOUT = 1200
+DEMO_CLOUD = "gdl-rig-demo"
 
 
 def cli(rig: dict[str, Any], cloud: str, *args: str) -> Any:
@@ -52,6 +57,19 @@ def cli(rig: dict[str, Any], cloud: str, *args: str) -> Any:
     )
     assert result.returncode == 0, f"openstack {' '.join(args)}: {result.stderr}"
     return json.loads(result.stdout)
+
+
+def cli_change(rig: dict[str, Any], *args: str) -> None:
+    """An ``openstack`` command that changes the demo project and prints nothing."""
+    result = subprocess.run(
+        ["openstack", "--os-cloud", DEMO_CLOUD, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OS_CLIENT_CONFIG_FILE": str(rig["clouds_file"])},
+        check=False,
+    )
+    assert result.returncode == 0, f"openstack {' '.join(args)}: {result.stderr}"
 
 
 def host_pid(rig: dict[str, Any], server_id: str) -> int:
@@ -73,6 +91,65 @@ def in_host(pid: int, *command: str) -> subprocess.CompletedProcess[str]:
 def holds(pid: int, address: str) -> bool:
     shown = in_host(pid, "ip", "-4", "-o", "addr", "show", "dev", "eth0").stdout
     return f" {address}/" in shown
+
+
+def floating_ip(demo, env: str) -> str:
+    """The environment's floating IP: the address on the VIP port, seen from outside."""
+    vip_port = demo.network.find_port(vip_port_name(APP, env))
+    (fip,) = demo.network.ips(port_id=vip_port.id)
+    return fip.floating_ip_address
+
+
+def answers(url: str, timeout: float = 1) -> str | None:
+    """Who served one request to ``url`` (its X-Served-By), None when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.headers["X-Served-By"]
+    except OSError:
+        return None
+
+
+def until(check, seconds: float) -> float | None:
+    """Seconds until ``check()`` is true (polled every 0.1 s), None if not within ``seconds``."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.1)
+    return None
+
+
+def cloud_taps(rig: dict[str, Any]) -> set[str]:
+    """The tap devices in the rig's cloud namespace."""
+    shown = subprocess.run(
+        ["ip", "-n", rig["cloud_netns"], "-o", "link", "show"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    names = {line.split(": ")[1].split("@")[0] for line in shown.splitlines()}
+    return {name for name in names if name.startswith("tap")}
+
+
+def taps_of(demo, app: str, env: str) -> set[str]:
+    """The tap devices of the environment's servers' ports (the VIP port has none)."""
+    marks = naming.ownership(app, env, "app")
+    tag = f"gdl_app={marks['gdl_app']},gdl_env={marks['gdl_env']}"
+    return {f"tap{p.id[:11]}" for p in demo.network.ports(tags=tag) if p.device_id}
+
+
+def lb_hosts(rig: dict[str, Any], demo, env: str) -> dict[str, int]:
+    """The environment's load balancers: name -> PID 1 of its host."""
+    servers = env_servers(demo, APP, env)
+    return {s.name: host_pid(rig, s.id) for s in servers if s.name.startswith("lb-")}
+
+
+def vip_holder(rig: dict[str, Any], demo, env: str) -> tuple[str, int]:
+    vip = demo.network.find_port(vip_port_name(APP, env)).fixed_ips[0]["ip_address"]
+    holders = [(name, pid) for name, pid in lb_hosts(rig, demo, env).items() if holds(pid, vip)]
+    assert len(holders) == 1, holders
+    return holders[0]
 
 
 def env_servers(demo, app: str, env: str) -> list:
@@ -112,10 +189,13 @@ def build(master: SaltMaster, env: str, servers: int) -> tuple[int, Any, str]:
 
 
 @pytest.fixture(scope="module")
-def os_master(tmp_path_factory, rig, demo, openstack_section) -> Iterator[SaltMaster]:
-    """A master on the private network's gateway address, with gdl's OpenStack settings."""
-    subnet = demo.network.find_subnet("private-subnet")
-    gateway = subnet.gateway_ip
+def os_master(tmp_path_factory, rig, admin, openstack_section) -> Iterator[SaltMaster]:
+    """A master outside the cloud, with gdl's OpenStack settings.
+
+    It is bound to the external network's gateway address, which the rig puts on the
+    machine: the environment's servers reach it through their router's SNAT.
+    """
+    gateway = admin.network.find_subnet("public-subnet").gateway_ip
     master = SaltMaster(tmp_path_factory.mktemp("osmaster", numbered=True), gateway)
     master.gdl_settings = {
         "provider": "openstack",
@@ -167,15 +247,16 @@ def test_a_request_the_cloud_cannot_carry_is_one_line_and_makes_nothing(os_maste
     assert not list((os_master.pki_dir / "minions").glob("*"))
 
 
-def test_build_serves_the_blog_at_the_vip_from_both_app_servers(built, demo):
-    vip = demo.network.find_port(vip_port_name(APP, ENV)).fixed_ips[0]["ip_address"]
-    hosts = served_by(f"http://{vip}/", 20)
+def test_build_serves_the_blog_at_its_floating_ip_from_both_app_servers(built, demo):
+    url = f"http://{floating_ip(demo, ENV)}/"
+    assert built["result"]["url"] == url
+    hosts = served_by(url, 20)
     assert Counter(hosts) == {f"app-0-{APP}-{ENV}": 10, f"app-1-{APP}-{ENV}": 10}
     assert all(a != b for a, b in itertools.pairwise(hosts)), hosts
 
 
 def test_the_cloud_shows_the_environment(built, rig, os_master, demo):
-    cloud = "gdl-rig-demo"
+    cloud = DEMO_CLOUD
     names = [naming.server_name(role, i, APP, ENV) for role in ("app", "lb") for i in (0, 1)]
     lb_names = [n for n in names if n.startswith("lb-")]
     # What an operator would type; at once, since each command starts a whole client.
@@ -240,22 +321,127 @@ def test_user_data_carries_the_minion_identity(built, rig, os_master, admin):
         assert "PRIVATE KEY" in files["/etc/salt/pki/minion/minion.pem"]
 
 
+def test_a_port_with_no_rule_for_it_refuses(built, rig, demo):
+    holder, pid = vip_holder(rig, demo, ENV)
+    fip = floating_ip(demo, ENV)
+    # Something listens on the load balancer at a port its security group has no rule for
+    # (in the host's network namespace only: nsenter then runs it as its own process).
+    listener = subprocess.Popen(
+        ["nsenter", "-t", str(pid), "-n", "--", "python3", "-m", "http.server", "8089"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        inside = until(
+            lambda: (
+                in_host(pid, "curl", "-s", "-o", "/dev/null", "http://127.0.0.1:8089/").returncode
+                == 0
+            ),
+            15,
+        )
+        assert inside is not None, f"nothing listens on {holder}:8089"
+        assert answers(f"http://{fip}/", timeout=5)  # the port with a rule does answer
+        assert answers(f"http://{fip}:8089/", timeout=3) is None
+    finally:
+        listener.kill()
+        listener.wait(10)
+
+
+def test_an_address_that_is_not_its_own_is_not_heard(built, rig, demo):
+    (server,) = [s for s in env_servers(demo, APP, ENV) if s.name == f"app-0-{APP}-{ENV}"]
+    pid = host_pid(rig, server.id)
+    vip = demo.network.find_port(vip_port_name(APP, ENV)).fixed_ips[0]["ip_address"]
+    subnet = demo.network.find_subnet("private-subnet")
+    taken = {ip["ip_address"] for p in demo.network.ports() for ip in p.fixed_ips}
+    spoofed = next(
+        str(a)
+        for a in reversed(list(ipaddress.ip_network(subnet.cidr).hosts()))
+        if str(a) not in taken
+    )
+
+    def get_vip(source: str) -> bool:
+        fetched = in_host(
+            pid,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "3",
+            "--interface",
+            source,
+            f"http://{vip}/",
+        )
+        return fetched.returncode == 0
+
+    own = server_address(demo, server.id)
+    assert get_vip(own)  # the load balancers hear the app server at its own address
+    added = in_host(pid, "ip", "addr", "add", f"{spoofed}/32", "dev", "eth0")
+    assert added.returncode == 0, added.stderr
+    try:
+        assert not get_vip(spoofed), f"{server.name} was heard at {spoofed}, not its address"
+    finally:
+        in_host(pid, "ip", "addr", "del", f"{spoofed}/32", "dev", "eth0")
+
+
+def server_address(demo, server_id: str) -> str:
+    (port,) = demo.network.ports(device_id=server_id)
+    return port.fixed_ips[0]["ip_address"]
+
+
+def test_a_load_balancer_without_the_vip_in_its_pairs_cannot_serve_it(built, rig, demo):
+    holder, _pid = vip_holder(rig, demo, ENV)
+    url = f"http://{floating_ip(demo, ENV)}/"
+    (port,) = demo.network.ports(tags=f"{MARK_SERVER}={holder}")
+    (pair,) = port.allowed_address_pairs
+    # As an operator would take it away.
+    taken = f"ip-address={pair['ip_address']},mac-address={pair['mac_address']}"
+    cli_change(rig, "port", "unset", "--allowed-address", taken, port.id)
+    try:
+        assert until(lambda: answers(url) is None, 60) is not None, f"{holder} still serves"
+        # Still the VRRP master (keepalived cannot know), and yet nothing is served.
+        assert vip_holder(rig, demo, ENV)[0] == holder
+        assert answers(url, timeout=3) is None
+    finally:
+        # By id: the port object still lists the pair, so the SDK would send no change.
+        demo.network.update_port(port.id, allowed_address_pairs=[pair])
+    assert until(lambda: answers(url) is not None, 60) is not None, "the VIP did not come back"
+
+
+def test_a_disassociated_floating_ip_stops_answering(built, rig, demo):
+    vip_port = demo.network.find_port(vip_port_name(APP, ENV))
+    (fip,) = demo.network.ips(port_id=vip_port.id)
+    url = f"http://{fip.floating_ip_address}/"
+    assert answers(url, timeout=5)
+    cli_change(rig, "floating", "ip", "unset", "--port", fip.id)
+    try:
+        assert until(lambda: answers(url) is None, 60) is not None, "it still answers"
+    finally:
+        demo.network.update_ip(fip.id, port_id=vip_port.id)  # by id, as above
+    assert until(lambda: answers(url) is not None, 60) is not None, "it did not answer again"
+
+
 def test_killing_the_vrrp_masters_keepalived_moves_the_vip(built, rig, demo, os_master):
     vip = demo.network.find_port(vip_port_name(APP, ENV)).fixed_ips[0]["ip_address"]
-    lbs = {s.name: host_pid(rig, s.id) for s in env_servers(demo, APP, ENV) if s.name[:3] == "lb-"}
-    holders = [name for name, pid in lbs.items() if holds(pid, vip)]
-    assert len(holders) == 1, holders
-    (holder,) = holders
+    url = f"http://{floating_ip(demo, ENV)}/"
+    lbs = lb_hosts(rig, demo, ENV)
+    holder, _pid = vip_holder(rig, demo, ENV)
     (other,) = set(lbs) - {holder}
+    assert answers(url, timeout=5)
     killed = in_host(lbs[holder], "pkill", "-TERM", "-x", "keepalived")
     assert killed.returncode == 0, killed.stderr
     started = time.monotonic()
-    while not holds(lbs[other], vip) and time.monotonic() - started < 10:
+    moved_after = until(lambda: holds(lbs[other], vip), 10)
+    assert moved_after is not None, f"{other} did not take {vip}"
+    # The floating IP answers again, through the other load balancer.
+    while answers(url, timeout=0.5) is None and time.monotonic() - started < 10:
         time.sleep(0.05)
-    moved_after = time.monotonic() - started
-    assert holds(lbs[other], vip), f"{other} did not take {vip}"
-    assert moved_after <= 4, f"the VIP moved after {moved_after:.1f} s"
-    assert served_by(f"http://{vip}/", 2)
+    answered_after = time.monotonic() - started
+    assert answered_after <= 4, (
+        f"the floating IP answered {answered_after:.1f} s after the kill "
+        f"(the VIP moved after {moved_after:.1f} s)"
+    )
+    assert not holds(lbs[holder], vip)
     # A re-run converges: keepalived runs again on the old holder.
     code, _data, output = build(os_master, ENV, 2)
     assert code == 0, output
@@ -268,16 +454,19 @@ def test_a_second_environment_outlives_the_destroy_of_the_first(built, rig, demo
     second = {s.id: s.name for s in env_servers(demo, APP, SECOND_ENV)}
     assert len(second) == 3
 
+    taps = taps_of(demo, APP, ENV)
+    assert len(taps) == 4 and taps <= cloud_taps(rig)
     code, _data, output = run(os_master, "gdl.destroy", f"app={APP}", f"env={ENV}")
     assert code == 0, output
     assert leftovers(demo, rig, APP, ENV) == []
+    assert not taps & cloud_taps(rig)
     gone = [naming.server_name(r, i, APP, ENV) for r in ("app", "lb") for i in (0, 1)]
     assert not [n for n in gone if (os_master.pki_dir / "minions" / n).exists()]
     assert not [n for n in gone if (rig["state"] / "data" / "hosts").joinpath(n).exists()]
 
     assert {s.id: s.name for s in env_servers(demo, APP, SECOND_ENV)} == second
-    vip = demo.network.find_port(vip_port_name(APP, SECOND_ENV)).fixed_ips[0]["ip_address"]
-    assert served_by(f"http://{vip}/", 2) == [f"app-0-{APP}-{SECOND_ENV}"] * 2
+    fip = floating_ip(demo, SECOND_ENV)
+    assert served_by(f"http://{fip}/", 2) == [f"app-0-{APP}-{SECOND_ENV}"] * 2
 
     code, _data, output = run(os_master, "gdl.destroy", f"app={APP}", f"env={SECOND_ENV}")
     assert code == 0, output

@@ -1,7 +1,8 @@
 """The OpenStack provider against the rig: a real Nova/Neutron/Glance/Keystone.
 
-Nothing boots on the rig (Nova's fake driver): servers reach ACTIVE and their ports go
-ACTIVE, but no cloud-init runs, so these tests stop at what the cloud records.
+These tests stop at what the cloud records: servers reach ACTIVE once Neutron's agent has
+wired their ports; their minions knock at a master address where nobody answers
+(tests/openstack/test_build.py runs the whole product).
 """
 
 from __future__ import annotations

@@ -3,15 +3,19 @@
 Nova's fake driver marks servers ACTIVE without running anything. This one
 builds on it and makes each instance a local host of the kind gdl's local
 provider makes (network, mount, PID, UTS and IPC namespaces over a private
-overlay of the machine's filesystem), so user data, the minion's start, the
-key handshake, the states and the VIP run for real:
+overlay of the machine's filesystem), plugged into Neutron the way libvirt
+plugs a guest on a Linux bridge cloud:
 
-- each Neutron network an instance uses is a Linux bridge on the machine
-  carrying the subnet's gateway address (the machine stands for the router,
-  so a master bound there is reachable as on a real cloud's network);
-- the instance's ``eth0`` has the MAC and fixed IP of its Neutron port;
-- first boot runs Debian's cloud-init inside the host, from a NoCloud seed
-  made of the instance's user data and metadata, as a cloud image would;
+- per port, a veth pair: ``tap`` + the port id's first 11 characters in the
+  rig's cloud namespace, on the network's bridge there (made if missing, as
+  os-vif does), where Neutron's Linux bridge agent applies the port's
+  security groups and anti-spoofing rules; and the instance's ``eth0`` with
+  the port's MAC and the network's MTU;
+- the instance starts once Neutron says the port is wired
+  (``network-vif-plugged``), then takes its address by DHCP from Neutron's
+  dnsmasq, and Debian's real cloud-init reads its user data and metadata from
+  ``http://169.254.169.254`` (Neutron's metadata proxy, then Nova's metadata
+  API), or from a config drive when the server asks for one;
 - the "image" has Salt installed: ``/opt/gdl/salt`` is the virtualenv the rig
   was started with, so gdl's user data finds Salt and installs nothing;
 - power off, power on, reboot and delete act on the host; ``get_info``
@@ -24,79 +28,63 @@ Nova loads this as ``compute_driver = gdl_hosts.LocalHostDriver``; the rig's
 ``libexec/service`` puts this directory on ``nova.virt``'s package path. The
 same file is the rig's command line for what outlives nova-compute::
 
-    gdl_hosts.py ensure-bridge STATE NETWORK_ID GATEWAY/PREFIX
     gdl_hosts.py list STATE
-    gdl_hosts.py cleanup STATE      # every host and bridge, by recorded PID
+    gdl_hosts.py cleanup STATE      # every host and its tap, by recorded PID
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import fcntl
-import ipaddress
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[4]
 if str(CHECKOUT) not in sys.path:
     sys.path.insert(0, str(CHECKOUT))
 
-from gdl import naming  # noqa: E402 - the checkout's gdl, found through the path above
-from gdl.providers.local import host, network  # noqa: E402
+from gdl.providers.local import host, network  # noqa: E402 - the checkout's gdl
 from gdl.providers.local.boot import FRESH_DIRS, fresh_dirs, machine_dirs  # noqa: E402
 
 IMAGE_SALT_PREFIX = "/opt/gdl/salt"
+# The namespace holding the cloud's bridges and agents (the rig passes its name).
+DEFAULT_CLOUD_NETNS = "gdl-rig-cloud"
 CLOUD_CFG = """\
-# The rig's image: NoCloud only; the address comes from the Neutron port, not from DHCP.
-datasource_list: [NoCloud, None]
+# The rig's image: a config drive when there is one, else the metadata service. eth0 takes
+# its address by DHCP at boot, as the image's own network configuration says.
+datasource_list: [ConfigDrive, OpenStack, None]
+# A busy cloud's metadata service can take longer than cloud-init's single 10 s try to
+# answer its first request: keep asking for up to 3 minutes, as slow clouds' images do.
+datasource:
+  OpenStack:
+    max_wait: 180
+    timeout: 30
+    retries: 5
 network: {config: disabled}
 # A small image: no locales to generate, no SSH server to key.
 locale: C.UTF-8
 ssh_genkeytypes: []
 """
-# cloud-init's four boot stages, as an image's init system runs them: each one runs even
-# when an earlier one reported a failing module.
+# The image's boot: cloud-init's local stage, the network (eth0 by DHCP; dhclient stays to
+# renew the lease), then cloud-init's network, config and final stages. Each stage runs
+# even when an earlier one reported a failing module.
 FIRST_BOOT = (
-    "cloud-init init --local; cloud-init init; "
+    "cloud-init init --local; dhclient -4 eth0; cloud-init init; "
     "cloud-init modules --mode config; cloud-init modules --mode final"
 )
+CONFIG_DRIVE_SEED = "/var/lib/cloud/seed/config_drive"
 
 
 def hosts_dir(state: Path) -> Path:
     return state / "data" / "hosts"
 
 
-def bridge_name(network_id: str) -> str:
-    return "gdlq" + naming.short_hash("rig", network_id, length=10)
-
-
 def cloud_tag(state: Path) -> str:
     return host.cloud_tag("rig", state)
 
 
-@contextlib.contextmanager
-def _locked(state: Path):
-    """The driver's lock over bridges.json and the bridges.
-
-    nova-compute runs spawns as eventlet green threads of one OS thread, and the holder
-    yields inside (``ip`` runs as a green subprocess). A blocking flock in a second green
-    thread would then stop the whole process, holder and RPC included, for good; so the
-    lock is polled, and the wait (time.sleep, green under Nova) lets the holder go on.
-    """
-    directory = hosts_dir(state)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                time.sleep(0.05)
-        yield
+def cloud_netns() -> str:
+    return os.environ.get("GDL_RIG_CLOUD_NETNS", DEFAULT_CLOUD_NETNS)
 
 
 def _ip(*args: str) -> None:
@@ -105,22 +93,52 @@ def _ip(*args: str) -> None:
         raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
 
 
-def ensure_bridge(state: Path, network_id: str, gateway: str) -> str:
-    """The bridge standing for a Neutron network, with the gateway address, up."""
-    bridge = bridge_name(network_id)
-    with _locked(state):
-        record_path = hosts_dir(state) / "bridges.json"
-        bridges = network.read_json(record_path) or {}
-        if bridge not in bridges:
-            bridges[bridge] = network_id
-            network.write_json(record_path, bridges)  # recorded first: cleanup finds it
-        if not network.link_exists(bridge):
-            _ip("link", "add", bridge, "type", "bridge")
-        current = network.bridge_cidr(bridge)
-        if current != ipaddress.ip_interface(gateway):
-            _ip("addr", "replace", gateway, "dev", bridge)
-        _ip("link", "set", bridge, "up")
-    return bridge
+def plug(netns: str, tap: str, mac: str, mtu: int, bridge: str) -> None:
+    """The instance's network namespace and its port's veth pair: ``tap`` in the cloud.
+
+    The namespace is made from the machine (``ip -n`` runs in a mount namespace of its
+    own, where a new namespace's mount would stay); the pair from inside the cloud, its
+    tap on the network's bridge, as libvirt puts a guest's tap on the bridge os-vif made.
+    """
+    _ip("netns", "add", netns)
+    cloud = cloud_netns()
+    found = subprocess.run(
+        ["ip", "-n", cloud, "link", "show", bridge], capture_output=True, check=False
+    )
+    if found.returncode != 0:
+        _ip("-n", cloud, "link", "add", bridge, "type", "bridge", "forward_delay", "0")
+        _ip("-n", cloud, "link", "set", bridge, "up")
+    _ip(
+        "-n",
+        cloud,
+        "link",
+        "add",
+        tap,
+        "mtu",
+        str(mtu),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "address",
+        mac,
+        "mtu",
+        str(mtu),
+        "netns",
+        netns,
+    )
+    _ip("-n", cloud, "link", "set", tap, "master", bridge, "up")
+
+
+def unplug(netns: str, tap: str | None) -> None:
+    """Remove the tap (the agent then unwires the port) and the namespace; gone is fine."""
+    if tap:
+        subprocess.run(
+            ["ip", "-n", cloud_netns(), "link", "del", tap], capture_output=True, check=False
+        )
+    if (host.NETNS_DIR / netns).exists():
+        _ip("netns", "del", netns)
 
 
 class InstanceHost:
@@ -147,52 +165,80 @@ class InstanceHost:
         self,
         hostname: str,
         vif: dict,
-        user_data: str,
         memory_mb: int,
         vcpus: int,
         disk_gb: int,
         salt_venv: str,
+        config_drive: dict[str, bytes] | None = None,
     ) -> None:
-        """Record, plumb and boot the host (a record comes first: delete finds what is made)."""
+        """Record the host (a record comes first: delete finds what is made)."""
         record = {
             "uuid": self.uuid,
             "hostname": hostname,
             "mac": vif["mac"],
-            "address": vif["address"],
+            "tap": vif["tap"],
+            "mtu": vif["mtu"],
             "bridge": vif["bridge"],
-            "user_data": user_data,
             "memory_mb": memory_mb,
             "vcpus": vcpus,
             "disk_gb": disk_gb,
             "salt_venv": salt_venv,
+            "config_drive": bool(config_drive),
             "pid": None,
             "starttime": None,
         }
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)  # a config drive holds user data, with the minion's key
         network.write_json(self.record_path, record)
-        self.dir.chmod(0o700)  # the record holds user data, with the minion's key
-        self.boot()
+        for path, data in (config_drive or {}).items():
+            target = self.dir / "config_drive" / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+
+    def plug(self) -> None:
+        """The host's port, plugged into the cloud: a fresh network namespace and tap."""
+        record = self.record
+        if record is None:
+            raise RuntimeError(f"no host record for instance {self.uuid}")
+        names = self.names(record)
+        unplug(names.netns, record["tap"])
+        plug(names.netns, record["tap"], record["mac"], record["mtu"], record["bridge"])
+
+    def _config_drive_files(self) -> dict[str, dict]:
+        drive = self.dir / "config_drive"
+        if not drive.is_dir():
+            return {}
+        return {
+            f"{CONFIG_DRIVE_SEED}/{path.relative_to(drive)}": {
+                "text": path.read_text(errors="replace"),
+                "mode": "600",
+            }
+            for path in sorted(drive.rglob("*"))
+            if path.is_file()
+        }
 
     def boot(self) -> None:
-        """Start the host from its record: a fresh disk, cloud-init from the seed."""
+        """Start the host from its record: a fresh disk; cloud-init at first boot.
+
+        Plugs the port first unless it is plugged already (``spawn`` plugs it and waits for
+        Neutron before booting).
+        """
         record = self.record
         if record is None:
             raise RuntimeError(f"no host record for instance {self.uuid}")
         if host.is_alive(record.get("pid"), record.get("starttime")):
             return
         names = self.names(record)
-        host.unplumb(names)
-        errors = host.plumb([names], record["bridge"], {names.netns: record["mac"]})
-        if errors:
-            raise RuntimeError(next(iter(errors.values())))
+        if not names.netns_path.exists():
+            self.plug()
         stage = self.dir / "root"
         host.remove_tree(stage)
         stage.mkdir(parents=True)
         venv = record["salt_venv"]
         needed = [os.path.realpath(p) for p in (venv, f"{venv}/bin/python3")]
         needed.append(str(CHECKOUT))
-        hidden = (*FRESH_DIRS, "/var/lib/cloud", "/opt/gdl", str(self.state))
+        hidden = (*FRESH_DIRS, "/var/lib/cloud", "/var/lib/dhcp", "/opt/gdl", str(self.state))
         cgroups = host.make_cgroups(names, record["memory_mb"] * 1024**2, record["vcpus"])
-        meta_data = f"instance-id: {self.uuid}\nlocal-hostname: {record['hostname']}\n"
         description = {
             "hostname": record["hostname"],
             "netns": str(names.netns_path),
@@ -201,22 +247,16 @@ class InstanceHost:
             "fresh_dirs": fresh_dirs(hidden, needed),
             "machine_dirs": machine_dirs(needed),
             "cgroups": cgroups,
-            "interfaces": {"eth0": record["address"]},
+            "interfaces": {"eth0": None},  # up, addressed by DHCP at boot
             "files": {
                 "/etc/hostname": {"text": record["hostname"] + "\n"},
-                "/etc/hosts": {
-                    "text": f"127.0.0.1\tlocalhost\n{record['address'].split('/')[0]}"
-                    f"\t{record['hostname']}\n"
-                },
+                "/etc/hosts": {"text": f"127.0.0.1\tlocalhost\n127.0.1.1\t{record['hostname']}\n"},
+                # Until DHCP names Neutron's dnsmasq: fail fast, never hang.
                 "/etc/resolv.conf": {
                     "text": "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
                 },
                 "/etc/cloud/cloud.cfg.d/90-gdl-rig.cfg": {"text": CLOUD_CFG},
-                "/var/lib/cloud/seed/nocloud/meta-data": {"text": meta_data},
-                "/var/lib/cloud/seed/nocloud/user-data": {
-                    "text": record["user_data"],
-                    "mode": "600",
-                },
+                **self._config_drive_files(),
                 IMAGE_SALT_PREFIX: {"symlink": venv},
             },
             "services": [
@@ -230,7 +270,7 @@ class InstanceHost:
         }
         answer = host.boot([description])[0]
         if isinstance(answer, str):
-            host.unplumb(names)
+            unplug(names.netns, record["tap"])
             raise RuntimeError(answer)
         record.update(pid=answer[0], starttime=answer[1], cgroups=cgroups)
         network.write_json(self.record_path, record)
@@ -242,7 +282,7 @@ class InstanceHost:
             return
         host.kill(record.get("pid"), record.get("starttime"))
         names = self.names(record)
-        host.unplumb(names)
+        unplug(names.netns, record.get("tap"))
         host.remove_cgroups(names)
         host.remove_tree(self.dir / "root")
 
@@ -261,48 +301,50 @@ def all_hosts(state: Path) -> list[InstanceHost]:
 
 
 def cleanup(state: Path) -> None:
-    """Remove every host and bridge the driver made (the rig is going down)."""
+    """Remove every host and tap the driver made (the rig is going down)."""
     for instance in all_hosts(state):
         instance.delete()
-    bridges = network.read_json(hosts_dir(state) / "bridges.json") or {}
-    for bridge in bridges:
-        if network.link_exists(bridge):
-            _ip("link", "del", bridge)
-    (hosts_dir(state) / "bridges.json").unlink(missing_ok=True)
 
 
 # --- Nova --------------------------------------------------------------------------------
 # Only when nova-compute loads this module (as nova.virt.gdl_hosts): the command line and
 # the functions above need no Nova.
 if __name__.startswith("nova."):
+    import eventlet
     from nova import exception
+    from nova.api.metadata import base as instance_metadata
     from nova.compute import power_state
-    from nova.virt import fake, hardware
+    from nova.virt import configdrive, fake, hardware
     from oslo_config import cfg
     from oslo_log import log as logging
 
     LOG = logging.getLogger(__name__)
     CONF = cfg.CONF
 
-    def _vif(state: Path, vif) -> dict:
-        """The one thing a host needs from a Neutron VIF: MAC, address, bridge."""
-        subnets = [s for s in vif["network"]["subnets"] if s["version"] == 4 and s["ips"]]
-        if not subnets:
-            raise exception.InstanceDeployFailure(
-                reason=f"port {vif['id']} has no IPv4 address on the rig"
-            )
-        subnet = subnets[0]
-        prefix = ipaddress.ip_network(subnet["cidr"]).prefixlen
-        gateway = subnet["gateway"]["address"]
-        if not gateway:
-            raise exception.InstanceDeployFailure(
-                reason=f"subnet {subnet['cidr']} has no gateway for the rig's bridge"
-            )
-        bridge = ensure_bridge(state, vif["network"]["id"], f"{gateway}/{prefix}")
+    def _vif(vif) -> dict:
+        """What a host needs from a Neutron VIF: its tap's name and bridge, MAC and MTU."""
         return {
+            "tap": vif["devname"],  # "tap" + the port id's first 11 characters
+            "bridge": vif["network"]["bridge"],  # "brq" + the network id's first 11
             "mac": vif["address"],
-            "address": f"{subnet['ips'][0]['address']}/{prefix}",
-            "bridge": bridge,
+            "mtu": vif["network"]["meta"].get("mtu") or 1500,
+        }
+
+    def _config_drive(context, instance, injected_files, admin_password, network_info):
+        """The config drive's files by path, when the server asks for one (else None)."""
+        if not configdrive.required_by(instance):
+            return None
+        extra_md = {"admin_pass": admin_password} if admin_password else {}
+        metadata = instance_metadata.InstanceMetadata(
+            instance,
+            content=injected_files,
+            extra_md=extra_md,
+            network_info=network_info,
+            request_context=context,
+        )
+        return {
+            path: data if isinstance(data, bytes) else data.encode()
+            for path, data in metadata.metadata_for_config_drive()
         }
 
     class LocalHostDriver(fake.FakeDriver):
@@ -312,6 +354,10 @@ if __name__.startswith("nova."):
             super().__init__(virtapi, read_only)
             self.state = Path(CONF.state_path).parent.parent
             self.salt_venv = os.environ.get("GDL_RIG_SALT_VENV", "/opt/gdl/venv")
+            # The instances' PID 1 inherits this: cloud-init recognises OpenStack by it
+            # when the machine's DMI says nothing (Nova's libvirt driver gives its LXC
+            # guests' init the same variable).
+            os.environ["product_name"] = "OpenStack Nova"  # noqa: SIM112 - its real name
 
         def init_host(self, host):
             super().init_host(host)
@@ -321,6 +367,11 @@ if __name__.startswith("nova."):
                 state = power_state.RUNNING if instance.alive() else power_state.SHUTDOWN
                 name = record.get("hostname", instance.uuid)
                 self.instances[instance.uuid] = fake.FakeInstance(name, state, instance.uuid)
+
+        def _vif_failed(self, event_name, instance):
+            LOG.error("Neutron failed %s for instance %s", event_name, instance.uuid)
+            if CONF.vif_plugging_is_fatal:
+                raise exception.VirtualInterfaceCreateException()
 
         def spawn(
             self,
@@ -340,7 +391,7 @@ if __name__.startswith("nova."):
                 raise exception.InstanceDeployFailure(
                     reason=f"the rig boots instances with one port, not {len(vifs)}"
                 )
-            vif = _vif(self.state, vifs[0])
+            vif = _vif(vifs[0])
             super().spawn(
                 context,
                 instance,
@@ -353,28 +404,44 @@ if __name__.startswith("nova."):
                 power_on,
                 accel_info,
             )
-            user_data = ""
-            if instance.user_data:
-                user_data = base64.b64decode(instance.user_data).decode()
             flavor = instance.flavor
             target = InstanceHost(self.state, instance.uuid)
+            # As libvirt does: plug, wait until Neutron's agent has wired the port, start.
+            events = [
+                ("network-vif-plugged", v["id"]) for v in vifs if v.get("active", True) is False
+            ]
             try:
                 target.create(
                     instance.hostname or instance.uuid,
                     vif,
-                    user_data,
                     flavor.memory_mb,
                     flavor.vcpus,
                     flavor.root_gb,
                     self.salt_venv,
+                    _config_drive(context, instance, injected_files, admin_password, network_info),
                 )
-                if not power_on:
+                try:
+                    with self.virtapi.wait_for_instance_event(
+                        instance,
+                        events,
+                        deadline=CONF.vif_plugging_timeout,
+                        error_callback=self._vif_failed,
+                    ):
+                        target.plug()
+                except eventlet.timeout.Timeout:
+                    if CONF.vif_plugging_is_fatal:
+                        raise exception.VirtualInterfaceCreateException() from None
+                if power_on:
+                    target.boot()
+                else:
                     target.stop()
             except Exception as error:
                 LOG.error("instance %s did not boot: %s", instance.uuid, error)
                 target.delete()
+                if isinstance(error, exception.NovaException):
+                    raise
                 raise exception.InstanceDeployFailure(reason=str(error)) from error
-            LOG.info("instance %s is local host %s", instance.uuid, vif["address"])
+            LOG.info("instance %s is local host on %s", instance.uuid, vif["tap"])
 
         def destroy(
             self,
@@ -433,13 +500,11 @@ def main(argv: list[str]) -> int:
         print(__doc__.split("::", 1)[1], file=sys.stderr)
         return 2
     command, state = argv[0], Path(argv[1])
-    if command == "ensure-bridge" and len(argv) == 4:
-        print(ensure_bridge(state, argv[2], argv[3]))
-    elif command == "list":
+    if command == "list":
         for instance in all_hosts(state):
             record = instance.record or {}
             status = "running" if instance.alive() else "stopped"
-            print(instance.uuid, record.get("hostname"), record.get("address"), status)
+            print(instance.uuid, record.get("hostname"), record.get("tap"), status)
     elif command == "cleanup":
         cleanup(state)
     else:
