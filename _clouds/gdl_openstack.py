@@ -18,7 +18,7 @@ Profile keys: ``size`` (a flavor name, or a size mapped by ``flavor``), ``role``
 (app or lb), ``app``/``env`` (read from the server name
 ``<role>-<index>-<app>-<env>`` when absent), ``floating_ip`` (default False:
 give the server a floating IP of its own, released on destroy),
-``wait_for_minion`` (default True) and ``minion_timeout`` (seconds, default
+``wait_for_minion`` (default False) and ``minion_timeout`` (seconds, default
 the provider's ``minion_timeout``).
 
 The server joins the environment's network parts (``ensure_env`` makes them
@@ -94,7 +94,9 @@ def get_configured_provider():
 
 
 def _driver():
-    return cloud_driver.Driver(__opts__, _provider)
+    # A cloud server's first boot may install Salt: salt-cloud returns once it is ACTIVE
+    # unless the profile sets wait_for_minion (gdl.build waits for the VRRP pair itself).
+    return cloud_driver.Driver(__opts__, _provider, wait_for_minion=False)
 
 
 def avail_images(call=None):

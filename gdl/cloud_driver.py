@@ -101,9 +101,17 @@ def node_full(server: Server) -> dict[str, Any]:
 class Driver:
     """salt-cloud's functions and actions over one provider."""
 
-    def __init__(self, opts: dict[str, Any], make_provider: Callable[[], Provider]) -> None:
+    def __init__(
+        self,
+        opts: dict[str, Any],
+        make_provider: Callable[[], Provider],
+        wait_for_minion: bool = True,
+    ) -> None:
         self.opts = opts
         self._make_provider = make_provider
+        # The profile's wait_for_minion default: whether create returns only once the
+        # new server's minion answers.
+        self.wait_for_minion = wait_for_minion
 
     @functools.cached_property
     def master(self) -> dict[str, Any]:
@@ -166,7 +174,9 @@ class Driver:
         if vm_.get("pub_key") and vm_.get("priv_key"):
             pair = keys.KeyPair(public_pem=vm_["pub_key"], private_pem=vm_["priv_key"])
         wait = None
-        if salt.config.get_cloud_config_value("wait_for_minion", vm_, self.opts, default=True):
+        if salt.config.get_cloud_config_value(
+            "wait_for_minion", vm_, self.opts, default=self.wait_for_minion
+        ):
             timeout = float(
                 salt.config.get_cloud_config_value(
                     "minion_timeout", vm_, self.opts, default=provider.minion_timeout
