@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from gdl import naming
+from gdl import lbcalls, naming
 from gdl.errors import GdlError
 from gdl.providers.base import Progress
 from gdl.saltops import SaltOps
@@ -103,23 +103,14 @@ class Roller:
         self.health_timeout = health_timeout
         self.up_timeout = up_timeout
 
-    # one call on both LBs; every LB must say True
     def _on_lbs(self, function: str, args: list[Any], timeout: float) -> list[str]:
         """Run ``function`` on every LB; the LBs whose answer was not True."""
-        answers = self.ops.call(list(self.rollout.lbs), function, args, timeout=timeout)
-        return [
-            f"{lb}: {str(answers.get(lb, 'no answer'))[:200]}"
-            for lb in self.rollout.lbs
-            if answers.get(lb) is not True
-        ]
+        return lbcalls.refusals(self.ops, self.rollout.lbs, function, args, timeout=timeout)
 
     def drain(self, member: Member) -> None:
-        refused = self._on_lbs("gdl_lb.drain", [member.name], timeout=30)
-        if refused:
-            raise GdlError(
-                f"could not drain {member.name} ({'; '.join(refused)})",
-                "check salt-run gdl.status, then deploy again",
-            )
+        lbcalls.drain(
+            self.ops, self.rollout.lbs, member.name, "check salt-run gdl.status, then deploy again"
+        )
         slow = self._on_lbs(
             "gdl_lb.wait_drained",
             [member.name, self.drain_timeout],

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from gdl import apps, envstore, keys, naming, pillar, releases, servers
+from gdl import apps, envstore, keys, lbcalls, naming, pillar, releases, servers
 from gdl.errors import GdlError, NotFound
 from gdl.flows.context import Context, env_url, require_record
 from gdl.lock import env_lock
@@ -195,17 +195,13 @@ def drain_surplus(ctx: Context, app: str, env: str) -> list[str]:
     lbs = sorted(s.name for s in found if s.role == "lb" and s.state == RUNNING)
     for server in extra:
         ctx.progress(f"draining {server} on {', '.join(lbs)}")
-        answers = ctx.salt.call(lbs, "gdl_lb.drain", [server], timeout=30)
-        refused = [
-            f"{lb}: {str(answers.get(lb, 'no answer'))[:200]}"
-            for lb in lbs
-            if answers.get(lb) is not True and "has no server" not in str(answers.get(lb))
-        ]
-        if refused:
-            raise GdlError(
-                f"could not drain {server} ({'; '.join(refused)})",
-                "check salt-run gdl.status, then run the build again",
-            )
+        lbcalls.drain(
+            ctx.salt,
+            lbs,
+            server,
+            "check salt-run gdl.status, then run the build again",
+            unknown_is_done=True,
+        )
     return extra
 
 
