@@ -96,6 +96,9 @@ def parse_stat(text):
                 "name": row.get("svname", ""),
                 "status": row.get("status", ""),
                 "sessions": _int(row.get("scur")),
+                # A server row has no req_rate (haproxy keeps it for frontends); its
+                # `rate` counts the requests it was given over the last second.
+                "request_rate": _int(row.get("req_rate") or row.get("rate")),
                 "weight": _int(row.get("weight")),
                 "check": row.get("check_status", ""),
                 "address": row.get("addr", ""),
@@ -115,7 +118,8 @@ def _int(value):
 def servers(backend=None, socket=None):
     """
     The state of each backend server: status (UP, DOWN, DRAIN, MAINT...),
-    current sessions, weight, last check.
+    current sessions, requests per second over the last second, weight,
+    last check.
 
     CLI Example:
 

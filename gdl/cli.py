@@ -138,7 +138,44 @@ def summary(result: Any) -> list[str]:
     lines = [url] if url else []
     if rest.get("plan") and rest.get("test"):
         lines += rest.pop("plan")
-    return [*lines, _as_yaml(rest)]
+    backends = rest.pop("backends") if isinstance(rest.get("backends"), list) else None
+    lines.append(_as_yaml(rest))
+    if backends is not None:
+        lines += backend_table(backends, rest.get("vip_holder"))
+    return lines
+
+
+BACKEND_COLUMNS = (
+    ("SERVER", "name"),
+    ("STATUS", "status"),
+    ("SESSIONS", "sessions"),
+    ("REQ/S", "request_rate"),
+    ("CHECK", "check"),
+    ("ADDRESS", "address"),
+)
+
+
+def backend_table(backends: list[dict[str, Any]], holder: str | None) -> list[str]:
+    """gdl.status's backends, a line each: haproxy's view on the LB that holds the VIP."""
+    if not backends:
+        return ["backends: none in haproxy"]
+    rows = [[title for title, _ in BACKEND_COLUMNS]]
+    # A load balancer with an older gdl_lb reports no request rate: shown as '-'.
+    rows += [[str(row.get(key, "-")) for _, key in BACKEND_COLUMNS] for row in backends]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(BACKEND_COLUMNS))]
+    numeric = {
+        i for i, (_, key) in enumerate(BACKEND_COLUMNS) if key in ("sessions", "request_rate")
+    }
+    table = [
+        "  ".join(
+            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+    return [f"backends (haproxy on {holder}):" if holder else "backends:"] + [
+        f"  {line}" for line in table
+    ]
 
 
 def _as_yaml(data: dict[str, Any]) -> str:

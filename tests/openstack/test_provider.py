@@ -231,6 +231,7 @@ def test_two_environments_made_and_torn_down_apart(provider, admin, demo, env_na
         ("tcp", 443, 443, "0.0.0.0/0", None),
         ("tcp", 22, 22, from_master, None),
         ("tcp", 4505, 4506, from_master, None),
+        ("tcp", 8404, 8404, from_master, None),
         ("112", None, None, None, lb_sg.id),
     }
     assert rules(app_sg) == {

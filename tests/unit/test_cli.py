@@ -156,3 +156,54 @@ def test_list_prints_a_line_per_environment():
         "blog-dev  local  2 app servers, 2 load balancers",
         "x-qa  local  0 app servers, 0 load balancers (1 requested)",
     ]
+
+
+def test_status_shows_each_backends_sessions_and_request_rate():
+    result = {
+        "environment": "blog-dev",
+        "url": "http://10.9.0.10/",
+        "vip_holder": "lb-0-blog-dev",
+        "backends": [
+            {
+                "backend": "be_blog_dev",
+                "name": "app-0-blog-dev",
+                "status": "UP",
+                "sessions": 2,
+                "request_rate": 14,
+                "weight": 1,
+                "check": "L7OK",
+                "address": "10.9.0.11:80",
+                "downtime": 0,
+            },
+            {
+                "backend": "be_blog_dev",
+                "name": "app-1-blog-dev",
+                "status": "DOWN",
+                "sessions": 0,
+                "request_rate": 0,
+                "check": "L7STS",
+                "address": "10.9.0.12:80",
+            },
+        ],
+    }
+    lines = cli.summary(result)
+    assert lines[0] == "http://10.9.0.10/"
+    table = lines[lines.index("backends (haproxy on lb-0-blog-dev):") + 1 :]
+    assert [line.split() for line in table] == [
+        ["SERVER", "STATUS", "SESSIONS", "REQ/S", "CHECK", "ADDRESS"],
+        ["app-0-blog-dev", "UP", "2", "14", "L7OK", "10.9.0.11:80"],
+        ["app-1-blog-dev", "DOWN", "0", "0", "L7STS", "10.9.0.12:80"],
+    ]
+    # The numbers line up under their titles.
+    assert table[1].index("14") + 2 == table[0].index("REQ/S") + len("REQ/S")
+    assert "be_blog_dev" not in "\n".join(lines)
+
+
+def test_status_without_a_vip_holder_or_backends_says_so():
+    assert cli.summary({"vip_holder": None, "backends": None})[-1].endswith("backends: null")
+    assert cli.summary({"vip_holder": "lb-0-x-y", "backends": []})[-1] == (
+        "backends: none in haproxy"
+    )
+    # An LB whose module predates request rates: a dash, not a failure.
+    lines = cli.summary({"vip_holder": "lb-0-x-y", "backends": [{"name": "a", "sessions": 1}]})
+    assert lines[-1].split() == ["a", "-", "1", "-", "-", "-"]

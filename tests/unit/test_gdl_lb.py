@@ -125,6 +125,43 @@ def test_servers_lists_backend_servers_only(gdl_lb):
     assert gdl_lb.servers(backend="be_other") == []
 
 
+def test_servers_carry_sessions_and_request_rate(gdl_lb, haproxy):
+    haproxy.state["app-0-blog-dev"].update({"scur": 2, "rate": 14})
+    haproxy.state["app-1-blog-dev"].update({"scur": 0, "rate": 0})
+    found = {row["name"]: row for row in gdl_lb.servers()}
+    assert (found["app-0-blog-dev"]["sessions"], found["app-0-blog-dev"]["request_rate"]) == (2, 14)
+    assert (found["app-1-blog-dev"]["sessions"], found["app-1-blog-dev"]["request_rate"]) == (0, 0)
+
+
+def test_request_rate_is_the_server_rows_rate_and_a_frontends_req_rate():
+    """haproxy leaves req_rate empty on server rows: their rate is what they were given."""
+    module = load_module()
+    fields = STAT_HEADER[2:].rstrip(",").split(",")
+
+    def line(**cells: str) -> str:
+        return ",".join(cells.get(field, "") for field in fields) + ","
+
+    text = "\n".join(
+        [
+            STAT_HEADER,
+            line(pxname="fe_blog_dev", svname="FRONTEND", rate="9", req_rate="31"),
+            line(pxname="be_blog_dev", svname="app-0-blog-dev", scur="4", rate="17"),
+            line(pxname="be_blog_dev", svname="app-1-blog-dev", scur="1", rate="14"),
+            line(pxname="be_blog_dev", svname="app-2-blog-dev", status="MAINT"),
+            line(pxname="be_blog_dev", svname="BACKEND", scur="5", rate="31"),
+            line(pxname="stats", svname="FRONTEND", req_rate="1"),
+        ]
+    )
+    rows = {row["name"]: row for row in module.parse_stat(text)}
+    assert list(rows) == ["app-0-blog-dev", "app-1-blog-dev", "app-2-blog-dev"]
+    assert [(r["sessions"], r["request_rate"]) for r in rows.values()] == [(4, 17), (1, 14), (0, 0)]
+    # A row with req_rate set (haproxy may fill it in a later version) takes it.
+    both = module.parse_stat(
+        "\n".join([STAT_HEADER, line(pxname="b", svname="s", rate="3", req_rate="5")])
+    )
+    assert both[0]["request_rate"] == 5
+
+
 def test_drain_and_ready_send_the_runtime_commands(gdl_lb, haproxy):
     assert gdl_lb.drain("app-1-blog-dev") is True
     assert "set server be_blog_dev/app-1-blog-dev state drain" in haproxy.commands

@@ -196,6 +196,41 @@ def test_lb_role_renders_and_its_configs_pass_their_checkers(local_salt):
         assert done.returncode == 0, f"{binary}: {done.stdout}{done.stderr}"
 
 
+def haproxy_section(cfg: str, header: str) -> list[str]:
+    """The stripped lines of one section of haproxy.cfg, comments left out."""
+    lines = cfg.splitlines()
+    start = lines.index(header)
+    section = []
+    for line in lines[start + 1 :]:
+        if line and not line.startswith(" "):
+            break
+        if line.strip() and not line.strip().startswith("#"):
+            section.append(line.strip())
+    return section
+
+
+def test_metrics_and_stats_are_served_on_the_lbs_own_address_only(local_salt):
+    states = local_salt.show_sls("lb-1-blog-dev", "gdl.lb")
+    haproxy_cfg = render_file(state_args(states, "gdl-lb-haproxy-config")[1])
+    stats = haproxy_section(haproxy_cfg, "frontend stats")
+    # lb-1's own address (pillar gdl:lbs), the default port; never the VIP nor every address.
+    assert [line for line in stats if line.startswith("bind ")] == ["bind 10.20.0.3:8404"]
+    assert "10.20.0.10" not in "\n".join(stats)
+    assert "http-request use-service prometheus-exporter if { path /metrics }" in stats
+    assert "stats uri /stats" in stats
+    # Read-only: the page can change nothing in haproxy.
+    assert not [line for line in stats if line.startswith("stats admin")]
+    assert "8404" not in "\n".join(haproxy_section(haproxy_cfg, "frontend fe_blog_dev"))
+
+
+def test_metrics_port_follows_the_pillar(tmp_path):
+    roles = {"lb": {"haproxy": {"metrics_port": 9101}}}
+    salt = LocalSalt(tmp_path, with_gdl(roles=roles), SECRET)
+    states = salt.show_sls("lb-0-blog-dev", "gdl.lb")
+    haproxy_cfg = render_file(state_args(states, "gdl-lb-haproxy-config")[1])
+    assert "bind 10.20.0.2:9101" in haproxy_section(haproxy_cfg, "frontend stats")
+
+
 def test_second_lb_finds_its_interface_from_its_address(tmp_path):
     # 127.0.0.1 is on `lo` on every machine: the interface comes from grains.
     lbs = [

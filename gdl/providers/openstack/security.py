@@ -1,7 +1,8 @@
 """What each role's security group admits.
 
 Load balancers take HTTP and HTTPS from anywhere and VRRP from each other; app servers take
-HTTP from the load balancers only; both take SSH and Salt's ports from the master alone.
+HTTP from the load balancers only; both take SSH and Salt's ports from the master alone, and
+the load balancers their metrics port too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from gdl.providers.openstack.api import retry
 
 VRRP_PROTOCOL = "112"
 SALT_PORTS = (4505, 4506)
+# haproxy's Prometheus metrics and stats page on each LB's own address: the default of
+# gdl:roles:lb:haproxy:metrics_port in states/gdl/parameters/defaults.yaml.
+METRICS_PORT = 8404
 
 
 def wanted_rules(
@@ -39,6 +43,7 @@ def wanted_rules(
             tcp(80, remote_ip_prefix="0.0.0.0/0"),
             tcp(443, remote_ip_prefix="0.0.0.0/0"),
             *from_master,
+            tcp(METRICS_PORT, remote_ip_prefix=master),
             {"protocol": VRRP_PROTOCOL, "remote_group_id": lb},
         ],
         "app": [tcp(80, remote_group_id=lb), *from_master],
