@@ -62,15 +62,16 @@ def state_args(states: dict[str, Any], state_id: str) -> tuple[str, dict[str, An
     raise AssertionError(f"{state_id} has no state function")
 
 
-def render_file(args: dict[str, Any]) -> str:
-    """Render a file.managed template the way Salt's jinja renderer would."""
+def render_file(args: dict[str, Any], pillar: dict[str, Any] | None = None) -> str:
+    """Render a file.managed template the way Salt's jinja renderer would (with ``pillar``)."""
     assert args["source"].startswith("salt://")
     path = REPO_ROOT / "states" / args["source"][len("salt://") :]
     environment = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
     environment.filters["quote"] = shlex.quote  # as Salt's jinja renderer has it
-    return environment.from_string(path.read_text()).render(**args.get("context", {}))
+    context = {"pillar": merged(SAMPLE, SECRET) if pillar is None else pillar}
+    return environment.from_string(path.read_text()).render(**context, **args.get("context", {}))
 
 
 @pytest.fixture(scope="module")
@@ -398,11 +399,21 @@ def test_values_reaching_the_install_command_and_the_init_script_are_quoted(tmp_
     salt = LocalSalt(tmp_path, with_gdl(releases={"1.0.0": entry}), SECRET)
     states = salt.show_sls("app-0-blog-dev", "gdl.app")
     _, venv = state_args(states, "gdl-app-virtualenv")
-    assert "--requirement '/srv/gdl/blog/releases/1.0.0/reqs; touch /tmp/owned.txt' &&" in (
-        venv["name"]
+    assert (
+        "--requirement '/srv/gdl/blog/releases/1.0.0/reqs; touch /tmp/owned.txt' &&"
+        in (venv["name"])
     )
     assert shlex.split(venv["name"])[:4] == ["/usr/bin/python3", "-m", "venv", "--clear"]
     _, unit = state_args(states, "gdl-app-gunicorn-unit")
     args = [*unit["context"]["args"][:-1], "blog:app $(id)"]
     script = render_file({**unit, "context": {**unit["context"], "args": args}})
     assert "'blog:app $(id)'" in script
+
+
+def test_the_vrrp_secret_is_not_in_the_states_render_context(local_salt):
+    # state.show_sls and the job cache show a state's arguments: keepalived's
+    # template reads the secret from pillar itself.
+    states = local_salt.show_sls("lb-0-blog-dev", "gdl.lb")
+    assert "k3epal1v" not in json.dumps(states)
+    _, keepalived = state_args(states, "gdl-lb-keepalived-config")
+    assert "auth_pass k3epal1v" in render_file(keepalived)
