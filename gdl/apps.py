@@ -203,6 +203,18 @@ def _check_manifest(
     )
 
 
+def release_values_are_safe(values: dict[str, Any]) -> bool:
+    """Whether a built release's manifest values pass the checks (an older gdl's may not)."""
+    static = values.get("static")
+    checks = (
+        (WSGI_PATTERN, values.get("wsgi")),
+        (RELATIVE_PATH_PATTERN, values.get("requirements")),
+        (HEALTH_PATTERN, values.get("health")),
+        (RELATIVE_PATH_PATTERN, "static" if static in (None, "") else static),
+    )
+    return all(isinstance(v, str) and len(v) <= 128 and p.fullmatch(v) for p, v in checks)
+
+
 def _text(data: dict[str, Any], key: str, where: str) -> str:
     """The manifest's value of ``key`` as text: strings (and whole-number versions) only."""
     value = data.get(key)
