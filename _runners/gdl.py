@@ -24,17 +24,18 @@ import inspect
 import logging
 from typing import Any
 
-import salt.exceptions
-
 try:
     from gdl import spec as _spec
     from gdl.config import Settings
-    from gdl.errors import GdlError
     from gdl.flows import build as _build
     from gdl.flows import deploy as _deploy
     from gdl.flows import destroy as _destroy
     from gdl.flows import status as _status
     from gdl.flows.context import Context
+    from gdl.runner_calls import Refused
+    from gdl.runner_calls import check_kwargs as _check_kwargs
+    from gdl.runner_calls import run as _run
+    from gdl.runner_calls import step as _step
 
     HAS_GDL = True
 except ImportError as _import_error:  # pragma: no cover - reported by __virtual__
@@ -51,15 +52,6 @@ def __virtual__():
     if not HAS_GDL:
         return False, f"the gdl Python package is not importable: {_IMPORT_ERROR}"
     return __virtualname__
-
-
-class Refused(salt.exceptions.NotImplemented):
-    """A request gdl refuses: salt-run prints the one line as is and exits 1.
-
-    Salt's runner client reports this exception family by its message alone,
-    without a traceback, which is what an operator should see for a
-    mistake they can fix.
-    """
 
 
 def _context() -> Context:
@@ -82,31 +74,6 @@ def _progress(message: str) -> None:
 
 def _env_name(env: Any, environment: Any) -> Any:
     return _spec.pick_env(env, environment)
-
-
-def _run(action, *args, **kwargs):
-    try:
-        return action(*args, **kwargs)
-    except Refused:
-        raise
-    except GdlError as error:
-        log.info("gdl: refused: %s", error)
-        raise Refused(str(error)) from None
-    except Exception as error:
-        # Salt reports a TypeError raised anywhere inside a runner as "invalid
-        # arguments" with exit status 0: never let a failure pass as success.
-        log.exception("gdl: %s failed", getattr(action, "__name__", action))
-        raise Refused(
-            f"{getattr(action, '__name__', 'gdl')} failed: {type(error).__name__}: {error}"
-            " (the traceback is in the master log)"
-        ) from None
-
-
-def _check_kwargs(
-    kwargs: dict[str, Any], allowed: tuple[str, ...], args: tuple[Any, ...] = ()
-) -> None:
-    _run(_spec.reject_positional, args, allowed)
-    _run(_spec.reject_unknown, kwargs, allowed)
 
 
 def _whole_call(func):
@@ -317,7 +284,7 @@ def _target(app, env, environment):
     return _run(_spec.parse_target, app, _run(_env_name, env, environment))
 
 
-def vrrp_pair(app=None, environment=None, env=None, **kwargs):
+def vrrp_pair(app=None, environment=None, env=None, lock_token=None, **kwargs):
     """
     Orchestration step: make the environment's missing load balancers through
     salt-cloud (profile ``gdl-<provider>-lb``) and wait for their minions.
@@ -329,10 +296,10 @@ def vrrp_pair(app=None, environment=None, env=None, **kwargs):
         salt-run gdl.vrrp_pair app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    return _run(_build.ensure_vrrp_pair, _run(_context), app, env)
+    return _step(_run(_context), "vrrp_pair", _build.ensure_vrrp_pair, app, env, lock_token)
 
 
-def write_pillar(app=None, environment=None, env=None, **kwargs):
+def write_pillar(app=None, environment=None, env=None, lock_token=None, **kwargs):
     """
     Orchestration step: write the environment's pillar from what the provider
     reports now.  Returns True when it changed.
@@ -344,7 +311,7 @@ def write_pillar(app=None, environment=None, env=None, **kwargs):
         salt-run gdl.write_pillar app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    return _run(_build.write_env_pillar, _run(_context), app, env)
+    return _step(_run(_context), "write_pillar", _build.write_env_pillar, app, env, lock_token)
 
 
 def surplus(app=None, environment=None, env=None, **kwargs):
@@ -361,7 +328,7 @@ def surplus(app=None, environment=None, env=None, **kwargs):
     return _run(_build.surplus, _run(_context), app, env)
 
 
-def drain_surplus(app=None, environment=None, env=None, **kwargs):
+def drain_surplus(app=None, environment=None, env=None, lock_token=None, **kwargs):
     """
     Orchestration step: drain the app servers beyond the requested count on
     every load balancer, before the lb role leaves them out of haproxy.
@@ -374,10 +341,10 @@ def drain_surplus(app=None, environment=None, env=None, **kwargs):
         salt-run gdl.drain_surplus app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    return _run(_build.drain_surplus, _run(_context), app, env)
+    return _step(_run(_context), "drain_surplus", _build.drain_surplus, app, env, lock_token)
 
 
-def remove_surplus(app=None, environment=None, env=None, **kwargs):
+def remove_surplus(app=None, environment=None, env=None, lock_token=None, **kwargs):
     """
     Orchestration step: delete the app servers beyond the requested count and
     forget their keys (after they were drained).
@@ -389,10 +356,10 @@ def remove_surplus(app=None, environment=None, env=None, **kwargs):
         salt-run gdl.remove_surplus app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    return _run(_build.remove_surplus, _run(_context), app, env)
+    return _step(_run(_context), "remove_surplus", _build.remove_surplus, app, env, lock_token)
 
 
-def remove_all(app=None, environment=None, env=None, provider=None, **kwargs):
+def remove_all(app=None, environment=None, env=None, provider=None, lock_token=None, **kwargs):
     """
     Orchestration step: delete every server of the environment and its keys.
 
@@ -403,10 +370,11 @@ def remove_all(app=None, environment=None, env=None, provider=None, **kwargs):
         salt-run gdl.remove_all app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    return _run(_destroy.remove_all, _run(_context), app, env, provider=provider)
+    ctx = _run(_context)
+    return _step(ctx, "remove_all", _destroy.remove_all, app, env, lock_token, provider=provider)
 
 
-def teardown(app=None, environment=None, env=None, provider=None, **kwargs):
+def teardown(app=None, environment=None, env=None, provider=None, lock_token=None, **kwargs):
     """
     Orchestration step: remove the environment's network parts, keys, pillar
     and record (after its servers).
@@ -418,11 +386,11 @@ def teardown(app=None, environment=None, env=None, provider=None, **kwargs):
         salt-run gdl.teardown app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    _run(_destroy.teardown, _run(_context), app, env, provider=provider)
+    _step(_run(_context), "teardown", _destroy.teardown, app, env, lock_token, provider=provider)
     return True
 
 
-def check_vip(app=None, environment=None, env=None, timeout=60, **kwargs):
+def check_vip(app=None, environment=None, env=None, timeout=60, lock_token=None, **kwargs):
     """
     Orchestration step: wait until the environment's VIP serves the app's
     health check.
@@ -434,4 +402,6 @@ def check_vip(app=None, environment=None, env=None, timeout=60, **kwargs):
         salt-run gdl.check_vip app=blog environment=dev
     """
     app, env = _target(app, env, environment)
-    return _run(_build.check_vip, _run(_context), app, env, timeout=float(timeout))
+    seconds = _run(float, timeout)
+    ctx = _run(_context)
+    return _step(ctx, "check_vip", _build.check_vip, app, env, lock_token, timeout=seconds)

@@ -28,10 +28,17 @@ from gdl import naming
 from gdl.errors import InvalidRequest
 
 MANIFEST_NAME = "app.yaml"
-VERSION_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,31}$")
+# Every value is matched whole (re.fullmatch: a trailing newline does not pass)
+# against characters that mean nothing to a shell, nginx, gunicorn, haproxy or
+# YAML, so a manifest's value cannot add to a command or a configuration.
+VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+-]{0,31}")
 WSGI_PATTERN = re.compile(
-    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+    r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
 )
+# A path inside the app's directory: no leading '/', no '.' or '..' part.
+RELATIVE_PATH_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
+HEALTH_PATTERN = re.compile(r"/[A-Za-z0-9_.~/-]*")
+MAX_LENGTH = {"wsgi": 128, "requirements": 128, "static": 128, "health": 128, "description": 200}
 REQUIRED_KEYS = ("name", "version", "wsgi", "requirements", "health")
 OPTIONAL_KEYS = ("static", "description")
 
@@ -129,64 +136,143 @@ def _check_manifest(
     unknown = sorted(set(data) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
     if unknown:
         raise InvalidRequest(
-            f"{where} has unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}",
+            f"{where} has unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(str(key)[:40] for key in unknown)}",
             f"use only {', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)}",
         )
-    values = {key: str(data[key]) for key in REQUIRED_KEYS}
+    values = {key: _text(data, key, where) for key in REQUIRED_KEYS + OPTIONAL_KEYS}
     expected_name = expected_name or app_dir.name
     if values["name"] != expected_name:
         raise InvalidRequest(
-            f"{where} names the app {values['name']!r}", f"set name: {expected_name}"
+            f"{where} names the app {values['name'][:40]!r}", f"set name: {expected_name}"
         )
-    if not naming.APP_PATTERN.match(values["name"]):
+    if not naming.APP_PATTERN.fullmatch(values["name"]):
         raise InvalidRequest(
-            f"app name {values['name']!r} is not valid",
+            f"app name {values['name'][:40]!r} is not valid",
             "use lower-case letters, digits and '_', starting with a letter, at most 24",
         )
-    if not VERSION_PATTERN.match(values["version"]):
+    if not VERSION_PATTERN.fullmatch(values["version"]):
         raise InvalidRequest(
-            f"{where} has version {values['version']!r}",
+            f"{where} has version {values['version'][:40]!r}",
             "use letters, digits, '.', '_', '+' and '-', at most 32, for example 1.2.0",
         )
-    if not WSGI_PATTERN.match(values["wsgi"]):
+    if not WSGI_PATTERN.fullmatch(values["wsgi"]):
         raise InvalidRequest(
-            f"{where} has wsgi {values['wsgi']!r}", "write module:attribute, for example blog:app"
+            f"{where} has wsgi {values['wsgi'][:40]!r}",
+            "write module:attribute, for example blog:app",
         )
-    if not values["health"].startswith("/") or any(c.isspace() for c in values["health"]):
+    if not HEALTH_PATTERN.fullmatch(values["health"]):
         raise InvalidRequest(
-            f"{where} has health {values['health']!r}", "give a path such as /healthz"
+            f"{where} has health {values['health'][:40]!r}",
+            "give a path such as /healthz (letters, digits, '/', '.', '_', '~', '-')",
         )
-    requirements = app_dir / values["requirements"]
-    if not _inside(requirements, app_dir) or not requirements.is_file():
+    requirements = values["requirements"]
+    if not RELATIVE_PATH_PATTERN.fullmatch(requirements) or not (
+        _inside(app_dir / requirements, app_dir) and (app_dir / requirements).is_file()
+    ):
         raise InvalidRequest(
-            f"{where} names requirements {values['requirements']!r}, not a file of the app",
-            "give a file inside the app's directory",
+            f"{where} names requirements {requirements[:40]!r}, not a file of the app",
+            "give a file inside the app's directory (letters, digits, '/', '.', '_', '-')",
         )
-    if not re.search(r"^\s*gunicorn\b", requirements.read_text(encoding="utf-8"), re.MULTILINE):
+    check_requirements(app_dir / requirements, f"{where.rsplit(MANIFEST_NAME, 1)[0]}{requirements}")
+    static = values["static"] or None
+    if static is not None and (
+        not RELATIVE_PATH_PATTERN.fullmatch(static)
+        or not _inside(app_dir / static, app_dir)
+        or not (app_dir / static).is_dir()
+    ):
         raise InvalidRequest(
-            f"{where.rsplit(MANIFEST_NAME, 1)[0]}{values['requirements']} does not list gunicorn",
-            "add gunicorn: every app runs under it",
+            f"{where} names static {static[:40]!r}, not a directory of the app",
+            "give a directory inside the app's directory, or drop the key",
         )
-    static = data.get("static")
-    if static not in (None, ""):
-        static = str(static)
-        if not _inside(app_dir / static, app_dir) or not (app_dir / static).is_dir():
-            raise InvalidRequest(
-                f"{where} names static {static!r}, not a directory of the app",
-                "give a directory inside the app's directory, or drop the key",
-            )
-    else:
-        static = None
+    description = values["description"]
+    if not description.isprintable():
+        raise InvalidRequest(
+            f"{where} has a description with line breaks or control characters",
+            "write it on one line",
+        )
     return AppManifest(
         name=values["name"],
         version=values["version"],
         wsgi=values["wsgi"],
-        requirements=values["requirements"],
+        requirements=requirements,
         health=values["health"],
         static=static,
-        description=str(data.get("description") or ""),
+        description=description,
         path=app_dir,
     )
+
+
+def release_values_are_safe(values: dict[str, Any]) -> bool:
+    """Whether a built release's manifest values pass the checks (an older gdl's may not)."""
+    static = values.get("static")
+    checks = (
+        (WSGI_PATTERN, values.get("wsgi")),
+        (RELATIVE_PATH_PATTERN, values.get("requirements")),
+        (HEALTH_PATTERN, values.get("health")),
+        (RELATIVE_PATH_PATTERN, "static" if static in (None, "") else static),
+    )
+    return all(isinstance(v, str) and len(v) <= 128 and p.fullmatch(v) for p, v in checks)
+
+
+def _text(data: dict[str, Any], key: str, where: str) -> str:
+    """The manifest's value of ``key`` as text: strings (and whole-number versions) only."""
+    value = data.get(key)
+    if value is None:
+        return ""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (str, int))
+        or (isinstance(value, int) and key != "version")
+    ):
+        raise InvalidRequest(
+            f"{where} has {key} of type {type(value).__name__}",
+            f'write {key} as text (quote it: {key}: "...")',
+        )
+    text = str(value)
+    if len(text) > MAX_LENGTH.get(key, 64):
+        raise InvalidRequest(
+            f"{where} has a {key} of {len(text)} characters",
+            f"keep it to {MAX_LENGTH.get(key, 64)}",
+        )
+    return text
+
+
+def check_requirements(path: Path, where: str) -> None:
+    """Refuse a requirements file that could steer pip, or that lacks gunicorn.
+
+    Options (``--index-url``, ``-e``, ``-r``, ``--trusted-host``...) and direct
+    references (``name @ https://...``, VCS and file URLs, paths) would make
+    the master fetch or run code from wherever they say; a release names
+    packages with versions, and the master's own pip configuration says where
+    they come from.  ``--hash`` pins are kept.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"{where} cannot be read ({exc})", "give a UTF-8 text file") from exc
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        steering = (
+            words[0].startswith("-")
+            or any(w.startswith("-") and not w.startswith("--hash=") for w in words[1:])
+            or "://" in line
+            or "@" in line
+            or line.startswith((".", "/", "~"))
+        )
+        if steering:
+            raise InvalidRequest(
+                f"{where} line {number} is an option or a URL ({line[:60]!r})",
+                "list packages by name and version only: where they come from is the "
+                "master's pip configuration",
+            )
+    if not re.search(r"^\s*gunicorn\b", text, re.MULTILINE):
+        raise InvalidRequest(
+            f"{where} does not list gunicorn", "add gunicorn: every app runs under it"
+        )
 
 
 def _inside(path: Path, root: Path) -> bool:

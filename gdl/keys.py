@@ -21,6 +21,7 @@ import salt.config
 import salt.crypt
 import salt.exceptions
 import salt.key
+import salt.utils.crypt
 
 from gdl import naming
 
@@ -108,6 +109,20 @@ class MasterKeys:
         _check_minion_id(minion_id)
         self._key_store.flush("denied_keys", minion_id)
         self._key_store.store("keys", minion_id, {"pub": public_pem, "state": "accepted"})
+
+    def master_finger(self) -> str:
+        """The fingerprint of the master's public key, as minions check it (``master_finger``).
+
+        What ``salt-key -F master`` prints for ``master.pub``, with the
+        minions' hash type (sha256, Salt's default); '' when the master has no
+        key yet.
+        """
+        path = os.path.join(self.opts["pki_dir"], "master.pub")
+        if os.path.isfile(path):
+            return salt.utils.crypt.pem_finger(path, sum_type="sha256")
+        pem = self._key_store.fetch("master_keys", f"{self.opts['id']}.pub") or ""
+        body = [line for line in _text(pem).splitlines(keepends=True) if line.strip()][1:-1]
+        return salt.utils.crypt.pem_finger(key="".join(body), sum_type="sha256") if body else ""
 
     def public_key(self, minion_id: str) -> str | None:
         """The accepted public key of ``minion_id``, if any."""

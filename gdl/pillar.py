@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from gdl import naming, release_build, releases, spec
+from gdl import apps, naming, release_build, releases, spec
 from gdl.envstore import EnvRecord
 from gdl.errors import GdlError
 from gdl.providers.base import EnvNetwork, Server
@@ -63,6 +63,8 @@ def built_releases(settings: Settings, app: str) -> dict[str, dict[str, Any]]:
             manifest = releases.release_manifest(settings, app, version)
         except (OSError, IndexError, GdlError):
             continue
+        if not apps.release_values_are_safe(manifest):
+            continue  # never handed to the states: a value a shell or nginx would read
         found[version] = {
             "source": release_build.release_url(app, version),
             "sha256": digest,

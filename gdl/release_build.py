@@ -26,12 +26,9 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +37,24 @@ import yaml
 
 from gdl.apps import AppManifest, load_manifest, load_manifest_from
 from gdl.errors import GdlError
+from gdl.wheel_build import Runner, build_wheelhouse, requirements_sha256, run_bounded
+
+__all__ = [
+    "Release",
+    "build_release",
+    "build_release_for",
+    "build_release_from",
+    "build_release_of",
+    "build_wheelhouse",
+    "files_dir",
+    "list_releases",
+    "release_bytes",
+    "release_manifest_path",
+    "release_path",
+    "release_url",
+    "requirements_sha256",
+    "wheel_cache_dir",
+]
 
 if TYPE_CHECKING:
     from gdl.config import Settings
@@ -48,8 +63,6 @@ RELEASES_DIR = "gdl-releases"  # under the fileserver's files directory
 # Left out of a release: build and editor leftovers that differ between checkouts.
 SKIPPED_NAMES = {"__pycache__", ".pytest_cache", "wheelhouse", "RELEASE.json"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
-
-Runner = Callable[..., subprocess.CompletedProcess]
 
 
 @dataclass(frozen=True)
@@ -83,76 +96,75 @@ def release_manifest_path(files_dir: Path | str, app: str, version: str) -> Path
     return Path(files_dir) / RELEASES_DIR / app / f"{app}-{version}.yaml"
 
 
-def requirements_sha256(manifest: AppManifest) -> str:
-    return hashlib.sha256(manifest.requirements_path.read_bytes()).hexdigest()
+def app_members(manifest: AppManifest) -> list[tuple[str, Path]]:
+    """The app's files (name in the archive, file on disk), sorted; links that leave it refused.
 
-
-def build_wheelhouse(
-    manifest: AppManifest,
-    cache_dir: Path | str,
-    python: str = sys.executable,
-    run: Runner = subprocess.run,
-) -> Path:
-    """Wheels for every requirement of the app, built once per requirements file.
-
-    The wheels land in ``<cache_dir>/<app>/<requirements sha256>/``; a
-    directory that exists is complete (it is renamed into place only after
-    ``pip wheel`` succeeded), so an unchanged requirements file costs nothing.
-    Wheels are built by ``python``: give an interpreter of the servers'
-    Python minor version when it differs from the master's.
+    A link is packed as the file it points to, so one pointing outside the
+    app's directory (``/etc/salt/pki/master/master.pem``) would ship that file
+    to every app server: it is refused, as is a link to nothing and a file
+    with other hard links (which may be any file of the master's).
     """
-    target = Path(cache_dir) / manifest.name / requirements_sha256(manifest)
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-    try:
-        command = [
-            python,
-            "-m",
-            "pip",
-            "wheel",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--quiet",
-            "--requirement",
-            str(manifest.requirements_path),
-            "--wheel-dir",
-            str(scratch),
-        ]
-        done = run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            lines = [line for line in (done.stderr or done.stdout or "").splitlines() if line]
-            detail = lines[-1] if lines else f"exit status {done.returncode}"
-            raise GdlError(
-                f"building wheels for app {manifest.name!r} failed ({detail})",
-                f"check apps/{manifest.name}/{manifest.requirements} and that the master "
-                "reaches the package index",
-            )
-        scratch.chmod(0o755)
-        os.replace(scratch, target)
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
-    return target
-
-
-def _release_members(manifest: AppManifest, wheelhouse: Path) -> list[tuple[str, Path]]:
-    """(name in the archive, file on disk), sorted, for a reproducible archive."""
+    root = manifest.path.resolve()
     members: list[tuple[str, Path]] = []
-    for root, dirs, files in os.walk(manifest.path):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_NAMES and not d.startswith("."))
+    for top, dirs, files in os.walk(manifest.path):
+        kept_dirs = sorted(d for d in dirs if d not in SKIPPED_NAMES and not d.startswith("."))
+        for name in kept_dirs:
+            _check_link(manifest, root, Path(top) / name)
+        dirs[:] = kept_dirs
         for file_name in files:
             if file_name in SKIPPED_NAMES or file_name.startswith("."):
                 continue
             if file_name.endswith(SKIPPED_SUFFIXES):
                 continue
-            path = Path(root) / file_name
+            path = Path(top) / file_name
+            _check_link(manifest, root, path)
             members.append((path.relative_to(manifest.path).as_posix(), path))
-    members.extend(
+    return sorted(members)
+
+
+def _check_link(manifest: AppManifest, root: Path, path: Path) -> None:
+    shown = path.relative_to(manifest.path).as_posix()
+    refused = ""
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.exists():
+            refused = "is a link to nothing"
+        elif target != root and root not in target.parents:
+            refused = f"is a link to {target}, outside the app"
+    elif path.is_file() and path.stat().st_nlink > 1:
+        refused = "has other hard links (they may be any file of the master's)"
+    if refused:
+        raise GdlError(
+            f"{shown[:80]} in release {manifest.version} of {manifest.name} {refused}",
+            "put the file itself in the app's directory, or remove it",
+        )
+
+
+def _release_members(
+    manifest: AppManifest, wheelhouse: Path, members: list[tuple[str, Path]] | None = None
+) -> list[tuple[str, Path]]:
+    """(name in the archive, file on disk), sorted, for a reproducible archive."""
+    found = list(app_members(manifest) if members is None else members)
+    found.extend(
         (f"wheelhouse/{wheel.name}", wheel) for wheel in wheelhouse.iterdir() if wheel.is_file()
     )
-    return sorted(members)
+    return sorted(found)
+
+
+def content_sha256(manifest: AppManifest, members: list[tuple[str, Path]]) -> str:
+    """What makes a release what it is: its manifest, its files and their modes, its requirements.
+
+    Wheels are left out: built again from the same requirements they may
+    differ in bytes, not in what the release is.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps(manifest.as_dict(), sort_keys=True).encode())
+    for name, path in members:
+        data = path.read_bytes()
+        executable = os.access(path, os.X_OK)
+        digest.update(f"\0{name}\0{int(executable)}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def _add_file(archive: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
@@ -175,9 +187,11 @@ def _add_dir(archive: tarfile.TarFile, name: str) -> None:
     archive.addfile(info)
 
 
-def release_bytes(manifest: AppManifest, wheelhouse: Path) -> bytes:
+def release_bytes(
+    manifest: AppManifest, wheelhouse: Path, members: list[tuple[str, Path]] | None = None
+) -> bytes:
     """The release archive (tar.gz, no top-level directory), reproducibly."""
-    members = _release_members(manifest, wheelhouse)
+    members = _release_members(manifest, wheelhouse, members)
     info = {
         "app": manifest.name,
         "version": manifest.version,
@@ -214,7 +228,7 @@ def build_release(
     files_dir: Path | str,
     cache_dir: Path | str,
     python: str = sys.executable,
-    run: Runner = subprocess.run,
+    run: Runner = run_bounded,
 ) -> Release:
     """Build (or find) the release archive of app ``name`` at its manifest's version.
 
@@ -233,24 +247,38 @@ def build_release_of(
     files_dir: Path | str,
     cache_dir: Path | str,
     python: str = sys.executable,
-    run: Runner = subprocess.run,
+    run: Runner = run_bounded,
 ) -> Release:
-    """Build (or find) the release archive of an already checked manifest."""
-    wheelhouse = build_wheelhouse(manifest, cache_dir, python=python, run=run)
-    data = release_bytes(manifest, wheelhouse)
-    digest = hashlib.sha256(data).hexdigest()
+    """Build (or find) the release archive of an already checked manifest.
+
+    A release is immutable: once built, its version names that content for
+    good (an app server that unpacked it never looks again).  Building it
+    again with the same content changes nothing; with other content it is
+    refused before anything is built.
+    """
+    members = app_members(manifest)
+    content = content_sha256(manifest, members)
     archive = release_path(files_dir, manifest.name, manifest.version)
     hash_file = archive.with_name(archive.name + ".sha256")
-    changed = not (
-        archive.is_file()
-        and hash_file.is_file()
-        and hash_file.read_text(encoding="utf-8").split()[:1] == [digest]
-    )
-    if changed:
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(archive, data)
-        # The format archive.extracted's source_hash reads: "<hex>  <file name>".
-        _write_atomic(hash_file, f"{digest}  {archive.name}\n".encode())
+    content_file = archive.with_name(archive.name + ".content")
+    built = archive.is_file() and hash_file.is_file()
+    recorded = _first_word(content_file) if built else None
+    if recorded is not None and recorded != content:
+        raise _changed_release(manifest)
+    wheelhouse = None
+    if recorded is None:
+        wheelhouse = build_wheelhouse(manifest, cache_dir, python=python, run=run)
+        data = release_bytes(manifest, wheelhouse, members)
+        digest = hashlib.sha256(data).hexdigest()
+        if built and _first_word(hash_file) != digest:
+            # Built before releases recorded their content: its bytes are the check.
+            raise _changed_release(manifest)
+        if not built:
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(archive, data)
+            # The format archive.extracted's source_hash reads: "<hex>  <file name>".
+            _write_atomic(hash_file, f"{digest}  {archive.name}\n".encode())
+        _write_atomic(content_file, f"{content}\n".encode())
     manifest_file = release_manifest_path(files_dir, manifest.name, manifest.version)
     manifest_text = yaml.safe_dump(manifest.as_dict(), default_flow_style=False, sort_keys=True)
     if not manifest_file.is_file() or manifest_file.read_text(encoding="utf-8") != manifest_text:
@@ -260,9 +288,25 @@ def build_release_of(
         app=manifest.name,
         version=manifest.version,
         archive=archive,
-        sha256=digest,
+        sha256=_first_word(hash_file) or "",
         requirements_sha256=requirements_sha256(manifest),
-        changed=changed,
+        changed=not built,
+    )
+
+
+def _first_word(path: Path) -> str | None:
+    try:
+        words = path.read_text(encoding="utf-8").split()
+    except OSError:
+        return None
+    return words[0] if words else None
+
+
+def _changed_release(manifest: AppManifest) -> GdlError:
+    return GdlError(
+        f"release {manifest.version} of {manifest.name} is already built, with other content: "
+        "a release never changes under its version",
+        f"give this one a new version in its app.yaml (version: {manifest.version} is taken)",
     )
 
 

@@ -61,6 +61,7 @@ def make(
                 f"delete it first (salt-cloud -d {server.name}) or choose another name",
             )
     requests = []
+    master_finger = minion_keys.master_finger()
     for server in wanted:
         pair = server.pair
         if pair is None:
@@ -77,6 +78,7 @@ def make(
                 minion_public_key=pair.public_pem,
                 minion_private_key=pair.private_pem,
                 master_address=master_address,
+                master_finger=master_finger,
             )
         )
     try:

@@ -70,6 +70,9 @@ def minion_config(
         "acceptance_wait_time": 5,
         "grains": {"gdl": {"app": request.app, "env": request.env, "role": request.role}},
     }
+    if request.master_finger:
+        # The minion checks the master's key against it before it trusts it.
+        config["master_finger"] = request.master_finger
     if master_port:
         config["master_port"] = master_port
     if publish_port:

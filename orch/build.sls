@@ -6,6 +6,9 @@
 -#}
 {%- set app = pillar['app'] %}
 {%- set env = pillar['env'] %}
+{#- gdl.build passes its lock's token: the runner steps below run under the build's
+    lock. Run on its own, each runner step takes the environment's lock itself. #}
+{%- set lock_token = pillar.get('lock_token') or '' %}
 {#- Exact-name patterns: env names may contain '-', so a glob could reach another environment. #}
 {%- set app_servers = '^app-[0-9]+-' ~ app ~ '-' ~ env ~ '$' %}
 {%- set lbs = '^lb-[0-9]+-' ~ app ~ '-' ~ env ~ '$' %}
@@ -15,12 +18,14 @@ gdl_vrrp_pair:
     - name: gdl.vrrp_pair
     - app: {{ app }}
     - environment: {{ env }}
+    - lock_token: '{{ lock_token }}'
 
 gdl_pillar:
   salt.runner:
     - name: gdl.write_pillar
     - app: {{ app }}
     - environment: {{ env }}
+    - lock_token: '{{ lock_token }}'
     - require:
       - salt: gdl_vrrp_pair
 
@@ -58,6 +63,7 @@ gdl_drain_surplus:
     - name: gdl.drain_surplus
     - app: {{ app }}
     - environment: {{ env }}
+    - lock_token: '{{ lock_token }}'
     - require:
       - salt: gdl_app_role
 
@@ -76,6 +82,7 @@ gdl_remove_surplus:
     - name: gdl.remove_surplus
     - app: {{ app }}
     - environment: {{ env }}
+    - lock_token: '{{ lock_token }}'
     - require:
       - salt: gdl_lb_role
 
@@ -84,5 +91,6 @@ gdl_vip_serves:
     - name: gdl.check_vip
     - app: {{ app }}
     - environment: {{ env }}
+    - lock_token: '{{ lock_token }}'
     - require:
       - salt: gdl_remove_surplus

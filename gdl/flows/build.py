@@ -43,7 +43,7 @@ def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
         }
 
     started = time.monotonic()
-    with env_lock(ctx.settings.lock_dir, spec.app, spec.env, "build"):
+    with env_lock(ctx.settings.lock_dir, spec.app, spec.env, "build") as lock_token:
         record = envstore.load(ctx.settings.state_dir, spec.app, spec.env)
         if record is not None and record.provider != spec.provider:
             raise GdlError(
@@ -68,14 +68,13 @@ def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
 
         make_servers(ctx, provider, record, network, plan.of_role("app"))
 
+        # The orchestration's runner steps present the token: they run under this
+        # lock, anything else on the environment meanwhile is refused.
         ok, result = ctx.salt.orchestrate(
-            "orch.build", {"app": spec.app, "env": spec.env}, test=False
+            "orch.build", {"app": spec.app, "env": spec.env, "lock_token": lock_token}, test=False
         )
         if not ok:
-            raise GdlError(
-                f"{spec.env_id}: the orchestration failed ({_first_failure(result)})",
-                "fix the cause and run the same build again: it continues where it stopped",
-            )
+            raise orchestration_failure(spec.env_id, result)
         made = provider.list_servers(spec.app, spec.env)
     return {
         "result": True,
@@ -241,16 +240,46 @@ def check_vip(ctx: Context, app: str, env: str, timeout: float = VIP_TIMEOUT) ->
     )
 
 
-def _first_failure(result: Any) -> str:
-    """The first failed step's comment in an orchestrate return, for one-line errors."""
-    data = result
-    if isinstance(data, dict) and "data" in data:
-        data = data["data"]
-    if isinstance(data, dict):
-        for value in data.values():
-            states = value if isinstance(value, dict) else {}
-            for state in states.values():
-                if isinstance(state, dict) and state.get("result") is False:
-                    comment = " ".join(str(state.get("comment", "")).split())
-                    return f"{state.get('__id__', 'a step')}: {comment[:300]}"
-    return "see the master log"
+def orchestration_failure(env_id: str, result: Any) -> GdlError:
+    """One line for a failed orchestration: the step that failed first, and what to do.
+
+    A runner step's return is already gdl's line (what failed, what to do); a
+    role step's comment names the minions it failed on, and its job's returns
+    say why.  Steps skipped because an earlier one failed are not the cause.
+    """
+    again = "fix the cause and run the same build again: it continues where it stopped"
+    steps = result.get("data", result) if isinstance(result, dict) else None
+    failed, errors = [], []
+    for states in steps.values() if isinstance(steps, dict) else [steps]:
+        if isinstance(states, dict):
+            failed += [
+                s for s in states.values() if isinstance(s, dict) and s.get("result") is False
+            ]
+        elif isinstance(states, (str, list)):
+            errors.append(_one_line(states, 300))  # the orchestration did not render
+    if not failed:
+        detail = "; ".join(errors)[:300]
+        return GdlError(
+            f"{env_id}: the orchestration failed ({detail or 'no step reported why'})",
+            f"see the master log, then {again}",
+        )
+    first_failures = [s for s in failed if "requisite failed" not in str(s.get("comment"))]
+    step = min(first_failures or failed, key=lambda s: s.get("__run_num__", 0))
+    name = step.get("__id__", "a step")
+    changes = step.get("changes")
+    runner_line = changes.get("return") if isinstance(changes, dict) else None
+    if isinstance(runner_line, str) and runner_line:
+        # The step's own refusal says what to do: it is the line.
+        return GdlError(f"{env_id}: step {name} failed: {_one_line(runner_line, 400)}")
+    jid = step.get("__jid__")
+    look = f"salt-run jobs.lookup_jid {jid} shows why; " if jid else ""
+    return GdlError(
+        f"{env_id}: step {name} failed ({_one_line(step.get('comment', ''), 300)})",
+        f"{look}{again}",
+    )
+
+
+def _one_line(value: Any, limit: int) -> str:
+    if isinstance(value, list):
+        value = "; ".join(str(item) for item in value)
+    return " ".join(str(value).split())[:limit]

@@ -55,15 +55,17 @@ def destroy(
 
 
 def remove_all(ctx: Context, app: str, env: str, provider: str | None = None) -> list[str]:
-    """Delete every server of the environment (orch/destroy.sls's first step)."""
-    with env_lock(ctx.settings.lock_dir, app, env, "destroy"):
-        return _remove_servers(ctx, app, env, provider)
+    """Delete every server of the environment (the runner holds the lock)."""
+    return _remove_servers(ctx, app, env, provider)
 
 
 def teardown(ctx: Context, app: str, env: str, provider: str | None = None) -> None:
-    """Remove the environment's shared parts, keys, pillar and record."""
-    with env_lock(ctx.settings.lock_dir, app, env, "destroy"):
-        _teardown(ctx, app, env, provider)
+    """Remove every server, then the shared parts, keys, pillar and record.
+
+    orch/destroy.sls runs this as its one step, so a single hold of the lock
+    (the runner takes it) covers the whole destroy.
+    """
+    _teardown(ctx, app, env, provider)
 
 
 def _remove_servers(ctx: Context, app: str, env: str, provider: str | None) -> list[str]:

@@ -68,6 +68,8 @@ class ServerRequest:
     minion_public_key: str  # PEM, already accepted on the master
     minion_private_key: str = field(repr=False)  # PEM, handed to the server at boot only
     master_address: str
+    # The master's key fingerprint: the minion refuses a master whose key differs.
+    master_finger: str = ""
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,15 @@ def test_destroy_during_a_build_is_refused_and_a_later_destroy_removes_all(
     )
     assert orch.returncode != 0, orch.stdout[-3000:]
     assert "is busy" in orch.stdout, orch.stdout[-3000:]
+    # The build's orchestration steps are refused too when not called by the build.
+    code, _, output = run(master, "gdl.write_pillar", f"app={APP}", f"environment={ENV}")
+    assert code != 0, output[-3000:]
+    assert f"{naming.env_id(APP, ENV)} is busy: build by pid" in refusal(output), output[-3000:]
+    orch = master.run(
+        "state.orch", "orch.build", f'pillar={{"app": "{APP}", "env": "{ENV}"}}', timeout=300
+    )
+    assert orch.returncode != 0, orch.stdout[-3000:]
+    assert "is busy" in orch.stdout, orch.stdout[-3000:]
 
     trace.note(provider, APP, ENV)
     code, output = build.wait()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import salt.utils.crypt
 import yaml
 
 from gdl import envstore, keys
@@ -162,6 +163,18 @@ def test_master_never_accepts_keys_by_itself(built: Built) -> None:
     # The environment's keys were put in place before its servers booted: none ever waited.
     assert sorted(listing["minions"]) == sorted([APP_SERVER, *LBS])
     assert listing["minions_pre"] == [] and listing["minions_rejected"] == []
+
+
+def test_every_minion_checks_its_masters_key_fingerprint(built: Built) -> None:
+    # What `salt-key -F master` shows for master.pub; a minion refuses a master
+    # whose key differs (and it answered, so the fingerprint is the right one).
+    expected = salt.utils.crypt.pem_finger(
+        str(built.master.pki_dir / "master.pub"), sum_type="sha256"
+    )
+    assert len(expected) == 95
+    for name in [APP_SERVER, *LBS]:
+        config = yaml.safe_load(built.run_on(name, "cat", "/etc/salt/minion").stdout)
+        assert config.get("master_finger") == expected, name
 
 
 def _wait_for_key(pki_dir: Path, state: str, minion_id: str) -> Path:

@@ -127,3 +127,27 @@ def test_pillar_lists_every_release_built_with_its_manifest(tmp_path):
         "health": "/health",
     }
     assert found["1.0.0"]["wsgi"] == "blog:app" and found["1.0.0"]["static"] is None
+
+
+def test_a_release_whose_manifest_values_are_unsafe_is_not_handed_to_the_states(tmp_path):
+    """A release built before the checks (or placed by hand) with a value a shell would read."""
+    settings = Settings(state_dir=tmp_path, source_dir=tmp_path)
+    files_dir = release_build.files_dir(settings)
+    for version, static in (("1.0.0", "static"), ("1.0.1", "static;} server {"), ("1.0.2", "s\n")):
+        archive = release_build.release_path(files_dir, "blog", version)
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        archive.write_bytes(b"release")
+        archive.with_name(archive.name + ".sha256").write_text(f"abc  {archive.name}\n")
+        release_build.release_manifest_path(files_dir, "blog", version).write_text(
+            yaml.safe_dump(
+                {
+                    "name": "blog",
+                    "version": version,
+                    "wsgi": "blog:app",
+                    "requirements": "requirements.txt",
+                    "health": "/healthz",
+                    "static": static,
+                }
+            )
+        )
+    assert sorted(pillar.built_releases(settings, "blog")) == ["1.0.0"]

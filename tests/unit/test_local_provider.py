@@ -191,6 +191,15 @@ def test_boot_description_hides_the_masters_files(tmp_path: Path) -> None:
     assert "id: lb-0-blog-dev" in minion and "acceptance_wait_time: 1" in minion
     assert "master: 10.77.0.1" in minion and "gdl_role: lb" in minion
     assert "auto_accept" not in minion and "open_mode" not in minion
+    finger = ":".join(["ab"] * 32)
+    pinned = boot_description(
+        p.host_settings(),
+        ServerRequest(**{**request("lb-0-blog-dev").__dict__, "master_finger": finger}),
+        SIZES["m1.tiny"],
+        stage_dir,
+        [],
+    )
+    assert f"master_finger: '{finger}'" in pinned["files"]["/etc/salt/minion"]["text"]
 
 
 def test_outermost_keeps_only_the_tops() -> None:

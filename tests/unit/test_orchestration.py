@@ -28,13 +28,18 @@ class NoCalls:
     __getattr__ = __getitem__
 
 
-def render_orchestration(name: str) -> dict[str, Any]:
+def render_orchestration(name: str, **pillar: Any) -> dict[str, Any]:
     source = (REPO_ROOT / "orch" / f"{name}.sls").read_text()
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
     text = environment.from_string(source).render(
-        pillar={"app": "blog", "env": "dev"}, salt=NoCalls(), grains={}, opts={}
+        pillar={"app": "blog", "env": "dev", **pillar}, salt=NoCalls(), grains={}, opts={}
     )
     return yaml.safe_load(text)
+
+
+def step_args(step: dict[str, Any]) -> dict[str, Any]:
+    (body,) = step.values()
+    return {k: v for item in body if isinstance(item, dict) for k, v in item.items()}
 
 
 def requires(step: dict[str, Any]) -> list[str]:
@@ -118,3 +123,123 @@ def test_drain_surplus_counts_a_server_haproxy_no_longer_has_as_drained(tmp_path
     ]
     with pytest.raises(GdlError, match="could not drain app-2-blog-dev"):
         build.drain_surplus(context(tmp_path, FakeSalt("no answer"), 2), "blog", "dev")
+
+
+RUNNER_STEPS = {
+    "build": [
+        "gdl.vrrp_pair",
+        "gdl.write_pillar",
+        "gdl.drain_surplus",
+        "gdl.remove_surplus",
+        "gdl.check_vip",
+    ],
+    "destroy": ["gdl.teardown"],
+}
+
+
+@pytest.mark.parametrize("name", ["build", "destroy"])
+def test_every_runner_step_presents_the_builds_lock_token(name):
+    token = "5f" * 16
+    steps = render_orchestration(name, lock_token=token)
+    runners = {
+        step_args(step)["name"]: step_args(step) for step in steps.values() if "salt.runner" in step
+    }
+    assert sorted(runners) == sorted(RUNNER_STEPS[name])
+    assert all(args["lock_token"] == token for args in runners.values())
+    # Run on its own (no token in pillar), each step takes the lock itself.
+    alone = render_orchestration(name)
+    assert all(
+        step_args(step)["lock_token"] == "" for step in alone.values() if "salt.runner" in step
+    )
+
+
+def test_orch_destroy_holds_the_lock_across_the_whole_destroy_in_one_step():
+    steps = render_orchestration("destroy")
+    assert list(steps) == ["gdl_teardown"]
+    assert step_args(steps["gdl_teardown"])["name"] == "gdl.teardown"
+
+
+def test_a_runner_step_is_refused_while_a_build_holds_the_lock_unless_it_has_its_token(
+    tmp_path,
+):
+    from gdl.lock import env_lock
+    from gdl.runner_calls import Refused, step
+
+    ctx = context(tmp_path, FakeSalt(), 3)
+    ran = []
+
+    def write_pillar(ctx, app, env):
+        ran.append((app, env))
+        return True
+
+    with env_lock(ctx.settings.lock_dir, "blog", "dev", "build") as token:
+        for wrong in (None, "", "ab" * 16):
+            with pytest.raises(Refused) as refused:
+                step(ctx, "write_pillar", write_pillar, "blog", "dev", wrong)
+            assert str(refused.value).startswith("blog-dev is busy: build by pid")
+            assert "\n" not in str(refused.value)
+        assert ran == []
+        assert step(ctx, "write_pillar", write_pillar, "blog", "dev", token) is True
+    assert ran == [("blog", "dev")]
+    # Free again: a step run on its own takes the lock itself.
+    assert step(ctx, "write_pillar", write_pillar, "blog", "dev", None) is True
+
+
+def _state(run_num: int, result: bool, comment: str, **extra: Any) -> dict[str, Any]:
+    return {"__run_num__": run_num, "result": result, "comment": comment, **extra}
+
+
+def test_a_failed_runner_step_is_reported_in_its_own_one_line():
+    line = "salt-cloud could not make lb-0-blog-dev: no capacity: fix the cause and run again"
+    result = {
+        "outputter": "highstate",
+        "data": {
+            "master_minion": {
+                "salt_|-gdl_pillar_|-gdl.write_pillar_|-runner": _state(
+                    1,
+                    False,
+                    "One or more requisite failed: orch.build.gdl_vrrp_pair",
+                    __id__="gdl_pillar",
+                    changes={},
+                ),
+                "salt_|-gdl_vrrp_pair_|-gdl.vrrp_pair_|-runner": _state(
+                    0,
+                    False,
+                    "Runner function 'gdl.vrrp_pair' failed.",
+                    __id__="gdl_vrrp_pair",
+                    changes={"return": line},
+                ),
+            }
+        },
+        "retcode": 1,
+    }
+    error = build.orchestration_failure("blog-dev", result)
+    assert str(error) == f"blog-dev: step gdl_vrrp_pair failed: {line}"
+
+
+def test_a_failed_role_step_names_its_minions_and_where_to_look():
+    result = {
+        "data": {
+            "master": {
+                "salt_|-gdl_app_role_|-gdl_app_role_|-state": _state(
+                    3,
+                    False,
+                    "Run failed on minions: app-1-blog-dev\nFailures:\n...",
+                    __id__="gdl_app_role",
+                    __jid__="20261201",
+                    changes={"ret": {"x": "y" * 9000}},
+                ),
+            }
+        }
+    }
+    text = str(build.orchestration_failure("blog-dev", result))
+    assert "\n" not in text and len(text) < 600
+    assert text.startswith("blog-dev: step gdl_app_role failed (Run failed on minions: app-1")
+    assert "salt-run jobs.lookup_jid 20261201" in text
+    assert text.endswith("run the same build again: it continues where it stopped")
+
+
+def test_an_orchestration_that_did_not_render_is_one_line():
+    result = {"data": {"master": ["Rendering SLS 'base:orch.build' failed: bad\nline"]}}
+    text = str(build.orchestration_failure("blog-dev", result))
+    assert "\n" not in text and "Rendering SLS" in text

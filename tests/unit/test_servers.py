@@ -6,8 +6,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
+import salt.crypt
+import salt.utils.crypt
+import yaml
 
-from gdl import keys, servers
+from gdl import keys, servers, userdata
 from gdl.errors import NameClash, ProviderError
 from gdl.providers.base import RUNNING, EnvNetwork, Provider, Server, ServerRequest, no_progress
 
@@ -133,3 +136,21 @@ def test_remove_deletes_servers_and_forgets_their_keys(master_keys):
     ]
     assert master_keys.minions() == set()
     assert provider.list_servers() == []
+
+
+def test_new_servers_are_given_the_masters_key_fingerprint(tmp_path, master_keys):
+    # The minion compares it with the key the master shows before trusting it.
+    pki = tmp_path / "pki"
+    pki.mkdir(parents=True, exist_ok=True)
+    _private_pem, public_pem = salt.crypt.gen_keys(2048)
+    (pki / "master.pub").write_bytes(
+        public_pem if isinstance(public_pem, bytes) else public_pem.encode()
+    )
+    expected = salt.utils.crypt.pem_finger(str(pki / "master.pub"), sum_type="sha256")
+    assert master_keys.master_finger() == expected and len(expected) == 95
+    provider = FakeProvider()
+    servers.make(provider, master_keys, [new("lb-0-blog-dev")], master_address="10.0.0.1")
+    (request,) = provider.requests
+    assert request.master_finger == expected
+    config = yaml.safe_load(userdata.minion_config(request))
+    assert config["master_finger"] == expected

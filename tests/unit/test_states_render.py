@@ -10,6 +10,7 @@ those are installed (read-only: ``haproxy -c``, ``keepalived -t``).
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -61,14 +62,16 @@ def state_args(states: dict[str, Any], state_id: str) -> tuple[str, dict[str, An
     raise AssertionError(f"{state_id} has no state function")
 
 
-def render_file(args: dict[str, Any]) -> str:
-    """Render a file.managed template the way Salt's jinja renderer would."""
+def render_file(args: dict[str, Any], pillar: dict[str, Any] | None = None) -> str:
+    """Render a file.managed template the way Salt's jinja renderer would (with ``pillar``)."""
     assert args["source"].startswith("salt://")
     path = REPO_ROOT / "states" / args["source"][len("salt://") :]
     environment = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
-    return environment.from_string(path.read_text()).render(**args.get("context", {}))
+    environment.filters["quote"] = shlex.quote  # as Salt's jinja renderer has it
+    context = {"pillar": merged(SAMPLE, SECRET) if pillar is None else pillar}
+    return environment.from_string(path.read_text()).render(**context, **args.get("context", {}))
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +125,7 @@ def test_app_role_renders_for_a_host_without_systemd(local_salt):
     assert site["check_cmd"] == "/usr/local/sbin/gdl-nginx-check-site"
     conf = render_file(site)
     assert "server_tokens off;" in conf
-    assert "alias /srv/gdl/blog/current/static/;" in conf
+    assert 'alias "/srv/gdl/blog/current/static/";' in conf
     assert "proxy_pass http://gdl_blog;" in conf
     assert "access_log /var/log/nginx/gdl-blog.access.log;" in conf
 
@@ -423,3 +426,29 @@ def test_bad_vrrp_settings_are_refused_in_one_line(profile, overrides, message):
     with pytest.raises(InvalidRequest) as refused:
         spec.vrrp_settings(profile, overrides)
     assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_values_reaching_the_install_command_and_the_init_script_are_quoted(tmp_path):
+    # The runner refuses such manifest values; the states quote them all the same.
+    entry = {**release_entry("blog", "1.0.0"), "requirements": "reqs; touch /tmp/owned.txt"}
+    salt = LocalSalt(tmp_path, with_gdl(releases={"1.0.0": entry}), SECRET)
+    states = salt.show_sls("app-0-blog-dev", "gdl.app")
+    _, venv = state_args(states, "gdl-app-virtualenv")
+    assert (
+        "--requirement '/srv/gdl/blog/releases/1.0.0/reqs; touch /tmp/owned.txt' &&"
+        in (venv["name"])
+    )
+    assert shlex.split(venv["name"])[:4] == ["/usr/bin/python3", "-m", "venv", "--clear"]
+    _, unit = state_args(states, "gdl-app-gunicorn-unit")
+    args = [*unit["context"]["args"][:-1], "blog:app $(id)"]
+    script = render_file({**unit, "context": {**unit["context"], "args": args}})
+    assert "'blog:app $(id)'" in script
+
+
+def test_the_vrrp_secret_is_not_in_the_states_render_context(local_salt):
+    # state.show_sls and the job cache show a state's arguments: keepalived's
+    # template reads the secret from pillar itself.
+    states = local_salt.show_sls("lb-0-blog-dev", "gdl.lb")
+    assert "k3epal1v" not in json.dumps(states)
+    _, keepalived = state_args(states, "gdl-lb-keepalived-config")
+    assert "auth_pass k3epal1v" in render_file(keepalived)

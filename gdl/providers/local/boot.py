@@ -132,6 +132,8 @@ def minion_config(settings: HostSettings, request: ServerRequest) -> str:
             "recon_randomize: false",
             # fqdn grains do reverse lookups; there is no resolver here.
             "enable_fqdns_grains: false",
+            # The minion checks the master's key against it before it trusts it.
+            *([f"master_finger: '{request.master_finger}'"] if request.master_finger else []),
             "grains:",
             *(
                 f"  {key}: {value}"

@@ -60,7 +60,7 @@ gdl-app-release:
     - overwrite: true
     - clean_parent: true
     - trim_output: 10
-    - unless: test -e {{ extracted }}
+    - unless: test -e {{ extracted | quote }}
     - require:
       - file: gdl-app-releases-dir
 
@@ -79,12 +79,15 @@ gdl-app-release-extracted:
     retried on the next run, a finished one costs a stat. #}
 gdl-app-virtualenv:
   cmd.run:
+    {#- Every value is quoted for the shell, though the runner already refused any
+        manifest value with a character a shell would read. #}
     - name: >-
-        {{ role['python'] }} -m venv --clear {{ app['release'] }}/venv &&
-        {{ app['release'] }}/venv/bin/pip install --quiet --no-index --no-cache-dir
-        --disable-pip-version-check --find-links {{ app['release'] }}/wheelhouse
-        --requirement {{ app['release'] }}/{{ app['manifest']['requirements'] }} &&
-        touch {{ app['release'] }}/venv/.gdl-complete
+        {{ role['python'] | quote }} -m venv --clear {{ (app['release'] ~ '/venv') | quote }} &&
+        {{ (app['release'] ~ '/venv/bin/pip') | quote }} install --quiet --no-index
+        --no-cache-dir --disable-pip-version-check
+        --find-links {{ (app['release'] ~ '/wheelhouse') | quote }}
+        --requirement {{ (app['release'] ~ '/' ~ app['manifest']['requirements']) | quote }} &&
+        touch {{ (app['release'] ~ '/venv/.gdl-complete') | quote }}
     - creates: {{ app['release'] }}/venv/.gdl-complete
     - require:
       - pkg: gdl-app-packages

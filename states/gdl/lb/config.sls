@@ -24,7 +24,16 @@ gdl-lb-haproxy-config:
     - require:
       - pkg: gdl-lb-packages
 
-{#- The VRRP secret is in this file: root only, and never in the state's output. #}
+{#- The VRRP secret is in this file: root only, and never in the state's output.
+    The template reads it from pillar itself: the state's context (which
+    state.show_sls and the job cache show) carries everything else. #}
+{%- set vrrp_shown = {} %}
+{%- for key, value in gdl['vrrp'].items() if key != 'secret' %}
+{%-   do vrrp_shown.update({key: value}) %}
+{%- endfor %}
+{%- set gdl_shown = {} %}
+{%- do gdl_shown.update(gdl) %}
+{%- do gdl_shown.update({'vrrp': vrrp_shown}) %}
 gdl-lb-keepalived-config:
   file.managed:
     - name: /etc/keepalived/keepalived.conf
@@ -36,7 +45,7 @@ gdl-lb-keepalived-config:
     - show_changes: false
     - check_cmd: /usr/sbin/keepalived --config-test -f
     - context:
-        gdl: {{ gdl | json }}
+        gdl: {{ gdl_shown | json }}
         keepalived: {{ role['keepalived'] | json }}
         lb: {{ lb | json }}
     - require:

@@ -1,0 +1,188 @@
+"""The release's wheelhouse: ``pip wheel`` of an app's requirements, without root's powers.
+
+Building a wheel from a source distribution runs the package's own code, so
+the master never runs it as root: when gdl runs as root, ``pip wheel`` runs as
+an unprivileged user (``nobody``) in a directory of its own, with a clean
+environment and a time limit; the wheels are then moved into the master's
+cache by root.  The requirements file was checked before (:func:`gdl.apps.check_requirements`:
+no pip options, no URLs), so the master's own pip configuration, and nothing in
+the release, says where packages come from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gdl.errors import GdlError
+
+if TYPE_CHECKING:
+    from gdl.apps import AppManifest
+
+BUILD_USER = "nobody"
+WHEEL_TIMEOUT = 600.0  # seconds for one app's `pip wheel`
+# The invoking user's pip configuration files: the build user cannot read them
+# (root's home is private), so their content is handed over in a copy.
+USER_PIP_CONFIGS = ("~/.config/pip/pip.conf", "~/.pip/pip.conf")
+
+Runner = Callable[..., subprocess.CompletedProcess]
+
+
+def requirements_sha256(manifest: AppManifest) -> str:
+    return hashlib.sha256(manifest.requirements_path.read_bytes()).hexdigest()
+
+
+def run_bounded(
+    command: list[str],
+    *,
+    timeout: float,
+    user: str | None = None,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run ``command`` (as ``user``), killing its whole process group at ``timeout``.
+
+    Raises subprocess.TimeoutExpired once the group is killed: a build that
+    hangs (an sdist's setup waiting on the network) never outlives the lock.
+    """
+    identity: dict[str, Any] = {}
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        identity = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    with subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        umask=0o022,
+        **identity,
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+        return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def _build_environment(home: Path) -> dict[str, str]:
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "TMPDIR": str(home),
+        "PIP_NO_INPUT": "1",
+    }
+    # The master's pip settings (an index mirror, find-links, certificates).
+    env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
+    for candidate in USER_PIP_CONFIGS:
+        path = Path(candidate).expanduser()
+        if "PIP_CONFIG_FILE" not in env and path.is_file():
+            copy = home / "pip.conf"
+            copy.write_text(path.read_text())
+            env["PIP_CONFIG_FILE"] = str(copy)
+    return env
+
+
+def build_wheelhouse(
+    manifest: AppManifest,
+    cache_dir: Path | str,
+    python: str = sys.executable,
+    run: Runner = run_bounded,
+    timeout: float = WHEEL_TIMEOUT,
+) -> Path:
+    """Wheels for every requirement of the app, built once per requirements file.
+
+    The wheels land in ``<cache_dir>/<app>/<requirements sha256>/``; a
+    directory that exists is complete (it is renamed into place only after
+    ``pip wheel`` succeeded), so an unchanged requirements file costs nothing.
+    Wheels are built by ``python``: give an interpreter of the servers'
+    Python minor version when it differs from the master's.
+    """
+    target = Path(cache_dir) / manifest.name / requirements_sha256(manifest)
+    if target.is_dir():
+        return target
+    user = None
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(BUILD_USER)
+        except KeyError:
+            raise GdlError(
+                f"there is no user {BUILD_USER!r} to build wheels as, and gdl never builds "
+                "them as root",
+                f"add the user (useradd --system {BUILD_USER})",
+            ) from None
+        user = BUILD_USER
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The build user's own directory, outside the master's private state dir.
+    work = Path(tempfile.mkdtemp(prefix=f"gdl-wheels-{manifest.name}-"))
+    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        wheels = work / "wheels"
+        wheels.mkdir()
+        requirements = work / "requirements.txt"
+        shutil.copyfile(manifest.requirements_path, requirements)
+        env = _build_environment(work)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            for path in (work, wheels, requirements, *work.glob("pip.conf")):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        command = [
+            python,
+            "-m",
+            "pip",
+            "wheel",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--quiet",
+            "--no-cache-dir",
+            "--requirement",
+            str(requirements),
+            "--wheel-dir",
+            str(wheels),
+        ]
+        where = f"apps/{manifest.name}/{manifest.requirements}"
+        try:
+            done = run(command, timeout=timeout, user=user, cwd=str(work), env=env)
+        except OSError as error:
+            raise GdlError(
+                f"cannot run {python} to build wheels as user {user or 'gdl runs as'} "
+                f"({error.strerror})",
+                "install gdl with a Python that user can run (not under root's home)",
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise GdlError(
+                f"building wheels for app {manifest.name!r} took longer than {timeout:.0f} s",
+                f"check {where} and that the master reaches the package index",
+            ) from None
+        if done.returncode != 0:
+            lines = [line for line in (done.stderr or done.stdout or "").splitlines() if line]
+            detail = lines[-1] if lines else f"exit status {done.returncode}"
+            raise GdlError(
+                f"building wheels for app {manifest.name!r} failed ({detail})",
+                f"check {where} and that the master reaches the package index",
+            )
+        for wheel in sorted(wheels.iterdir()):
+            if wheel.is_file() and not wheel.is_symlink():
+                shutil.copyfile(wheel, scratch / wheel.name)
+        scratch.chmod(0o755)
+        os.replace(scratch, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target
