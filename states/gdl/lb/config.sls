@@ -21,10 +21,41 @@ gdl-lb-haproxy-config:
           servers: {{ gdl['servers'] | json }}
         haproxy: {{ role['haproxy'] | json }}
         lb: {{ lb | json }}
+        tls: {{ {'enabled': gdl['tls']['enabled'], 'http': gdl['tls']['http']} | json }}
     - require:
       - pkg: gdl-lb-packages
 
-{#- The VRRP secret is in this file: root only, and never in the state's output. #}
+{#- The HTTPS certificate's key is in this file (docs/https.md): root only (haproxy
+    reads it before it drops to its user), and never in the state's output. #}
+{%- if gdl['tls']['enabled'] %}
+{%-   if not gdl['tls']['pem'] %}
+{{ raise('pillar gdl:tls:enabled is true but gdl:tls:pem is empty: run salt-run gdl.build again') }}
+{%-   endif %}
+gdl-lb-tls-pem:
+  file.managed:
+    - name: {{ role['haproxy']['tls_pem'] }}
+    - contents_pillar: gdl:tls:pem
+    - user: root
+    - group: root
+    - mode: '0600'
+    - show_changes: false
+    - require:
+      - pkg: gdl-lb-packages
+    # haproxy -c checks the new haproxy.cfg with the certificate it names.
+    - require_in:
+      - file: gdl-lb-haproxy-config
+{%- else %}
+gdl-lb-tls-pem:
+  file.absent:
+    - name: {{ role['haproxy']['tls_pem'] }}
+    - require:
+      - file: gdl-lb-haproxy-config
+{%- endif %}
+
+{#- The VRRP secret is in this file: root only, and never in the state's output.
+    Its template gets every setting but the HTTPS certificate and key. #}
+{%- set keepalived_gdl = {} %}
+{%- for key, value in gdl.items() if key != 'tls' %}{% do keepalived_gdl.update({key: value}) %}{% endfor %}
 gdl-lb-keepalived-config:
   file.managed:
     - name: /etc/keepalived/keepalived.conf
@@ -36,7 +67,7 @@ gdl-lb-keepalived-config:
     - show_changes: false
     - check_cmd: /usr/sbin/keepalived --config-test -f
     - context:
-        gdl: {{ gdl | json }}
+        gdl: {{ keepalived_gdl | json }}
         keepalived: {{ role['keepalived'] | json }}
         lb: {{ lb | json }}
     - require:
