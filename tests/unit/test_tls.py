@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gdl import envstore, pillar, tls
+from gdl import certs, envstore, pillar, tls
 from gdl.errors import GdlError, InvalidRequest
 from gdl.providers.base import RUNNING, EnvNetwork, Server
 
@@ -227,39 +227,39 @@ def mode_of(path: Path) -> int:
 
 
 def test_the_ca_is_made_once_and_its_key_is_root_only(tmp_path):
-    assert not tls.ca_paths(tmp_path)[0].exists()
-    ca_cert, _ = tls.ensure_ca(tmp_path)
-    key_path = tls.ca_paths(tmp_path)[1]
+    assert not certs.ca_paths(tmp_path)[0].exists()
+    ca_cert, _ = certs.ensure_ca(tmp_path)
+    key_path = certs.ca_paths(tmp_path)[1]
     assert mode_of(key_path) == 0o600
     assert mode_of(key_path.parent) == 0o700
-    assert mode_of(tls.tls_dir(tmp_path)) == 0o700
+    assert mode_of(certs.tls_dir(tmp_path)) == 0o700
     assert ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    again, _ = tls.ensure_ca(tmp_path)
+    again, _ = certs.ensure_ca(tmp_path)
     assert again == ca_cert
-    assert [p.name for p in tls.tls_dir(tmp_path).iterdir()] == ["ca"]  # no staging left
+    assert [p.name for p in certs.tls_dir(tmp_path).iterdir()] == ["ca"]  # no staging left
 
 
 def test_a_ca_made_meanwhile_by_another_build_is_the_one_kept(tmp_path, monkeypatch):
-    first, _ = tls.ensure_ca(tmp_path / "other")
-    made = tls.ca_paths(tmp_path / "other")[0].parent
+    first, _ = certs.ensure_ca(tmp_path / "other")
+    made = certs.ca_paths(tmp_path / "other")[0].parent
     real_rename = Path.rename
 
     def rename_after_another(self, target):
         # Another build renames its CA into place first.
-        tls.tls_dir(tmp_path).mkdir(exist_ok=True)
+        certs.tls_dir(tmp_path).mkdir(exist_ok=True)
         if not Path(target).exists():
             real_rename(made, target)
         return real_rename(self, target)
 
     monkeypatch.setattr(Path, "rename", rename_after_another)
-    kept, _ = tls.ensure_ca(tmp_path)
+    kept, _ = certs.ensure_ca(tmp_path)
     assert kept == first
-    assert [p.name for p in tls.tls_dir(tmp_path).iterdir()] == ["ca"]
+    assert [p.name for p in certs.tls_dir(tmp_path).iterdir()] == ["ca"]
 
 
 def test_the_environment_certificate_names_the_vip_and_the_floating_ip(tmp_path):
-    pair = tls.ensure_env_cert(tmp_path, "blog", "dev", ["10.20.0.10", "203.0.113.7"])
-    ca_cert, _ = tls.ensure_ca(tmp_path)
+    pair = certs.ensure_env_cert(tmp_path, "blog", "dev", ["10.20.0.10", "203.0.113.7"])
+    ca_cert, _ = certs.ensure_ca(tmp_path)
     pair.leaf.verify_directly_issued_by(ca_cert)
     sans = pair.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sorted(str(a) for a in sans.get_values_for_type(x509.IPAddress)) == [
@@ -271,25 +271,25 @@ def test_the_environment_certificate_names_the_vip_and_the_floating_ip(tmp_path)
     assert pair.leaf.subject.rfc4514_string() == "CN=blog-dev,O=gdl"
     days = (pair.leaf.not_valid_after_utc - pair.leaf.not_valid_before_utc).days
     assert 360 <= days <= 398
-    cert_path, key_path = tls.cert_paths(tmp_path, "blog", "dev")
+    cert_path, key_path = certs.cert_paths(tmp_path, "blog", "dev")
     assert mode_of(key_path) == 0o600 and cert_path.exists()
 
 
 def test_the_environment_certificate_is_kept_while_it_fits(tmp_path):
-    first = tls.ensure_env_cert(tmp_path, "blog", "dev", ["10.20.0.10", "10.20.0.10"])
-    assert tls.ensure_env_cert(tmp_path, "blog", "dev", ["10.20.0.10"]).leaf == first.leaf
+    first = certs.ensure_env_cert(tmp_path, "blog", "dev", ["10.20.0.10", "10.20.0.10"])
+    assert certs.ensure_env_cert(tmp_path, "blog", "dev", ["10.20.0.10"]).leaf == first.leaf
     # Other addresses, near expiry, or another CA: a new one.
-    moved = tls.ensure_env_cert(tmp_path, "blog", "dev", ["10.20.0.10", "203.0.113.7"])
+    moved = certs.ensure_env_cert(tmp_path, "blog", "dev", ["10.20.0.10", "203.0.113.7"])
     assert moved.leaf != first.leaf
-    late = NOW + (tls.CERT_DAYS - tls.RENEW_DAYS + 1) * DAY
-    renewed = tls.ensure_env_cert(tmp_path, "blog", "dev", ["10.20.0.10", "203.0.113.7"], late)
+    late = NOW + (certs.CERT_DAYS - certs.RENEW_DAYS + 1) * DAY
+    renewed = certs.ensure_env_cert(tmp_path, "blog", "dev", ["10.20.0.10", "203.0.113.7"], late)
     assert renewed.leaf != moved.leaf
-    for path in tls.ca_paths(tmp_path):
+    for path in certs.ca_paths(tmp_path):
         path.unlink()
-    resigned = tls.ensure_env_cert(tmp_path, "blog", "dev", ["10.20.0.10", "203.0.113.7"])
-    resigned.leaf.verify_directly_issued_by(tls.ensure_ca(tmp_path)[0])
-    assert tls.remove_env_cert(tmp_path, "blog", "dev") is True
-    assert tls.remove_env_cert(tmp_path, "blog", "dev") is False
+    resigned = certs.ensure_env_cert(tmp_path, "blog", "dev", ["10.20.0.10", "203.0.113.7"])
+    resigned.leaf.verify_directly_issued_by(certs.ensure_ca(tmp_path)[0])
+    assert certs.remove_env_cert(tmp_path, "blog", "dev") is True
+    assert certs.remove_env_cert(tmp_path, "blog", "dev") is False
 
 
 def serve_once(pem: str, directory: Path) -> tuple[int, threading.Thread]:
@@ -335,7 +335,7 @@ def test_a_client_trusting_the_ca_accepts_the_certificate_at_its_address(tmp_pat
 def test_the_load_balancers_pillar_carries_the_certificate_and_key(tmp_path):
     off = tls.lb_pillar(tmp_path, record(), ["10.20.0.10"])
     assert off == {"enabled": False, "http": "redirect", "pem": ""}
-    assert not tls.tls_dir(tmp_path).exists()  # nothing made while TLS is off
+    assert not certs.tls_dir(tmp_path).exists()  # nothing made while TLS is off
     auto = tls.applied(record(), tls.TlsRequest("auto", http="allow"))
     given = tls.lb_pillar(tmp_path, auto, ["10.20.0.10"])
     assert (given["enabled"], given["http"]) == (True, "allow")
@@ -373,7 +373,7 @@ def test_status_shows_subject_issuer_and_expiry(tmp_path):
     assert shown["expires"] == f"{pair.leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
     assert 360 <= shown["days_left"] <= 366
     assert shown["addresses"] == ["10.20.0.10"]
-    assert shown["ca"] == str(tls.ca_paths(tmp_path)[0])
+    assert shown["ca"] == str(certs.ca_paths(tmp_path)[0])
     cert, key = self_signed(tmp_path)
     files = tls.applied(record(), tls.TlsRequest("files", cert, key))
     assert tls.describe(tmp_path, files)["subject"] == "CN=site"
