@@ -3,8 +3,8 @@
 Two files per environment under ``<state_dir>/pillar/gdl/envs/``: ``<app>-<env>.sls``
 for every server of the environment, and ``lb/<app>-<env>.sls`` with the VRRP
 secret and the HTTPS certificate and key, which ``pillar/top.sls`` gives to the
-load balancers only.  Both use the
-``yaml`` renderer alone, so no value is ever run through Jinja.
+load balancers only.  Both use the ``yaml`` renderer alone, so no value is ever
+run through Jinja.
 
 The pillar holds everything the roles need that the master knows: the
 servers, the VRRP settings resolved from the environment's profile (checked by
