@@ -70,6 +70,7 @@ def test_the_build_prints_the_https_url_and_the_vip_verifies_against_the_masters
     assert curl(built["url"]).returncode != 0
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")
 def test_tls_12_and_13_are_served_and_older_versions_are_not(built, master_ca):
     for version in ("TLSv1_2", "TLSv1_3"):
         context = ssl.create_default_context(cafile=str(master_ca))
