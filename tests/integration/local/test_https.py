@@ -112,6 +112,35 @@ def test_status_shows_the_certificate(local_cloud, built):
     assert shown["days_left"] >= 360 and shown["addresses"] == [built["vip"]]
 
 
+def key_body(local_cloud, app: str, env: str) -> bytes:
+    """Part of the environment's tls=auto private key, as any copy of its PEM would show.
+
+    The secret part: the first 48 characters of every P-256 key in PKCS#8 are the same.
+    """
+    key_path = certs.cert_paths(local_cloud.master.state_dir, app, env)[1]
+    lines = key_path.read_text().splitlines()
+    return "".join(line for line in lines if not line.startswith("-----")).encode()[50:100]
+
+
+def test_the_key_is_root_only_on_the_load_balancers_and_shown_nowhere(local_cloud, built):
+    provider = local_cloud.provider()
+    secret = key_body(local_cloud, "blog", "web")
+    for lb in ("lb-0-blog-web", "lb-1-blog-web"):
+        argv = provider.run(lb, ["stat", "-c", "%a %U", "/etc/haproxy/gdl-tls.pem"])
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.stdout.strip() == "600 root", done.stdout + done.stderr
+    argv = provider.run("app-0-blog-web", ["ls", "/etc/haproxy/gdl-tls.pem"])
+    assert subprocess.run(argv, capture_output=True, timeout=60).returncode != 0
+    master = local_cloud.master
+    places = [master.log_file, master.output_file, master.cache_dir / "jobs"]
+    for place in places:
+        files = [place] if place.is_file() else [p for p in place.rglob("*") if p.is_file()]
+        for path in files:
+            assert secret not in path.read_bytes(), f"the HTTPS key is in {path}"
+    _, _, output = run_json(master, "gdl.status", "app=blog", "env=web")
+    assert secret.decode() not in output
+
+
 def test_a_build_without_tls_arguments_keeps_https(local_cloud, built):
     code, data, output = run_json(
         local_cloud.master, "gdl.build", "app=blog", "env=web", "servers=1"
