@@ -26,6 +26,7 @@ from typing import Any
 
 try:
     from gdl import spec as _spec
+    from gdl import tls as _tls
     from gdl.config import Settings
     from gdl.flows import build as _build
     from gdl.flows import deploy as _deploy
@@ -108,6 +109,10 @@ def build(
     test=False,
     environment=None,
     vrrp=None,
+    tls=None,
+    tls_cert=None,
+    tls_key=None,
+    http=None,
     *args,
     **kwargs,
 ):
@@ -134,6 +139,12 @@ def build(
         The VRRP pair's timing profile: ``default`` (1 s adverts, for any
         network) or ``fast`` (VRRPv3, 0.25 s adverts); see docs/vrrp.md.
         Default: the environment keeps its profile (a new one: ``default``).
+    tls
+        HTTPS at the VIP: ``auto`` (a certificate from the master's own CA) or
+        ``off``; ``tls_cert`` and ``tls_key``: the operator's PEM files on the
+        master instead.  ``http``: ``redirect`` (port 80 answers 301 to HTTPS)
+        or ``allow``.  Default: the environment keeps its choice (a new one:
+        no HTTPS); see docs/https.md.
 
     CLI Example:
 
@@ -142,8 +153,26 @@ def build(
         salt-run gdl.build app=blog env=dev servers=2 size=m1.small
         salt-run gdl.build app=blog env=dev servers=3 test=True
         salt-run gdl.build app=blog env=dev vrrp=fast
+        salt-run gdl.build app=blog env=dev tls=auto
+        salt-run gdl.build app=blog env=dev tls_cert=/etc/ssl/blog.pem tls_key=/etc/ssl/blog.key
     """
-    _check_kwargs(kwargs, ("app", "env", "servers", "size", "provider", "test", "vrrp"), args)
+    _check_kwargs(
+        kwargs,
+        (
+            "app",
+            "env",
+            "servers",
+            "size",
+            "provider",
+            "test",
+            "vrrp",
+            "tls",
+            "tls_cert",
+            "tls_key",
+            "http",
+        ),
+        args,
+    )
     ctx = _run(_context)
     request = _run(
         _spec.build_spec,
@@ -155,8 +184,9 @@ def build(
         default_provider=ctx.settings.provider,
         vrrp=vrrp,
     )
+    https = _run(_tls.parse_request, tls, tls_cert, tls_key, http)
     dry_run = _run(_spec.parse_bool, "test", test)
-    result = _run(_build.build, ctx, request, test=dry_run)
+    result = _run(_build.build, ctx, request, test=dry_run, tls_request=https)
     if not dry_run:
         _progress(f"{request.env_id} is served at {result['url']}")
     return result

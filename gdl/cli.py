@@ -49,6 +49,10 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("server_size", help="the provider's size (flavor), e.g. m1.small")
     build.add_argument("--provider", help="local or openstack (default: the master's)")
     build.add_argument("--vrrp", help="the VRRP timing profile: default or fast")
+    build.add_argument("--tls", help="HTTPS at the VIP: auto (the master's CA) or off")
+    build.add_argument("--tls-cert", help="HTTPS with this PEM certificate on the master")
+    build.add_argument("--tls-key", help="... and this PEM private key")
+    build.add_argument("--http", help="port 80 with HTTPS: redirect (301) or allow")
     build.add_argument("--test", action="store_true", help="print the plan, change nothing")
     build.add_argument(
         "--destroy",
@@ -117,6 +121,9 @@ def runner_call(args: argparse.Namespace) -> tuple[str, list[str]]:
     call += [f"servers={args.num_servers}", f"size={args.server_size}"]
     if args.vrrp:
         call.append(f"vrrp={args.vrrp}")
+    for name in ("tls", "tls_cert", "tls_key", "http"):
+        if getattr(args, name):
+            call.append(f"{name}={getattr(args, name)}")
     return "gdl.build", call
 
 
@@ -220,8 +227,11 @@ def _user() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     command_line = parser()
     args = command_line.parse_args(argv)
-    if args.command == "build" and args.destroy and args.vrrp:
-        command_line.error("--vrrp is a build setting: it has no meaning with --destroy")
+    if args.command == "build" and args.destroy:
+        for name in ("vrrp", "tls", "tls_cert", "tls_key", "http"):
+            if getattr(args, name):
+                option = "--" + name.replace("_", "-")
+                command_line.error(f"{option} is a build setting: it has no meaning with --destroy")
     function, call = runner_call(args)
     with _runner_client(args.config_dir) as client:
         # The calling user, as salt-run passes it: without it the master refuses the

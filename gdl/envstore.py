@@ -2,8 +2,8 @@
 
 The servers themselves are always read from the provider; the record keeps
 only what the provider cannot tell: the requested size and count, which
-provider holds the environment, the VRRP secret, and the app release the
-environment runs (``release``) with the one it ran before
+provider holds the environment, the VRRP secret, the HTTPS choice, and the
+app release the environment runs (``release``) with the one it ran before
 (``previous_release``), so a re-run of the build keeps what the last deploy
 or rollback chose.  It is written before anything is made, so a build that
 dies half-way still leaves a destroy everything it needs.
@@ -36,11 +36,22 @@ class EnvRecord:
     previous_release: str | None = None
     # The lb role's VRRP timing profile (docs/vrrp.md); older records: default.
     vrrp_profile: str = "default"
+    # HTTPS at the VIP (gdl.tls, docs/https.md): "off", "auto" (the master's CA) or
+    # "files" (the operator's tls_cert and tls_key on the master); what port 80 does.
+    tls: str = "off"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    http: str = "redirect"
 
     def with_vrrp_profile(self, profile: str) -> EnvRecord:
         if profile == self.vrrp_profile:
             return self
         return replace(self, vrrp_profile=profile, updated=_now())
+
+    def with_tls(self, tls: str, cert: str | None, key: str | None, http: str) -> EnvRecord:
+        if (tls, cert, key, http) == (self.tls, self.tls_cert, self.tls_key, self.http):
+            return self
+        return replace(self, tls=tls, tls_cert=cert, tls_key=key, http=http, updated=_now())
 
     def with_request(self, servers: int, size: str) -> EnvRecord:
         return replace(self, servers=servers, size=size, updated=_now())

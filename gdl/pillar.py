@@ -2,8 +2,9 @@
 
 Two files per environment under ``<state_dir>/pillar/gdl/envs/``: ``<app>-<env>.sls``
 for every server of the environment, and ``lb/<app>-<env>.sls`` with the VRRP
-secret, which ``pillar/top.sls`` gives to the load balancers only.  Both use the
-``yaml`` renderer alone, so no value is ever run through Jinja.
+secret and the HTTPS certificate and key, which ``pillar/top.sls`` gives to the
+load balancers only.  Both use the ``yaml`` renderer alone, so no value is ever
+run through Jinja.
 
 The pillar holds everything the roles need that the master knows: the
 servers, the VRRP settings resolved from the environment's profile (checked by
@@ -79,12 +80,15 @@ def env_pillar(
     servers: Iterable[Server],
     app_servers: Iterable[str],
     app_releases: dict[str, dict[str, Any]] | None = None,
+    tls: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(pillar for every server, pillar for the load balancers only).
 
     ``app_servers`` names the app servers that belong in the haproxy
     backend: the desired ones that exist, not those about to be removed.
     ``app_releases`` is :func:`built_releases` of the environment's app.
+    ``tls`` is :func:`gdl.tls.lb_pillar`: it holds the certificate's key,
+    so it goes to the load balancers only.
     """
     servers = list(servers)
     in_rotation = set(app_servers)
@@ -106,7 +110,9 @@ def env_pillar(
             },
         }
     }
-    lb_only = {"gdl": {"vrrp": {"secret": record.vrrp_secret}}}
+    lb_only: dict[str, Any] = {"gdl": {"vrrp": {"secret": record.vrrp_secret}}}
+    if tls is not None:
+        lb_only["gdl"]["tls"] = tls
     return common, lb_only
 
 
@@ -144,9 +150,10 @@ def write(
     servers: Iterable[Server],
     app_servers: Iterable[str],
     app_releases: dict[str, dict[str, Any]] | None = None,
+    tls: dict[str, Any] | None = None,
 ) -> bool:
     """Write the environment's pillar; True when a file changed."""
-    common, lb_only = env_pillar(record, network, servers, app_servers, app_releases)
+    common, lb_only = env_pillar(record, network, servers, app_servers, app_releases, tls)
     common_path, lb_path = pillar_files(pillar_dir, record.app, record.env)
     changed = _write(common_path, common)
     changed = _write(lb_path, lb_only) or changed

@@ -6,6 +6,7 @@ benchmarks also time each request and read which load balancer answered.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 import urllib.request
@@ -28,10 +29,18 @@ class Outcome:
 
 
 class Poller:
-    """Asks ``url`` every ``interval`` seconds during the ``with`` block (at most ``limit`` s)."""
+    """Asks ``url`` every ``interval`` seconds during the ``with`` block (at most ``limit`` s).
+
+    ``context`` checks an https URL's certificate (default: the system's CAs).
+    """
 
     def __init__(
-        self, url: str, interval: float = 0.05, limit: float = 600, timeout: float = 2
+        self,
+        url: str,
+        interval: float = 0.05,
+        limit: float = 600,
+        timeout: float = 2,
+        context: ssl.SSLContext | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"not an HTTP URL: {url}")
@@ -39,6 +48,7 @@ class Poller:
         self.interval = interval
         self.limit = limit
         self.timeout = timeout
+        self.context = context
         self.outcomes: list[Outcome] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -68,7 +78,9 @@ class Poller:
         ok, served_by, error = False, "", ""
         try:
             # An http(s) URL: checked in __init__.
-            with urllib.request.urlopen(self.url, timeout=self.timeout) as response:  # noqa: S310  # nosec B310
+            with urllib.request.urlopen(  # noqa: S310  # nosec B310
+                self.url, timeout=self.timeout, context=self.context
+            ) as response:
                 ok = self.answered(response)
                 if ok:
                     served_by = response.headers.get(LB_HEADER, "")

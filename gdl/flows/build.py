@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from gdl import apps, envstore, keys, lbcalls, naming, pillar, releases, servers
+from gdl import apps, envstore, keys, lbcalls, naming, pillar, releases, servers, tls
 from gdl.errors import GdlError, NotFound
 from gdl.flows.context import Context, env_url, require_record
 from gdl.lock import env_lock
@@ -26,8 +26,14 @@ from gdl.spec import EnvSpec
 VIP_TIMEOUT = 60  # seconds for the VIP to serve the app's health check
 
 
-def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
-    """Converge environment (app, env) to ``spec``; with ``test`` only say what would change."""
+def build(
+    ctx: Context, spec: EnvSpec, test: bool = False, tls_request: tls.TlsRequest | None = None
+) -> dict[str, Any]:
+    """Converge environment (app, env) to ``spec``; with ``test`` only say what would change.
+
+    ``tls_request`` (checked by :func:`gdl.tls.parse_request`) changes the
+    environment's HTTPS choice; None keeps it.
+    """
     manifest = apps.load_manifest(ctx.settings.apps_dir, spec.app)
     provider = ctx.provider(spec.provider)
     provider.check(spec)
@@ -56,6 +62,7 @@ def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
             record = record.with_request(spec.servers, spec.size)
         if spec.vrrp_profile is not None:
             record = record.with_vrrp_profile(spec.vrrp_profile)
+        record = tls.applied(record, tls_request)
         # Written before anything is made: destroy must find a half-made environment.
         envstore.save(ctx.settings.state_dir, record)
 
@@ -79,7 +86,7 @@ def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
     return {
         "result": True,
         "environment": spec.env_id,
-        "url": env_url(network),
+        "url": env_url(network, https=record.tls != "off"),
         "vip": network.vip,
         "public_address": network.public_address,
         "servers": [s.as_dict() for s in sorted(made, key=lambda s: s.name)],
@@ -169,7 +176,11 @@ def write_env_pillar(ctx: Context, app: str, env: str) -> bool:
     wanted = set(desired_names(app, env, record.servers))
     in_rotation = [s.name for s in running if s.role == "app" and s.name in wanted]
     built = pillar.built_releases(ctx.settings, app)
-    return pillar.write(ctx.settings.pillar_dir, record, network, running, in_rotation, built)
+    # The certificate names the VIP and the address users reach (a floating IP).
+    https = tls.lb_pillar(ctx.settings.state_dir, record, [network.vip, network.public_address])
+    return pillar.write(
+        ctx.settings.pillar_dir, record, network, running, in_rotation, built, tls=https
+    )
 
 
 def surplus(ctx: Context, app: str, env: str) -> list[str]:
@@ -223,12 +234,16 @@ def check_vip(ctx: Context, app: str, env: str, timeout: float = VIP_TIMEOUT) ->
         raise NotFound(f"{naming.env_id(app, env)} has no VIP", "run the build again")
     manifest = apps.load_manifest(ctx.settings.apps_dir, app)
     url = f"http://{network.public_address}{manifest.health}"
+    context = None
+    if record.tls != "off":
+        url = f"https://{network.public_address}{manifest.health}"
+        context = tls.client_context(ctx.settings.state_dir, record)
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         try:
-            # The URL is built above: always http://, never a file: or other scheme.
-            with urllib.request.urlopen(url, timeout=3) as response:  # nosec B310
+            # The URL is built above: always http(s)://, never a file: or other scheme.
+            with urllib.request.urlopen(url, timeout=3, context=context) as response:  # noqa: S310  # nosec B310
                 body = json.loads(response.read().decode() or "{}")
                 return {"url": url, "status": response.status, "served_by": body.get("host")}
         except (OSError, ValueError, urllib.error.URLError) as exc:

@@ -48,6 +48,6 @@ def env_provider(ctx: Context, app: str, env: str, provider: str | None = None) 
     return ctx.provider(provider)
 
 
-def env_url(network: EnvNetwork) -> str:
+def env_url(network: EnvNetwork, https: bool = False) -> str:
     """Where users reach the environment."""
-    return f"http://{network.public_address}/"
+    return f"{'https' if https else 'http'}://{network.public_address}/"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gdl import envstore, naming, pillar, servers
+from gdl import certs, envstore, naming, pillar, servers
 from gdl.errors import NotFound
 from gdl.flows.build import master_keys
 from gdl.flows.context import Context, env_provider
@@ -86,6 +86,7 @@ def _teardown(ctx: Context, app: str, env: str, provider: str | None) -> list[st
     for minion_id in minion_keys.env_minions(app, env) | minion_keys.env_cached(app, env):
         minion_keys.forget(minion_id)
     pillar.remove(ctx.settings.pillar_dir, app, env)
+    certs.remove_env_cert(ctx.settings.state_dir, app, env)
     envstore.remove(ctx.settings.state_dir, app, env)
     remove_lock_file(ctx.settings.lock_dir, app, env)
     return removed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gdl import envstore, naming
+from gdl import envstore, naming, tls
 from gdl.flows.context import Context, env_url, require_record
 from gdl.plan import desired_names
 
@@ -20,7 +20,7 @@ def status(ctx: Context, app: str, env: str) -> dict[str, Any]:
     result: dict[str, Any] = {
         "environment": naming.env_id(app, env),
         "provider": record.provider,
-        "url": env_url(network) if network else None,
+        "url": env_url(network, https=record.tls != "off") if network else None,
         "vip": network.vip if network else None,
         "requested": {"servers": record.servers, "size": record.size},
         # Servers the request needs that the provider does not have (lost, or never made).
@@ -30,6 +30,7 @@ def status(ctx: Context, app: str, env: str) -> dict[str, Any]:
             for s in sorted(found, key=lambda s: s.name)
         ],
     }
+    result["tls"] = tls.describe(ctx.settings.state_dir, record)
     if network:
         result.update(ctx.salt.lb_status([n for n in lbs if n in answering], network.vip))
     return result

@@ -14,6 +14,7 @@ it must refuse before it does anything.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -24,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from gdl import spec
 from gdl.config import Settings
@@ -102,6 +107,37 @@ CASES: list[tuple[str, list[str], str]] = [
         "build-extra-positional",
         ["gdl.build", "blog", "dev", "2", "m1.small", "local", "False", *["dev"] * 6, "extra"],
         "without a name",
+    ),
+    # HTTPS: tls, http, and the operator's files (more in test_runner_refuses_bad_tls_files)
+    ("tls-unknown", ["gdl.build", "app=blog", "env=dev", "tls=letsencrypt"], "not a TLS choice"),
+    ("tls-number", ["gdl.build", "app=blog", "env=dev", "tls=1"], "not a TLS choice"),
+    ("http-unknown", ["gdl.build", "app=blog", "env=dev", "tls=auto", "http=deny"], "not known"),
+    ("tls-cert-no-key", ["gdl.build", "app=blog", "env=dev", "tls_cert=/x.pem"], "tls_key is"),
+    ("tls-key-no-cert", ["gdl.build", "app=blog", "env=dev", "tls_key=/x.key"], "tls_cert is"),
+    (
+        "tls-cert-relative",
+        ["gdl.build", "app=blog", "env=dev", "tls_cert=x.pem", "tls_key=/x.key"],
+        "is not a full path",
+    ),
+    (
+        "tls-cert-missing",
+        ["gdl.build", "app=blog", "env=dev", "tls_cert=/nonexistent/a.pem", "tls_key=/x.key"],
+        "cannot be read (No such file or directory)",
+    ),
+    (
+        "tls-cert-subshell",
+        ["gdl.build", "app=blog", "env=dev", "tls_cert=/tmp/$(id).pem", "tls_key=/x.key"],
+        "cannot be read",
+    ),
+    (
+        "tls-cert-not-a-certificate",
+        ["gdl.build", "app=blog", "env=dev", "tls_cert=/etc/hostname", "tls_key=/etc/hostname"],
+        "holds no PEM certificate",
+    ),
+    (
+        "tls-auto-and-cert",
+        ["gdl.build", "app=blog", "env=dev", "tls=auto", "tls_cert=/a", "tls_key=/b"],
+        "disagree",
     ),
     # gdl.destroy
     ("destroy-no-args", ["gdl.destroy"], "app is missing"),
@@ -220,6 +256,90 @@ def test_runner_refuses_bad_input(
         state_dir=master.state_dir, pki_dir=master.pki_dir, local={"bridge": bridge, "cidr": CIDR}
     )
     assert LocalProvider.from_settings(settings).list_servers() == []
+
+
+def pem_pair(directory: Path, name: str, days: tuple[int, int] = (-1, 90)) -> tuple[Path, Path]:
+    """A self-signed certificate and its key, valid from ``days[0]`` to ``days[1]`` from now."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + datetime.timedelta(days=days[0]))
+        .not_valid_after(now + datetime.timedelta(days=days[1]))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The operator's PEM files, good and bad, outside the master's directories."""
+    directory = tmp_path_factory.mktemp("gdstls")
+    cert, key = pem_pair(directory, "site")
+    _, other_key = pem_pair(directory, "other")
+    expired, expired_key = pem_pair(directory, "old", (-400, -1))
+    garbage = directory / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    unreadable = directory / "unreadable.key"
+    unreadable.mkdir()
+    return {
+        "cert": cert,
+        "key": key,
+        "other_key": other_key,
+        "expired": expired,
+        "expired_key": expired_key,
+        "garbage": garbage,
+        "unreadable": unreadable,
+    }
+
+
+# (id, tls_cert, tls_key: names in tls_files, a fragment of the one line expected)
+TLS_FILE_CASES = [
+    ("mismatched-key", "cert", "other_key", "does not match tls_cert"),
+    ("expired", "expired", "expired_key", "expired on"),
+    ("cert-not-pem", "garbage", "key", "holds no PEM certificate"),
+    ("key-not-pem", "cert", "garbage", "holds no PEM private key"),
+    ("key-is-the-cert", "cert", "cert", "holds no PEM private key"),
+    ("key-unreadable", "cert", "unreadable", "cannot be read"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("cert", "key", "fragment"), [c[1:] for c in TLS_FILE_CASES], ids=[c[0] for c in TLS_FILE_CASES]
+)
+def test_runner_refuses_bad_tls_files(
+    master: SaltMaster, bridge: str, tls_files: dict[str, Path], cert: str, key: str, fragment: str
+) -> None:
+    """The operator's certificate and key are checked before anything is made, a CA included."""
+    roots = (master.state_dir, master.pki_dir)
+    before = footprint(*roots)
+    result = master.run(
+        "gdl.build",
+        "app=blog",
+        "env=dev",
+        f"tls_cert={tls_files[cert]}",
+        f"tls_key={tls_files[key]}",
+        timeout=120,
+    )
+    check_one_line_refusal(result, fragment)
+    assert footprint(*roots) == before
+    assert not (master.state_dir / "tls").exists()
+    assert not bridge_exists(bridge)
 
 
 @pytest.mark.parametrize(

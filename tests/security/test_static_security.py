@@ -177,3 +177,21 @@ def test_the_master_keeps_no_minion_private_key(tmp_path: Path) -> None:
     for path in stored:
         assert "PRIVATE KEY" not in path.read_text(), path
     assert "PRIVATE KEY" in pair.private_pem  # handed to the server, never kept
+
+
+def test_https_key_on_the_load_balancers_is_root_only_and_never_shown() -> None:
+    text = (STATES / "lb" / "config.sls").read_text()
+    block = text.split("gdl-lb-tls-pem:\n  file.managed:")[1].split("\n\n")[0]
+    for line in ("- mode: '0600'", "- user: root", "- show_changes: false"):
+        assert line in block, line
+    # From the pillar when the state runs: the key is no part of the state's data.
+    assert "- contents_pillar: gdl:tls:pem" in block
+
+
+def test_https_keys_on_the_master_are_root_only(tmp_path: Path) -> None:
+    from gdl import certs
+
+    certs.ensure_env_cert(tmp_path, "blog", "dev", ["10.0.0.10"])
+    for key in (certs.ca_paths(tmp_path)[1], certs.cert_paths(tmp_path, "blog", "dev")[1]):
+        assert key.stat().st_mode & 0o077 == 0, key
+        assert key.parent.stat().st_mode & 0o077 == 0, key.parent

@@ -37,6 +37,15 @@ def test_build_options_become_runner_arguments():
     )
 
 
+def test_https_options_become_runner_arguments():
+    assert call("build", "blog", "dev", "2", "m1.small", "--tls", "auto", "--http", "allow")[1][
+        4:
+    ] == ["tls=auto", "http=allow"]
+    assert call(
+        "build", "blog", "dev", "2", "m1.small", "--tls-cert", "/etc/ssl/a.pem", "--tls-key", "/k"
+    )[1][4:] == ["tls_cert=/etc/ssl/a.pem", "tls_key=/k"]
+
+
 def test_build_destroy_and_destroy_call_the_destroy_runner():
     assert call("build", "blog", "dev", "2", "m1.small", "--destroy") == (
         "gdl.destroy",
@@ -74,6 +83,7 @@ def test_config_dir_before_or_after_the_command():
         ["status", "blog"],
         ["frobnicate"],
         ["build", "blog", "dev", "2", "m1.small", "--destroy", "--vrrp", "fast"],
+        ["build", "blog", "dev", "2", "m1.small", "--destroy", "--tls", "auto"],
     ],
 )
 def test_incomplete_commands_print_usage_and_exit_2(argv, capsys):

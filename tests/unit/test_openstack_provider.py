@@ -173,3 +173,23 @@ def test_user_data_never_reaches_the_logs(caplog):
     assert "c2VjcmV0LWtleQ" not in record.getMessage()
     assert '"user_data": "<redacted>"' in record.getMessage()
     assert "lb-0-blog-dev" in record.getMessage()
+
+
+def test_load_balancers_admit_https_from_anywhere_and_app_servers_do_not():
+    from types import SimpleNamespace
+
+    from gdl.providers.openstack.security import wanted_rules
+
+    groups = {"lb": SimpleNamespace(id="sg-lb"), "app": SimpleNamespace(id="sg-app")}
+    rules = wanted_rules(groups, "10.0.0.2")
+
+    def ports(role):
+        return {
+            (r["port_range_min"], r.get("remote_ip_prefix"), r.get("remote_group_id"))
+            for r in rules[role]
+            if r["protocol"] == "tcp"
+        }
+
+    assert {(80, "0.0.0.0/0", None), (443, "0.0.0.0/0", None)} <= ports("lb")
+    assert not any(port == 443 for port, _, _ in ports("app"))
+    assert (80, None, "sg-lb") in ports("app")

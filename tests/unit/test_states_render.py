@@ -452,3 +452,79 @@ def test_the_vrrp_secret_is_not_in_the_states_render_context(local_salt):
     assert "k3epal1v" not in json.dumps(states)
     _, keepalived = state_args(states, "gdl-lb-keepalived-config")
     assert "auth_pass k3epal1v" in render_file(keepalived)
+
+
+def https_pillar(tmp_path: Path, http: str = "redirect") -> dict[str, Any]:
+    """gdl:tls as the runner writes it for a tls=auto environment."""
+    from gdl import envstore, tls
+
+    record = tls.applied(
+        envstore.new_record("blog", "dev", "local", 2, "m1.small"),
+        tls.TlsRequest("auto", http=http),
+    )
+    return tls.lb_pillar(tmp_path / "state", record, ["10.20.0.10"])
+
+
+def test_lb_role_serves_https_with_the_certificate_root_only(tmp_path):
+    https = https_pillar(tmp_path)
+    salt = LocalSalt(tmp_path / "salt", SAMPLE, merged(SECRET, {"gdl": {"tls": https}}))
+    states = salt.show_sls("lb-0-blog-dev", "gdl.lb")
+    function, pem = state_args(states, "gdl-lb-tls-pem")
+    assert function == "file.managed"
+    assert (pem["name"], pem["mode"], pem["user"]) == ("/etc/haproxy/gdl-tls.pem", "0600", "root")
+    assert pem["show_changes"] is False
+    # The key comes from the pillar when the state runs, never in the state's data.
+    assert pem["contents_pillar"] == "gdl:tls:pem"
+    assert "PRIVATE KEY" not in json.dumps(states)
+    assert {"file": "gdl-lb-haproxy-config"} in pem["require_in"]
+    _, reload = state_args(states, "gdl-lb-haproxy-running-reload")
+    assert {"file": "gdl-lb-tls-pem"} in reload["onchanges"]
+
+    _, haproxy_args = state_args(states, "gdl-lb-haproxy-config")
+    haproxy_cfg = render_file(haproxy_args)
+    assert "bind :80\n" in haproxy_cfg
+    assert "bind :443 ssl crt /etc/haproxy/gdl-tls.pem alpn h2,http/1.1" in haproxy_cfg
+    assert "ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets" in haproxy_cfg
+    assert "ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256:" in haproxy_cfg
+    assert "ssl-default-bind-ciphersuites" not in haproxy_cfg  # TLS 1.3: OpenSSL's suites
+    assert "http-request redirect scheme https code 301 unless { ssl_fc }" in haproxy_cfg
+    assert "X-Forwarded-Proto https if { ssl_fc }" in haproxy_cfg
+
+    executable = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if Path(executable).exists():
+        pem_file = tmp_path / "gdl-tls.pem"
+        pem_file.write_text(https["pem"])
+        config = tmp_path / "check-haproxy.conf"
+        config.write_text(haproxy_cfg.replace("/etc/haproxy/gdl-tls.pem", str(pem_file)))
+        done = subprocess.run([executable, "-c", "-f", str(config)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "ALERT" not in done.stdout + done.stderr
+
+
+def test_lb_role_with_http_allowed_serves_both(tmp_path):
+    https = https_pillar(tmp_path, http="allow")
+    salt = LocalSalt(tmp_path / "salt", SAMPLE, merged(SECRET, {"gdl": {"tls": https}}))
+    states = salt.show_sls("lb-0-blog-dev", "gdl.lb")
+    haproxy_cfg = render_file(state_args(states, "gdl-lb-haproxy-config")[1])
+    assert "bind :443 ssl" in haproxy_cfg
+    assert "redirect" not in haproxy_cfg
+
+
+def test_lb_role_without_tls_serves_http_only_and_removes_the_certificate(local_salt):
+    states = local_salt.show_sls("lb-0-blog-dev", "gdl.lb")
+    function, pem = state_args(states, "gdl-lb-tls-pem")
+    assert (function, pem["name"]) == ("file.absent", "/etc/haproxy/gdl-tls.pem")
+    # Removed once haproxy.cfg no longer names it.
+    assert {"file": "gdl-lb-haproxy-config"} in pem["require"]
+    haproxy_cfg = render_file(state_args(states, "gdl-lb-haproxy-config")[1])
+    assert ":443" not in haproxy_cfg and "ssl" not in haproxy_cfg
+    clean = local_salt.show_sls("lb-0-blog-dev", "gdl.lb.clean")
+    assert state_args(clean, "gdl-lb-clean-tls")[1]["name"] == "/etc/haproxy/gdl-tls.pem"
+
+
+def test_lb_role_refuses_tls_without_a_certificate(tmp_path):
+    tls_on = {"gdl": {"tls": {"enabled": True, "http": "redirect", "pem": ""}}}
+    salt = LocalSalt(tmp_path, SAMPLE, merged(SECRET, tls_on))
+    done = salt.call("lb-0-blog-dev", "state.show_sls", "gdl.lb")
+    assert done.returncode != 0
+    assert "gdl:tls:pem is empty" in done.stdout + done.stderr

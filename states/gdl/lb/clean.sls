@@ -2,7 +2,8 @@
 {%- import 'gdl/common/service.jinja' as service with context %}
 {%- set keepalived_status = 'start-stop-daemon --status --pidfile /run/keepalived.pid --exec /usr/sbin/keepalived' %}
 # Undo gdl.lb: stop keepalived first (the VIP leaves this LB at once), then
-# haproxy, and remove keepalived's configuration (it holds the secret).
+# haproxy, and remove keepalived's configuration (it holds the secret) and
+# haproxy's certificate and key.
 # Packages stay.
 
 {{ service.dead('gdl-lb-keepalived-dead', 'keepalived', lb['init'], status=keepalived_status) }}
@@ -15,3 +16,9 @@ gdl-lb-clean-files:
     - name: /etc/keepalived/keepalived.conf
     - require:
       - {{ service.requisite_module(lb['init']) }}: gdl-lb-keepalived-dead
+
+gdl-lb-clean-tls:
+  file.absent:
+    - name: {{ role['haproxy']['tls_pem'] }}
+    - require:
+      - {{ service.requisite_module(lb['init']) }}: gdl-lb-haproxy-dead

@@ -21,18 +21,49 @@ gdl-lb-haproxy-config:
           servers: {{ gdl['servers'] | json }}
         haproxy: {{ role['haproxy'] | json }}
         lb: {{ lb | json }}
+        tls: {{ {'enabled': gdl['tls']['enabled'], 'http': gdl['tls']['http']} | json }}
     - require:
       - pkg: gdl-lb-packages
 
+{#- The HTTPS certificate's key is in this file (docs/https.md): root only (haproxy
+    reads it before it drops to its user), and never in the state's output. #}
+{%- if gdl['tls']['enabled'] %}
+{%-   if not gdl['tls']['pem'] %}
+{{ raise('pillar gdl:tls:enabled is true but gdl:tls:pem is empty: run salt-run gdl.build again') }}
+{%-   endif %}
+gdl-lb-tls-pem:
+  file.managed:
+    - name: {{ role['haproxy']['tls_pem'] }}
+    - contents_pillar: gdl:tls:pem
+    - user: root
+    - group: root
+    - mode: '0600'
+    - show_changes: false
+    - require:
+      - pkg: gdl-lb-packages
+    # haproxy -c checks the new haproxy.cfg with the certificate it names.
+    - require_in:
+      - file: gdl-lb-haproxy-config
+{%- else %}
+gdl-lb-tls-pem:
+  file.absent:
+    - name: {{ role['haproxy']['tls_pem'] }}
+    - require:
+      - file: gdl-lb-haproxy-config
+{%- endif %}
+
 {#- The VRRP secret is in this file: root only, and never in the state's output.
     The template reads it from pillar itself: the state's context (which
-    state.show_sls and the job cache show) carries everything else. #}
+    state.show_sls and the job cache show) carries everything else but the
+    secret and the HTTPS certificate and key. #}
 {%- set vrrp_shown = {} %}
 {%- for key, value in gdl['vrrp'].items() if key != 'secret' %}
 {%-   do vrrp_shown.update({key: value}) %}
 {%- endfor %}
 {%- set gdl_shown = {} %}
-{%- do gdl_shown.update(gdl) %}
+{%- for key, value in gdl.items() if key != 'tls' %}
+{%-   do gdl_shown.update({key: value}) %}
+{%- endfor %}
 {%- do gdl_shown.update({'vrrp': vrrp_shown}) %}
 gdl-lb-keepalived-config:
   file.managed:

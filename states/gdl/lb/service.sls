@@ -9,7 +9,8 @@ include:
   - .config
 
 {{ service.running('gdl-lb-haproxy-running', 'haproxy', lb['init'],
-                   [{'file': 'gdl-lb-haproxy-config'}], action='reload') }}
+                   [{'file': 'gdl-lb-haproxy-config'}, {'file': 'gdl-lb-tls-pem'}],
+                   action='reload') }}
 
 {{ service.running('gdl-lb-keepalived-running', 'keepalived', lb['init'],
                    [{'file': 'gdl-lb-keepalived-config'}], action='reload',
