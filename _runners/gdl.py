@@ -28,6 +28,7 @@ import salt.exceptions
 
 try:
     from gdl import spec as _spec
+    from gdl import tuning as _tuning
     from gdl.config import Settings
     from gdl.errors import GdlError
     from gdl.flows import build as _build
@@ -167,6 +168,18 @@ def build(
         The VRRP pair's timing profile: ``default`` (1 s adverts, for any
         network) or ``fast`` (VRRPv3, 0.25 s adverts); see docs/vrrp.md.
         Default: the environment keeps its profile (a new one: ``default``).
+    health_interval, health_fall, health_rise
+        haproxy's health check of the app servers: every ``health_interval``
+        seconds (0.2 to 60), a server is out after ``health_fall`` failures
+        and back after ``health_rise`` successes (1 to 10 each).
+    sticky
+        ``true``: a cookie keeps each client on the app server that first
+        answered it (while that server is up); ``false``: round robin.
+    timeout_server
+        Seconds haproxy waits for an app server's answer (1 to 3600).
+
+    The tuning arguments are kept: a later build without them keeps the
+    environment's values (a new one: the role's defaults, docs/roles.md).
 
     CLI Example:
 
@@ -175,8 +188,13 @@ def build(
         salt-run gdl.build app=blog env=dev servers=2 size=m1.small
         salt-run gdl.build app=blog env=dev servers=3 test=True
         salt-run gdl.build app=blog env=dev vrrp=fast
+        salt-run gdl.build app=blog env=dev sticky=true health_interval=0.5
     """
-    _check_kwargs(kwargs, ("app", "env", "servers", "size", "provider", "test", "vrrp"), args)
+    _check_kwargs(
+        kwargs,
+        ("app", "env", "servers", "size", "provider", "test", "vrrp", *_tuning.ARGUMENTS),
+        args,
+    )
     ctx = _run(_context)
     request = _run(
         _spec.build_spec,
@@ -188,8 +206,11 @@ def build(
         default_provider=ctx.settings.provider,
         vrrp=vrrp,
     )
+    lb_tuning = _run(
+        _tuning.parse_lb_tuning, **{name: kwargs.get(name) for name in _tuning.ARGUMENTS}
+    )
     dry_run = _run(_spec.parse_bool, "test", test)
-    result = _run(_build.build, ctx, request, test=dry_run)
+    result = _run(_build.build, ctx, request, test=dry_run, lb_tuning=lb_tuning)
     if not dry_run:
         _progress(f"{request.env_id} is served at {result['url']}")
     return result

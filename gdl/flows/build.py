@@ -26,8 +26,14 @@ from gdl.spec import EnvSpec
 VIP_TIMEOUT = 60  # seconds for the VIP to serve the app's health check
 
 
-def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
-    """Converge environment (app, env) to ``spec``; with ``test`` only say what would change."""
+def build(
+    ctx: Context, spec: EnvSpec, test: bool = False, lb_tuning: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Converge environment (app, env) to ``spec``; with ``test`` only say what would change.
+
+    ``lb_tuning`` holds the load balancers' tuning arguments given (checked by
+    :func:`gdl.tuning.parse_lb_tuning`); the record keeps them for later builds.
+    """
     manifest = apps.load_manifest(ctx.settings.apps_dir, spec.app)
     provider = ctx.provider(spec.provider)
     provider.check(spec)
@@ -56,6 +62,8 @@ def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
             record = record.with_request(spec.servers, spec.size)
         if spec.vrrp_profile is not None:
             record = record.with_vrrp_profile(spec.vrrp_profile)
+        if lb_tuning:
+            record = record.with_lb_tuning(lb_tuning)
         # Written before anything is made: destroy must find a half-made environment.
         envstore.save(ctx.settings.state_dir, record)
 

@@ -37,6 +37,36 @@ def test_build_options_become_runner_arguments():
     )
 
 
+def test_tuning_options_become_runner_arguments_as_typed():
+    assert call(
+        "build",
+        "blog",
+        "dev",
+        "2",
+        "m1.small",
+        "--sticky",
+        "true",
+        "--health-interval",
+        "0.5",
+        "--health-fall",
+        "3",
+        "--health-rise",
+        "2",
+        "--timeout-server",
+        "60",
+    )[1][4:] == [
+        "health_interval=0.5",
+        "health_fall=3",
+        "health_rise=2",
+        "sticky=true",
+        "timeout_server=60",
+    ]
+    # The runner checks them, as for salt-run.
+    assert call("build", "blog", "dev", "2", "m1.small", "--health-fall", "many")[1][4:] == [
+        "health_fall=many"
+    ]
+
+
 def test_build_destroy_and_destroy_call_the_destroy_runner():
     assert call("build", "blog", "dev", "2", "m1.small", "--destroy") == (
         "gdl.destroy",
@@ -74,6 +104,7 @@ def test_config_dir_before_or_after_the_command():
         ["status", "blog"],
         ["frobnicate"],
         ["build", "blog", "dev", "2", "m1.small", "--destroy", "--vrrp", "fast"],
+        ["build", "blog", "dev", "2", "m1.small", "--destroy", "--sticky", "true"],
     ],
 )
 def test_incomplete_commands_print_usage_and_exit_2(argv, capsys):
