@@ -15,3 +15,12 @@ gdl-lb-clean-files:
     - name: /etc/keepalived/keepalived.conf
     - require:
       - {{ service.requisite_module(lb['init']) }}: gdl-lb-keepalived-dead
+
+{%- for script in ('gdl-check-haproxy', 'gdl-vip-master') %}
+
+gdl-lb-clean-{{ script }}:
+  file.absent:
+    - name: /etc/keepalived/{{ script }}
+    - require:
+      - {{ service.requisite_module(lb['init']) }}: gdl-lb-keepalived-dead
+{%- endfor %}
