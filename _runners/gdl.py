@@ -27,6 +27,7 @@ from typing import Any
 try:
     from gdl import spec as _spec
     from gdl import tls as _tls
+    from gdl import tuning as _tuning
     from gdl.config import Settings
     from gdl.flows import build as _build
     from gdl.flows import deploy as _deploy
@@ -145,6 +146,18 @@ def build(
         master instead.  ``http``: ``redirect`` (port 80 answers 301 to HTTPS)
         or ``allow``.  Default: the environment keeps its choice (a new one:
         no HTTPS); see docs/https.md.
+    health_interval, health_fall, health_rise
+        haproxy's health check of the app servers: every ``health_interval``
+        seconds (0.2 to 60), a server is out after ``health_fall`` failures
+        and back after ``health_rise`` successes (1 to 10 each).
+    sticky
+        ``true``: a cookie keeps each client on the app server that first
+        answered it (while that server is up); ``false``: round robin.
+    timeout_server
+        Seconds haproxy waits for an app server's answer (1 to 3600).
+
+    The tuning arguments are kept: a later build without them keeps the
+    environment's values (a new one: the role's defaults, docs/roles.md).
 
     CLI Example:
 
@@ -155,6 +168,7 @@ def build(
         salt-run gdl.build app=blog env=dev vrrp=fast
         salt-run gdl.build app=blog env=dev tls=auto
         salt-run gdl.build app=blog env=dev tls_cert=/etc/ssl/blog.pem tls_key=/etc/ssl/blog.key
+        salt-run gdl.build app=blog env=dev sticky=true health_interval=0.5
     """
     _check_kwargs(
         kwargs,
@@ -170,6 +184,7 @@ def build(
             "tls_cert",
             "tls_key",
             "http",
+            *_tuning.ARGUMENTS,
         ),
         args,
     )
@@ -185,8 +200,11 @@ def build(
         vrrp=vrrp,
     )
     https = _run(_tls.parse_request, tls, tls_cert, tls_key, http)
+    lb_tuning = _run(
+        _tuning.parse_lb_tuning, **{name: kwargs.get(name) for name in _tuning.ARGUMENTS}
+    )
     dry_run = _run(_spec.parse_bool, "test", test)
-    result = _run(_build.build, ctx, request, test=dry_run, tls_request=https)
+    result = _run(_build.build, ctx, request, test=dry_run, tls_request=https, lb_tuning=lb_tuning)
     if not dry_run:
         _progress(f"{request.env_id} is served at {result['url']}")
     return result

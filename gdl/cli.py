@@ -53,6 +53,14 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--tls-cert", help="HTTPS with this PEM certificate on the master")
     build.add_argument("--tls-key", help="... and this PEM private key")
     build.add_argument("--http", help="port 80 with HTTPS: redirect (301) or allow")
+    # The load balancers' tuning (gdl.tuning), passed through for the runner to check.
+    build.add_argument("--health-interval", metavar="SECONDS", help="app health check every ...")
+    build.add_argument("--health-fall", metavar="N", help="failed checks before a server is out")
+    build.add_argument("--health-rise", metavar="N", help="passed checks before it is back")
+    build.add_argument("--sticky", metavar="true|false", help="a cookie keeps a client on a server")
+    build.add_argument(
+        "--timeout-server", metavar="SECONDS", help="wait for an app server's answer"
+    )
     build.add_argument("--test", action="store_true", help="print the plan, change nothing")
     build.add_argument(
         "--destroy",
@@ -124,7 +132,16 @@ def runner_call(args: argparse.Namespace) -> tuple[str, list[str]]:
     for name in ("tls", "tls_cert", "tls_key", "http"):
         if getattr(args, name):
             call.append(f"{name}={getattr(args, name)}")
+    call += [f"{name}={value}" for name, value in tuning_options(args).items()]
     return "gdl.build", call
+
+
+def tuning_options(args: argparse.Namespace) -> dict[str, str]:
+    """The tuning options given to ``gdl build``, by runner argument."""
+    from gdl.tuning import ARGUMENTS
+
+    given = {name: getattr(args, name, None) for name in ARGUMENTS}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def summary(result: Any) -> list[str]:
@@ -232,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(args, name):
                 option = "--" + name.replace("_", "-")
                 command_line.error(f"{option} is a build setting: it has no meaning with --destroy")
+        if tuning_options(args):
+            command_line.error(
+                "the tuning options are build settings: they have no meaning with --destroy"
+            )
     function, call = runner_call(args)
     with _runner_client(args.config_dir) as client:
         # The calling user, as salt-run passes it: without it the master refuses the

@@ -15,8 +15,9 @@ import json
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from gdl import naming
 
@@ -42,6 +43,8 @@ class EnvRecord:
     tls_cert: str | None = None
     tls_key: str | None = None
     http: str = "redirect"
+    # The load balancers' tuning given to builds (gdl.tuning), by argument; older records: none.
+    lb_tuning: dict[str, Any] = field(default_factory=dict)
 
     def with_vrrp_profile(self, profile: str) -> EnvRecord:
         if profile == self.vrrp_profile:
@@ -52,6 +55,13 @@ class EnvRecord:
         if (tls, cert, key, http) == (self.tls, self.tls_cert, self.tls_key, self.http):
             return self
         return replace(self, tls=tls, tls_cert=cert, tls_key=key, http=http, updated=_now())
+
+    def with_lb_tuning(self, given: dict[str, Any]) -> EnvRecord:
+        """The record with the tuning arguments ``given`` replacing the ones it keeps."""
+        tuning = {**self.lb_tuning, **given}
+        if tuning == self.lb_tuning:
+            return self
+        return replace(self, lb_tuning=tuning, updated=_now())
 
     def with_request(self, servers: int, size: str) -> EnvRecord:
         return replace(self, servers=servers, size=size, updated=_now())

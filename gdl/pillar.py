@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from gdl import apps, naming, release_build, releases, spec
+from gdl import apps, naming, release_build, releases, spec, tuning
 from gdl.envstore import EnvRecord
 from gdl.errors import GdlError
 from gdl.providers.base import EnvNetwork, Server
@@ -110,6 +110,10 @@ def env_pillar(
             },
         }
     }
+    # The load balancers' tuning given to builds (gdl.tuning); the role's defaults otherwise.
+    haproxy = tuning.haproxy_settings(record.lb_tuning)
+    if haproxy:
+        common["gdl"]["roles"] = {"lb": {"haproxy": haproxy}}
     lb_only: dict[str, Any] = {"gdl": {"vrrp": {"secret": record.vrrp_secret}}}
     if tls is not None:
         lb_only["gdl"]["tls"] = tls

@@ -32,7 +32,8 @@ VRRP_PROFILES: dict[str, dict[str, int | float]] = {
         "garp_master_repeat": 3,
         "garp_master_refresh": 10,
         "check_interval": 1,
-        "check_fall": 2,
+        # The haproxy check fails only when no haproxy runs: once is enough.
+        "check_fall": 1,
         "check_rise": 2,
     },
     # For networks with reliable, low-latency delivery between the LBs (same

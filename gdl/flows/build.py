@@ -27,12 +27,18 @@ VIP_TIMEOUT = 60  # seconds for the VIP to serve the app's health check
 
 
 def build(
-    ctx: Context, spec: EnvSpec, test: bool = False, tls_request: tls.TlsRequest | None = None
+    ctx: Context,
+    spec: EnvSpec,
+    test: bool = False,
+    tls_request: tls.TlsRequest | None = None,
+    lb_tuning: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Converge environment (app, env) to ``spec``; with ``test`` only say what would change.
 
     ``tls_request`` (checked by :func:`gdl.tls.parse_request`) changes the
-    environment's HTTPS choice; None keeps it.
+    environment's HTTPS choice; None keeps it.  ``lb_tuning`` holds the load
+    balancers' tuning arguments given (checked by :func:`gdl.tuning.parse_lb_tuning`);
+    the record keeps them for later builds.
     """
     manifest = apps.load_manifest(ctx.settings.apps_dir, spec.app)
     provider = ctx.provider(spec.provider)
@@ -63,6 +69,8 @@ def build(
         if spec.vrrp_profile is not None:
             record = record.with_vrrp_profile(spec.vrrp_profile)
         record = tls.applied(record, tls_request)
+        if lb_tuning:
+            record = record.with_lb_tuning(lb_tuning)
         # Written before anything is made: destroy must find a half-made environment.
         envstore.save(ctx.settings.state_dir, record)
 

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gdl import spec
+from gdl import spec, tuning
 from gdl.config import Settings
 from gdl.errors import InvalidRequest
 from gdl.providers.local import LocalProvider
@@ -138,6 +138,30 @@ CASES: list[tuple[str, list[str], str]] = [
         "tls-auto-and-cert",
         ["gdl.build", "app=blog", "env=dev", "tls=auto", "tls_cert=/a", "tls_key=/b"],
         "disagree",
+    ),
+    # the load balancers' tuning
+    (
+        "health-interval-low",
+        ["gdl.build", "app=blog", "env=dev", "health_interval=0.1"],
+        "health_interval=0.1 is out of range",
+    ),
+    (
+        "health-interval-word",
+        ["gdl.build", "app=blog", "env=dev", "health_interval=fast"],
+        "not a number of seconds",
+    ),
+    (
+        "health-interval-fine",
+        ["gdl.build", "app=blog", "env=dev", "health_interval=0.2505"],
+        "finer than a millisecond",
+    ),
+    ("health-fall-zero", ["gdl.build", "app=blog", "env=dev", "health_fall=0"], "out of range"),
+    ("health-rise-11", ["gdl.build", "app=blog", "env=dev", "health_rise=11"], "out of range"),
+    ("sticky-word", ["gdl.build", "app=blog", "env=dev", "sticky=maybe"], "not true or false"),
+    (
+        "timeout-server-unit",
+        ["gdl.build", "app=blog", "env=dev", "timeout_server=30s"],
+        "not a whole number",
     ),
     # gdl.destroy
     ("destroy-no-args", ["gdl.destroy"], "app is missing"),
@@ -358,6 +382,9 @@ def test_runner_refuses_bad_tls_files(
         (lambda v: spec.pick_env("dev", v), "qa", "disagree"),
         (lambda v: spec.reject_positional(v, ("app", "env")), ("x",), "without a name"),
         (lambda v: spec.reject_unknown(v, ()), {"a" * 500: 1}, "takes no arguments"),
+        (lambda v: tuning.parse_lb_tuning(health_interval=v), "\x1b[31m1", "not a number"),
+        (lambda v: tuning.parse_lb_tuning(timeout_server=v), LONG, "not a whole number"),
+        (lambda v: tuning.parse_lb_tuning(sticky=v), "yes\nno", "not true or false"),
     ],
 )
 def test_spec_refuses_with_one_short_printable_line(parse, value, fragment) -> None:

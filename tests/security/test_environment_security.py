@@ -371,6 +371,9 @@ def test_haproxy_socket_and_keepalived_script_are_out_of_unprivileged_reach(buil
     # The check script keepalived runs as root, and every directory above it, is root's alone.
     scripts = [line.split('"')[1].split()[0] for line in conf.splitlines() if 'script "' in line]
     assert scripts, conf
+    notify = [line.split()[1] for line in conf.splitlines() if "notify_master" in line.split()[:1]]
+    assert notify, conf
+    scripts += notify
     for script in scripts:
         path = Path(script)
         for part in [path, *path.parents]:

@@ -46,6 +46,36 @@ def test_https_options_become_runner_arguments():
     )[1][4:] == ["tls_cert=/etc/ssl/a.pem", "tls_key=/k"]
 
 
+def test_tuning_options_become_runner_arguments_as_typed():
+    assert call(
+        "build",
+        "blog",
+        "dev",
+        "2",
+        "m1.small",
+        "--sticky",
+        "true",
+        "--health-interval",
+        "0.5",
+        "--health-fall",
+        "3",
+        "--health-rise",
+        "2",
+        "--timeout-server",
+        "60",
+    )[1][4:] == [
+        "health_interval=0.5",
+        "health_fall=3",
+        "health_rise=2",
+        "sticky=true",
+        "timeout_server=60",
+    ]
+    # The runner checks them, as for salt-run.
+    assert call("build", "blog", "dev", "2", "m1.small", "--health-fall", "many")[1][4:] == [
+        "health_fall=many"
+    ]
+
+
 def test_build_destroy_and_destroy_call_the_destroy_runner():
     assert call("build", "blog", "dev", "2", "m1.small", "--destroy") == (
         "gdl.destroy",
@@ -84,6 +114,7 @@ def test_config_dir_before_or_after_the_command():
         ["frobnicate"],
         ["build", "blog", "dev", "2", "m1.small", "--destroy", "--vrrp", "fast"],
         ["build", "blog", "dev", "2", "m1.small", "--destroy", "--tls", "auto"],
+        ["build", "blog", "dev", "2", "m1.small", "--destroy", "--sticky", "true"],
     ],
 )
 def test_incomplete_commands_print_usage_and_exit_2(argv, capsys):

@@ -188,7 +188,7 @@ def test_lb_role_renders_and_its_configs_pass_their_checkers(local_salt):
 
     for binary, args, text in (
         ("haproxy", ["-c", "-q", "-f"], haproxy_cfg),
-        ("keepalived", ["--config-test", "-f"], keepalived_conf),
+        ("keepalived", ["--config-test", "-f"], with_scripts(keepalived_conf, local_salt.root)),
     ):
         executable = shutil.which(binary) or f"/usr/sbin/{binary}"
         if not Path(executable).exists():
@@ -232,6 +232,17 @@ def test_metrics_port_follows_the_pillar(tmp_path):
     states = salt.show_sls("lb-0-blog-dev", "gdl.lb")
     haproxy_cfg = render_file(state_args(states, "gdl-lb-haproxy-config")[1])
     assert "bind 10.20.0.2:9101" in haproxy_section(haproxy_cfg, "frontend stats")
+
+
+def with_scripts(conf: str, root: Path) -> str:
+    """keepalived.conf naming stand-ins in ``root`` for the role's scripts in /etc/keepalived.
+
+    keepalived's config test disables a check whose script is missing, and fails.
+    """
+    for script in ("gdl-check-haproxy", "gdl-vip-master"):
+        (root / script).write_text("#!/bin/sh\n")
+        (root / script).chmod(0o700)
+    return conf.replace("/etc/keepalived/", f"{root}/")
 
 
 def test_second_lb_finds_its_interface_from_its_address(tmp_path):
@@ -376,11 +387,11 @@ def test_default_vrrp_profile_is_vrrp2_with_the_secret(tmp_path):
     assert "advert_int 1\n" in conf
     assert "auth_pass k3epal1v" in conf
     assert "check_unicast_src" in conf
-    assert "interval 1\n    fall 2\n    rise 2" in conf
+    assert "interval 1\n    timeout 3\n    fall 1\n    rise 2" in conf
     assert "garp_master_delay 1" in conf
     assert "garp_master_repeat 3" in conf
     assert "state BACKUP" in conf and "nopreempt" in conf
-    assert_keepalived_accepts(conf, root)
+    assert_keepalived_accepts(with_scripts(conf, root), root)
 
 
 def test_fast_vrrp_profile_is_vrrp3_sub_second_without_pass(tmp_path):
@@ -391,9 +402,9 @@ def test_fast_vrrp_profile_is_vrrp3_sub_second_without_pass(tmp_path):
     assert "auth_type" not in conf and "k3epal1v" not in conf
     assert "check_unicast_src" in conf
     assert "unicast_peer {\n        10.20.0.3" in conf
-    assert "interval 1\n    fall 1\n    rise 2" in conf
+    assert "interval 1\n    timeout 3\n    fall 1\n    rise 2" in conf
     assert "state BACKUP" in conf and "nopreempt" in conf
-    assert_keepalived_accepts(conf, root)
+    assert_keepalived_accepts(with_scripts(conf, root), root)
 
 
 def test_a_knob_replaces_the_profile_value(tmp_path):
@@ -528,3 +539,91 @@ def test_lb_role_refuses_tls_without_a_certificate(tmp_path):
     done = salt.call("lb-0-blog-dev", "state.show_sls", "gdl.lb")
     assert done.returncode != 0
     assert "gdl:tls:pem is empty" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("profile", ["default", "fast"])
+def test_haproxy_death_is_tracked_at_once_and_a_new_master_tells_the_salt_master(tmp_path, profile):
+    conf, root = keepalived_conf_for(tmp_path, profile)
+    # This machine is in the initial PID namespace: keepalived hears process events here.
+    assert "vrrp_track_process haproxy_running {\n    process haproxy" in conf
+    assert "track_process {\n        haproxy_running weight 0\n    }" in conf
+    # The check script waits for haproxy's end most of each second; keepalived gives it room.
+    assert 'script "/etc/keepalived/gdl-check-haproxy 0.8"' in conf
+    assert "notify_master /etc/keepalived/gdl-vip-master" in conf
+    assert_keepalived_accepts(with_scripts(conf, root), root)
+
+
+def test_keepalived_scripts_are_root_only_and_the_event_names_the_holder(local_salt):
+    states = local_salt.show_sls("lb-1-blog-dev", "gdl.lb")
+    _, check = state_args(states, "gdl-lb-keepalived-check-haproxy")
+    _, notify = state_args(states, "gdl-lb-keepalived-vip-master")
+    _, keepalived = state_args(states, "gdl-lb-keepalived-config")
+    assert {"file": "gdl-lb-keepalived-check-haproxy"} in keepalived["require"]
+    assert {"file": "gdl-lb-keepalived-vip-master"} in keepalived["require"]
+    for args in (check, notify):
+        assert (args["user"], args["group"], args["mode"]) == ("root", "root", "0700")
+    script = render_file(notify)
+    assert "event.send 'gdl/vip/blog-dev/master'" in script
+    assert '"holder": "lb-1-blog-dev"' in script and '"vip": "10.20.0.10"' in script
+    assert script.rstrip().endswith("&")  # keepalived does not wait for the master
+    salt_call = notify["context"]["lb"]["salt_call"]
+    assert salt_call.endswith("salt-call") and Path(salt_call).exists(), salt_call
+    done = subprocess.run(["sh", "-n"], input=script, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    check_path = REPO_ROOT / "states" / check["source"][len("salt://") :]
+    assert subprocess.run(["sh", "-n", str(check_path)]).returncode == 0
+
+
+def test_the_check_script_answers_whether_haproxy_runs_and_wakes_when_it_ends(tmp_path):
+    """gdl-check-haproxy with a stand-in process named haproxy, in this PID namespace."""
+    if not shutil.which("pidwait"):
+        pytest.skip("pidwait is not installed")
+    check = REPO_ROOT / "states" / "gdl" / "lb" / "files" / "gdl-check-haproxy"
+    fake = tmp_path / "haproxy"
+    fake.symlink_to(shutil.which("sleep"))
+    # Only if no real haproxy runs here: the script asks about every process named haproxy.
+    if subprocess.run(["pgrep", "-x", "haproxy"], capture_output=True).returncode == 0:
+        pytest.skip("a haproxy runs on this machine")
+    assert subprocess.run(["sh", str(check), "0.1"]).returncode == 1
+    stand_in = subprocess.Popen([str(fake), "30"])
+    try:
+        assert subprocess.run(["sh", str(check), "0.2"]).returncode == 0
+        waiting = subprocess.Popen(["sh", str(check), "20"])
+        stand_in.kill()
+        stand_in.wait()
+        # It ends as soon as the process does, not when its window closes.
+        assert waiting.wait(timeout=10) == 1
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+
+def test_sticky_and_the_health_check_tuning_reach_haproxy_cfg(tmp_path):
+    from gdl import tuning
+
+    haproxy = tuning.haproxy_settings(
+        {"sticky": True, "health_interval": 0.25, "health_fall": 3, "timeout_server": 90}
+    )
+    salt = LocalSalt(tmp_path, with_gdl(roles={"lb": {"haproxy": haproxy}}), SECRET)
+    args = state_args(salt.show_sls("lb-0-blog-dev", "gdl.lb"), "gdl-lb-haproxy-config")[1]
+    cfg = render_file(args)
+    assert "cookie GDLSERVER insert indirect nocache httponly" in cfg
+    assert "server app-0-blog-dev 10.20.0.11:80 cookie app-0-blog-dev" in cfg
+    assert "default-server check inter 250ms fall 3 rise 2 " in cfg
+    assert "timeout server 90s" in cfg
+    executable = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if Path(executable).exists():
+        (tmp_path / "haproxy.cfg").write_text(cfg)
+        done = subprocess.run(
+            [executable, "-c", "-q", "-f", str(tmp_path / "haproxy.cfg")],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_without_tuning_haproxy_cfg_is_round_robin_without_a_cookie(local_salt):
+    args = state_args(local_salt.show_sls("lb-0-blog-dev", "gdl.lb"), "gdl-lb-haproxy-config")[1]
+    cfg = render_file(args)
+    assert "cookie" not in cfg
+    assert "default-server check inter 500ms fall 2 rise 2 " in cfg

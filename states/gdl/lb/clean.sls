@@ -22,3 +22,11 @@ gdl-lb-clean-tls:
     - name: {{ role['haproxy']['tls_pem'] }}
     - require:
       - {{ service.requisite_module(lb['init']) }}: gdl-lb-haproxy-dead
+{%- for script in ('gdl-check-haproxy', 'gdl-vip-master') %}
+
+gdl-lb-clean-{{ script }}:
+  file.absent:
+    - name: /etc/keepalived/{{ script }}
+    - require:
+      - {{ service.requisite_module(lb['init']) }}: gdl-lb-keepalived-dead
+{%- endfor %}

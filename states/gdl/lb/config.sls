@@ -52,6 +52,35 @@ gdl-lb-tls-pem:
       - file: gdl-lb-haproxy-config
 {%- endif %}
 
+{#- keepalived's scripts: root only (its script security refuses others). #}
+gdl-lb-keepalived-check-haproxy:
+  file.managed:
+    - name: /etc/keepalived/gdl-check-haproxy
+    - source: salt://{{ tpldir }}/files/gdl-check-haproxy
+    - user: root
+    - group: root
+    - mode: '0700'
+    - require:
+      - pkg: gdl-lb-packages
+
+gdl-lb-keepalived-vip-master:
+  file.managed:
+    - name: /etc/keepalived/gdl-vip-master
+    - source: salt://{{ tpldir }}/files/gdl-vip-master.jinja
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: '0700'
+    - context:
+        gdl:
+          app: {{ gdl['app'] | json }}
+          env: {{ gdl['env'] | json }}
+          vip: {{ gdl['vip'] | json }}
+        lb: {{ lb | json }}
+        tag: {{ ('gdl/vip/' ~ gdl['app'] ~ '-' ~ gdl['env'] ~ '/master') | json }}
+    - require:
+      - pkg: gdl-lb-packages
+
 {#- The VRRP secret is in this file: root only, and never in the state's output.
     The template reads it from pillar itself: the state's context (which
     state.show_sls and the job cache show) carries everything else but the
@@ -81,3 +110,5 @@ gdl-lb-keepalived-config:
         lb: {{ lb | json }}
     - require:
       - pkg: gdl-lb-packages
+      - file: gdl-lb-keepalived-check-haproxy
+      - file: gdl-lb-keepalived-vip-master

@@ -10,6 +10,7 @@ import itertools
 import re
 import subprocess
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +104,60 @@ def test_test_mode_lists_the_plan_and_changes_nothing(local_cloud):
     assert code == 0, output
     assert "create app-2-blog-dev" in data["plan"]
     assert sorted(env_processes(provider, "blog", "dev")) == before
+
+
+def haproxy_cfg(local_cloud, lb: str) -> str:
+    argv = local_cloud.provider().run(lb, ["cat", "/etc/haproxy/haproxy.cfg"])
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def served_with(url: str, cookie: str | None) -> tuple[str, str | None]:
+    """(the serving host, the sticky cookie haproxy set, if any) of one request."""
+    request = urllib.request.Request(url, headers={"Cookie": cookie} if cookie else {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        set_cookie = response.headers.get("Set-Cookie")
+        return response.headers["X-Served-By"], set_cookie.split(";")[0] if set_cookie else None
+
+
+def test_tuning_reaches_haproxy_sticks_clients_and_is_kept(local_cloud, built):
+    url = built["result"]["url"]
+    master = local_cloud.master
+    tuned = ("sticky=true", "health_interval=0.25", "health_fall=3", "timeout_server=45")
+    code, _, output = run_json(master, "gdl.build", "app=blog", "env=dev", "servers=2", *tuned)
+    assert code == 0, output
+    try:
+        for lb in ("lb-0-blog-dev", "lb-1-blog-dev"):
+            cfg = haproxy_cfg(local_cloud, lb)
+            assert "cookie GDLSERVER insert indirect nocache httponly" in cfg, cfg
+            assert "check inter 250ms fall 3 rise 2 " in cfg, cfg
+            assert "timeout server 45s" in cfg, cfg
+        # A client that sends the cookie back stays on its server; one without it does not.
+        first, cookie = served_with(url, None)
+        assert cookie and cookie.startswith("GDLSERVER="), cookie
+        assert {served_with(url, cookie)[0] for _ in range(10)} == {first}
+        assert set(served_by(url, 4)) == {"app-0-blog-dev", "app-1-blog-dev"}
+
+        # A build without the arguments keeps them.
+        code, _, output = run_json(master, "gdl.build", "app=blog", "env=dev", "servers=2")
+        assert code == 0, output
+        assert "check inter 250ms fall 3 rise 2 " in haproxy_cfg(local_cloud, "lb-0-blog-dev")
+        assert "cookie GDLSERVER" in haproxy_cfg(local_cloud, "lb-0-blog-dev")
+    finally:
+        # Back to the role's values for the tests after this one.
+        code, _, output = run_json(
+            master,
+            "gdl.build",
+            "app=blog",
+            "env=dev",
+            "servers=2",
+            "sticky=false",
+            "health_interval=0.5",
+            "health_fall=2",
+            "timeout_server=30",
+        )
+        assert code == 0, output
+    cfg = haproxy_cfg(local_cloud, "lb-0-blog-dev")
+    assert "cookie" not in cfg and "check inter 500ms fall 2 rise 2 " in cfg, cfg
 
 
 def test_scale_up_then_down_without_a_failed_request(local_cloud, built):

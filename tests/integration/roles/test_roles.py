@@ -52,6 +52,8 @@ class Environment:
     network: EnvNetwork
     servers: dict[str, Server]
     first_apply: dict
+    settings: Settings | None = None
+    record: EnvRecord | None = None
 
     @property
     def url(self) -> str:
@@ -191,7 +193,7 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environmen
         target = ",".join(APP_SERVERS + LBS)
         master.salt_json("-t", "120", "-L", target, "saltutil.sync_modules", timeout=150)
         applied = master.salt_json("-t", "900", "-L", target, "state.apply", timeout=960)
-        environment = Environment(master, provider, env_network, made, applied)
+        environment = Environment(master, provider, env_network, made, applied, settings, record)
         assert release.version == "1.0.0"
         yield environment
     finally:
@@ -312,15 +314,18 @@ def test_vip_moves_when_haproxy_dies_on_the_vrrp_master(environment: Environment
     try:
         environment.run_on(master_lb, "killall", "-KILL", "haproxy")
         killed = time.monotonic()
-        # keepalived's check fails twice, one second apart, then the VIP moves.
+        # keepalived's check fails the moment haproxy ends: the master gives the VIP
+        # up at once and the backup takes it (bounded wait, not a timing).
         moved = wait_for(
-            lambda: _answering_lb(environment.url) == backup_lb, timeout=6, interval=0.05
+            lambda: _answering_lb(environment.url) == backup_lb, timeout=10, interval=0.05
         )
         assert moved, f"{backup_lb} did not take {vip} over"
         print(
             f"\nfigures: haproxy killed: VIP answered by {backup_lb} after "
             f"{time.monotonic() - killed:.2f} s"
         )
+        assert environment.salt(master_lb, "gdl_lb.holds_vip", vip)[master_lb] is False
+        assert environment.salt(backup_lb, "gdl_lb.holds_vip", vip)[backup_lb] is True
     finally:
         returns = environment.salt(master_lb, "state.apply", "gdl.lb")
         assert failed_states(returns) == []
@@ -366,3 +371,72 @@ def test_minions_fetch_the_states_and_releases_but_not_the_checkout(
     for path in ("tests/conftest.py", "bench/run.py", f"apps/{APP}/app.yaml", "bootstrap.sh"):
         fetched = environment.salt(minion, "cp.get_file_str", f"salt://{path}")[minion]
         assert fetched is False, f"a minion fetched salt://{path}"
+
+
+def _vip_holder(environment: Environment) -> tuple[str, str]:
+    """(the LB holding the VIP, the other one), once exactly one holds it."""
+    vip = environment.network.vip
+
+    def holders() -> list[str]:
+        answers = environment.salt(",".join(LBS), "gdl_lb.holds_vip", vip)
+        return [name for name, holds in answers.items() if holds is True]
+
+    assert wait_for(lambda: len(holders()) == 1, timeout=WAIT, interval=0.5), holders()
+    (holder,) = holders()
+    return holder, next(name for name in LBS if name != holder)
+
+
+def _with_vrrp_profile(environment: Environment, profile: str) -> None:
+    """Write the environment's pillar with ``profile`` and apply the lb role on both LBs."""
+    assert environment.settings is not None and environment.record is not None
+    record = environment.record.with_vrrp_profile(profile)
+    env_pillar.write(
+        environment.settings.pillar_dir,
+        record,
+        environment.network,
+        environment.servers.values(),
+        APP_SERVERS,
+        env_pillar.built_releases(environment.settings, APP),
+    )
+    assert failed_states(environment.salt(",".join(LBS), "state.apply", "gdl.lb")) == []
+
+
+@pytest.mark.parametrize("profile", ["fast", "default"])
+def test_the_lb_taking_the_vip_tells_the_masters_event_bus(
+    environment: Environment, profile: str
+) -> None:
+    """haproxy dies on the VRRP master: under either profile the other LB serves the VIP,
+    and its keepalived fires gdl/vip/<app>-<env>/master naming it on the master's bus."""
+    import salt.config
+    import salt.utils.event
+
+    tag = f"gdl/vip/{APP}-{ENV}/master"
+    opts = salt.config.master_config(str(environment.master.conf_file))
+    try:
+        if profile != "default":
+            _with_vrrp_profile(environment, profile)
+        master_lb, backup_lb = _vip_holder(environment)
+        assert set(poll(environment.url, 4)) == set(APP_SERVERS)
+        with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True) as bus:
+            environment.run_on(master_lb, "killall", "-KILL", "haproxy")
+            moved = wait_for(
+                lambda: _answering_lb(environment.url) == backup_lb, timeout=10, interval=0.05
+            )
+            assert moved, f"{backup_lb} did not take the VIP over ({profile})"
+            event = None
+            deadline = time.monotonic() + WAIT
+            while event is None and time.monotonic() < deadline:
+                event = bus.get_event(wait=1, tag=tag, full=True)
+        assert event is not None, f"no {tag} event on the master's bus"
+        assert event["tag"] == tag
+        assert event["data"]["id"] == backup_lb  # the minion that sent it
+        sent = event["data"]["data"]
+        assert sent["holder"] == backup_lb, sent
+        assert sent["vip"] == environment.network.vip
+        assert (sent["app"], sent["environment"]) == (APP, ENV)
+    finally:
+        returns = environment.salt(",".join(LBS), "state.apply", "gdl.lb")
+        assert failed_states(returns) == []
+        if profile != "default":
+            _with_vrrp_profile(environment, "default")
+    assert wait_for(lambda: set(poll(environment.url, 4)) == set(APP_SERVERS))
