@@ -290,4 +290,4 @@ def test_polling_backs_off_up_to_a_ceiling():
     taken = [next(delays) for _ in range(10)]
     assert taken[:3] == [1.0, 1.5, 2.25]
     assert all(a <= b for a, b in itertools.pairwise(taken))
-    assert taken[-1] == 10.0
+    assert taken[-1] == 5.0

@@ -40,7 +40,7 @@ TOO_MANY_REQUESTS = 429
 RETRY_AFTER_MAX = 60.0
 # Polling for a state Nova reaches on its own: often at first, then less and less.
 POLL_FIRST_DELAY = 1.0
-POLL_MAX_DELAY = 10.0
+POLL_MAX_DELAY = 5.0
 POLL_FACTOR = 1.5
 
 
