@@ -19,7 +19,10 @@ def check_request(cloud: Cloud, parts: Parts, spec: EnvSpec) -> None:
         image = cloud.image()
         flavor = cloud.flavor(spec.size)
         check_disk(cloud.cfg, image, flavor)
-        if cloud.cfg.boot_from_volume and not cloud.conn.has_service("block-storage"):
+        # The catalog read quietly: has_service() logs a warning when the entry is missing.
+        if cloud.cfg.boot_from_volume and not cloud.conn.config.get_endpoint_from_catalog(
+            "block-storage"
+        ):
             raise ProviderError(
                 "gdl:openstack:boot_from_volume is set and this cloud has no block storage "
                 "(Cinder)",
