@@ -5,8 +5,8 @@ A thin adapter (:mod:`gdl.cloud_driver`) over
 settings come with salt-cloud's options (salt-cloud reads the master config
 first, then its own); keys of the provider entry override
 ``gdl: openstack:`` (``cloud``, ``clouds_file``, ``image``, ``network``,
-``external_network``, ``key_name``, ``master_address``, ``availability_zone``,
-``flavor``).
+``external_network``, ``key_name``, ``subnet``, ``boot_from_volume``,
+``volume_size``, ``master_address``, ``availability_zone``, ``flavor``).
 
 Provider (``/etc/salt/cloud.providers.d/openstack.conf``)::
 
@@ -60,6 +60,9 @@ PROVIDER_KEYS = (
     "network",
     "external_network",
     "key_name",
+    "subnet",
+    "boot_from_volume",
+    "volume_size",
     "master_address",
     "availability_zone",
     "flavor",

@@ -154,7 +154,7 @@ def env_name() -> Callable[[], str]:
 def quota_project(
     admin: openstack.connection.Connection, openstack_section: dict
 ) -> Iterator[Callable[..., OpenStackProvider]]:
-    """A project of its own, with its own network, for tests that change quotas.
+    """A project of its own, with its own network and router, for tests that change quotas.
 
     Test sessions may share one rig: quotas lowered on the shared demo project would
     fail another session's tests.  Yields a factory of providers working in it; the
@@ -172,9 +172,15 @@ def quota_project(
             {"id": project.id, "name": project.name, "domain_id": "default"}
         )
         network = conn.network.create_network(name=NETWORK)
-        conn.network.create_subnet(
+        subnet = conn.network.create_subnet(
             network_id=network.id, ip_version=4, cidr="10.232.0.0/24", name=f"{NETWORK}-subnet"
         )
+        # Floating IPs reach the subnet only through a router to the external network.
+        public = conn.network.find_network(EXTERNAL_NETWORK)
+        router = conn.network.create_router(
+            name="router1", external_gateway_info={"network_id": public.id}
+        )
+        conn.network.add_interface_to_router(router, subnet_id=subnet.id)
         if conn.compute.find_keypair(KEY_NAME) is None:
             # Key pairs belong to users: this one is the admin user's.
             public = (
@@ -191,6 +197,15 @@ def quota_project(
         yield make
     finally:
         if conn is not None:
+            for router in conn.network.routers(project_id=project.id):
+                for port in conn.network.ports(
+                    device_id=router.id, device_owner="network:router_interface"
+                ):
+                    for fixed in port.fixed_ips:
+                        conn.network.remove_interface_from_router(
+                            router, subnet_id=fixed["subnet_id"]
+                        )
+                conn.network.delete_router(router)
             for network in conn.network.networks(project_id=project.id):
                 for port in conn.network.ports(network_id=network.id):
                     conn.network.delete_port(port)

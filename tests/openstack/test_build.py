@@ -14,6 +14,7 @@ The tests run in order and share one master: the story of an operator on a cloud
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import itertools
 import json
@@ -43,6 +44,7 @@ ENV = "dev"
 SECOND_ENV = "qa"
 BUILD_TIMEOUT = 1200
 DEMO_CLOUD = "gdl-rig-demo"
+NETWORK = "private"
 
 
 def cli(rig: dict[str, Any], cloud: str, *args: str) -> Any:
@@ -448,25 +450,67 @@ def test_killing_the_vrrp_masters_keepalived_moves_the_vip(built, rig, demo, os_
     assert in_host(lbs[holder], "pgrep", "-x", "keepalived").returncode == 0
 
 
+@contextlib.contextmanager
+def route_to_fixed_addresses(demo) -> Iterator[None]:
+    """The machine (the master) reaches the private network's fixed addresses directly.
+
+    A route through router1's gateway address, as a master on a routed network or a VPN
+    has one: no floating IP is needed to reach the servers.
+    """
+    router = demo.network.find_router("router1")
+    gateway = router.external_gateway_info["external_fixed_ips"][0]["ip_address"]
+    cidr = demo.network.find_subnet("private-subnet").cidr
+    subprocess.run(["ip", "route", "replace", cidr, "via", gateway], check=True, timeout=30)
+    try:
+        yield
+    finally:
+        subprocess.run(["ip", "route", "del", cidr, "via", gateway], check=False, timeout=30)
+
+
 def test_a_second_environment_outlives_the_destroy_of_the_first(built, rig, demo, os_master):
-    code, _data, output = build(os_master, SECOND_ENV, 1)
-    assert code == 0, output
-    second = {s.id: s.name for s in env_servers(demo, APP, SECOND_ENV)}
-    assert len(second) == 3
+    # The operator names the network by its id and, the master now reaching the fixed
+    # addresses, wants no floating IP: the second environment is served at its VIP. No
+    # key pair is named: none is given.
+    network = demo.network.find_network(NETWORK)
+    os_master.gdl_settings["openstack"] = {
+        **os_master.gdl_settings["openstack"],
+        "network": network.id,
+        "floating_ip": False,
+        "key_name": None,
+    }
+    os_master.write_config()
+    with route_to_fixed_addresses(demo):
+        code, data, output = build(os_master, SECOND_ENV, 1)
+        assert code == 0, output
+        second = {s.id: s.name for s in env_servers(demo, APP, SECOND_ENV)}
+        assert len(second) == 3
+        assert [s.key_name for s in env_servers(demo, APP, SECOND_ENV)] == [None] * 3
+        vip = demo.network.find_port(vip_port_name(APP, SECOND_ENV)).fixed_ips[0]["ip_address"]
+        assert data["url"] == f"http://{vip}/"
+        assert not list(demo.network.ips(tags=f"gdl_app={APP},gdl_env={SECOND_ENV}"))
 
-    taps = taps_of(demo, APP, ENV)
-    assert len(taps) == 4 and taps <= cloud_taps(rig)
-    code, _data, output = run(os_master, "gdl.destroy", f"app={APP}", f"env={ENV}")
-    assert code == 0, output
-    assert leftovers(demo, rig, APP, ENV) == []
-    assert not taps & cloud_taps(rig)
-    gone = [naming.server_name(r, i, APP, ENV) for r in ("app", "lb") for i in (0, 1)]
-    assert not [n for n in gone if (os_master.pki_dir / "minions" / n).exists()]
-    assert not [n for n in gone if (rig["state"] / "data" / "hosts").joinpath(n).exists()]
+        taps = taps_of(demo, APP, ENV)
+        assert len(taps) == 4 and taps <= cloud_taps(rig)
+        code, _data, output = run(os_master, "gdl.destroy", f"app={APP}", f"env={ENV}")
+        assert code == 0, output
+        assert leftovers(demo, rig, APP, ENV) == []
+        assert not taps & cloud_taps(rig)
+        gone = [naming.server_name(r, i, APP, ENV) for r in ("app", "lb") for i in (0, 1)]
+        assert not [n for n in gone if (os_master.pki_dir / "minions" / n).exists()]
+        assert not [n for n in gone if (rig["state"] / "data" / "hosts").joinpath(n).exists()]
 
-    assert {s.id: s.name for s in env_servers(demo, APP, SECOND_ENV)} == second
-    fip = floating_ip(demo, SECOND_ENV)
-    assert served_by(f"http://{fip}/", 2) == [f"app-0-{APP}-{SECOND_ENV}"] * 2
+        assert {s.id: s.name for s in env_servers(demo, APP, SECOND_ENV)} == second
+        assert served_by(f"http://{vip}/", 2) == [f"app-0-{APP}-{SECOND_ENV}"] * 2
+        status_code, status, output = run(
+            os_master, "gdl.status", f"app={APP}", f"env={SECOND_ENV}"
+        )
+        assert status_code == 0, output
+        # Nova lists addresses under the network's name; the setting is its id.
+        assert status["url"] == f"http://{vip}/"
+        subnet = ipaddress.ip_network(demo.network.find_subnet("private-subnet").cidr)
+        addresses = {s["name"]: s["address"] for s in status["servers"]}
+        assert sorted(addresses) == sorted(second.values())
+        assert all(a and ipaddress.ip_address(a) in subnet for a in addresses.values()), status
 
     code, _data, output = run(os_master, "gdl.destroy", f"app={APP}", f"env={SECOND_ENV}")
     assert code == 0, output

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import secrets
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -130,6 +132,45 @@ def test_check_refuses_bad_input_in_one_line(
     assert words in message
     assert "\n" not in message and ": " in message  # problem: fix
     assert not any(snapshot(demo, env).values())
+
+
+def test_check_takes_the_network_and_subnet_by_id_and_finds_the_routers_gateway(
+    make_provider, demo, env_name
+):
+    network = demo.network.find_network("private")
+    subnet = demo.network.find_subnet("private-subnet")
+    provider = make_provider(network=network.id, subnet=subnet.id, external_network=None)
+    env = env_name()
+    provider.check(spec(env))
+    # No external_network set: floating IPs come from router1's gateway network.
+    cloud = provider.cloud
+    assert cloud.network().name == "private"
+    assert cloud.external_network(cloud.network()).name == "public"
+    assert not any(snapshot(demo, env).values())
+
+
+def test_of_two_active_images_of_one_name_the_newest_is_taken(make_provider, demo):
+    name = f"gdl-twin-{secrets.token_hex(3)}"
+    made = []
+    try:
+        for _ in range(2):
+            if made:
+                time.sleep(1.1)  # Glance dates images to the second
+            made.append(
+                demo.image.create_image(
+                    name=name,
+                    data=b"\0" * 512,
+                    disk_format="raw",
+                    container_format="bare",
+                    allow_duplicates=True,
+                    wait=True,
+                )
+            )
+        assert make_provider(image=name).cloud.image().id == made[-1].id
+        assert make_provider(image=made[0].id).cloud.image().id == made[0].id
+    finally:
+        for image in made:
+            demo.image.delete_image(image, ignore_missing=True)
 
 
 def test_check_refuses_a_wrong_password(make_provider, rig, tmp_path, demo, env_name):

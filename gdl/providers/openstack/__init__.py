@@ -6,7 +6,7 @@ An environment (app, env) on OpenStack is:
 - two server groups of the same names (soft anti-affinity when the compute API has it);
 - a VIP port on the environment's network: its fixed address is the address keepalived
   moves between the two load balancers, and its tags hold the VRRP router id;
-- a floating IP on the VIP port when that network is not itself external;
+- a floating IP on the VIP port, unless ``floating_ip: false`` or the network is external;
 - servers, each with one port made by gdl (a load balancer's port lists the VIP as an
   allowed address pair, so Neutron's port security lets it answer for the VIP).
 
@@ -19,8 +19,11 @@ Where things live:
 - ``api``: the connection, bounded retries, failures in the operator's words, and user
   data kept out of the logs;
 - ``marks``: tags, names and descriptions that mark gdl's resources, and the VRRP router id;
-- ``cloud``: one lazy connection and the lookups (network, image, flavor, key pair, tagged
-  resources) every part shares;
+- ``cloud``: one lazy connection and the lookups (network, subnet, external network, image,
+  flavor, key pair, tagged resources) every part shares;
+- ``routing``: the subnet chosen and where floating IPs come from (its router's gateway);
+- ``boot``: the image chosen, the flavor's disk checked, the boot volume;
+- ``records``: Nova's states and servers in the Provider interface's words;
 - ``network`` and ``security``: an environment's network parts and what its security
   groups admit;
 - ``servers``: servers made in parallel, waited for, listed and deleted with their ports;
@@ -31,8 +34,10 @@ Where things live:
 from gdl.providers.openstack.api import (
     connect,
     is_transient,
+    poll_delays,
     redact_user_data_in_logs,
     retry,
+    retry_after,
     translate,
 )
 from gdl.providers.openstack.marks import (
@@ -57,8 +62,10 @@ __all__ = [
     "is_transient",
     "marks_of",
     "next_router_id",
+    "poll_delays",
     "redact_user_data_in_logs",
     "retry",
+    "retry_after",
     "tags_of",
     "translate",
     "vip_port_name",

@@ -10,8 +10,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
 
 import openstack
 import openstack.config
@@ -33,13 +34,25 @@ TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
 RETRY_ATTEMPTS = 5
 RETRY_FIRST_DELAY = 1.0
 RETRY_MAX_DELAY = 8.0
+# 429 Too Many Requests: the cloud's rate limit. Its Retry-After is obeyed, up to this
+# (keystoneauth's own status retries would obey any Retry-After, an hour as well).
+TOO_MANY_REQUESTS = 429
+RETRY_AFTER_MAX = 60.0
+# Polling for a state Nova reaches on its own: often at first, then less and less.
+POLL_FIRST_DELAY = 1.0
+POLL_MAX_DELAY = 5.0
+POLL_FACTOR = 1.5
 
 
 def is_transient(error: BaseException, conflict_is_transient: bool = False) -> bool:
-    """True for errors a bounded retry may get past (5xx, lost connections, a busy port)."""
+    """True for errors a bounded retry may get past (5xx, 429, lost connections, a busy port)."""
     if isinstance(error, os_exceptions.HttpException):
         status = error.status_code or 0
-        return status in TRANSIENT_STATUS or (conflict_is_transient and status == 409)
+        return (
+            status in TRANSIENT_STATUS
+            or status == TOO_MANY_REQUESTS
+            or (conflict_is_transient and status == 409)
+        )
     return isinstance(
         error,
         ks_exceptions.ConnectFailure
@@ -63,9 +76,41 @@ def retry(
             if attempt == attempts or not is_transient(error, conflict_is_transient):
                 raise
             log.info("OpenStack call failed (%s), try %d of %d", _reason(error), attempt, attempts)
-            sleep(delay)
+            asked = retry_after(error)
+            sleep(delay if asked is None else asked)
             delay = min(delay * 2, RETRY_MAX_DELAY)
     raise AssertionError("unreachable")
+
+
+def retry_after(error: BaseException, now: Callable[[], float] = time.time) -> float | None:
+    """The pause a 429 answer asks for (its Retry-After, seconds or a date), bounded."""
+    if not isinstance(error, os_exceptions.HttpException):
+        return None
+    if error.status_code != TOO_MANY_REQUESTS:
+        return None
+    response: Any = getattr(error, "response", None)
+    value = (getattr(response, "headers", None) or {}).get("Retry-After")
+    if not value:
+        return None
+    value = str(value).strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX)
+
+
+def poll_delays(
+    first: float = POLL_FIRST_DELAY, factor: float = POLL_FACTOR, most: float = POLL_MAX_DELAY
+) -> Iterator[float]:
+    """Pauses between polls: ``first``, growing by ``factor`` up to ``most``."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * factor, most)
 
 
 def find(finder: Callable[..., T], name_or_id: str) -> T | None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from gdl.errors import CapacityError, ProviderError
 from gdl.providers.openstack.api import API_ERRORS, find, translate
+from gdl.providers.openstack.boot import check_disk
 from gdl.providers.openstack.cloud import Cloud
 from gdl.providers.openstack.network import Parts
 from gdl.spec import EnvSpec
@@ -15,9 +16,30 @@ def check_request(cloud: Cloud, parts: Parts, spec: EnvSpec) -> None:
     """Refuse, with one clear error, a request this cloud and project cannot serve."""
     cloud.authorize()
     try:
-        cloud.image()
+        image = cloud.image()
         flavor = cloud.flavor(spec.size)
+        check_disk(cloud.cfg, image, flavor)
+        # The catalog read quietly: has_service() logs a warning when the entry is missing.
+        if cloud.cfg.boot_from_volume and not cloud.conn.config.get_endpoint_from_catalog(
+            "block-storage"
+        ):
+            raise ProviderError(
+                "gdl:openstack:boot_from_volume is set and this cloud has no block storage "
+                "(Cinder)",
+                "map the size to a flavor with a disk and drop boot_from_volume",
+            )
         network = cloud.network()
+        # The SDK reads a missing port_security_enabled as False: without the extension,
+        # security groups always apply.
+        if not network.is_port_security_enabled and find(
+            cloud.conn.network.find_extension, "port-security"
+        ):
+            raise ProviderError(
+                f"network {network.name!r} has port security disabled, so the security "
+                "groups and the VIP's address pairs would not apply",
+                "enable it (openstack network set --enable-port-security) "
+                "or choose another network",
+            )
         cloud.subnet(network)
         cloud.external_network(network)
         cloud.key_name()
@@ -45,7 +67,9 @@ def check_quotas(cloud: Cloud, parts: Parts, spec: EnvSpec, flavor: Any, network
     need_network = {
         "ports": new_servers + (0 if found and found.vip_port else 1),
         "security_groups": 2 - len(found.security_groups) if found else 2,
-        "floating_ips": 0 if network.is_router_external or (found and found.floating_ip) else 1,
+        "floating_ips": 0
+        if not cloud.cfg.floating_ip or network.is_router_external or (found and found.floating_ip)
+        else 1,
     }
     project = cloud.project_id()
     compute = cloud.conn.compute.get_quota_set(project, usage=True)

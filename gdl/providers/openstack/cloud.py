@@ -5,12 +5,28 @@ from __future__ import annotations
 from typing import Any
 
 import openstack
+from openstack import exceptions as os_exceptions
 
 from gdl import naming
 from gdl.errors import ConfigError, NotFound
 from gdl.providers.openstack.api import connect, find, retry, translate
+from gdl.providers.openstack.boot import newest_active
 from gdl.providers.openstack.marks import tags_of
+from gdl.providers.openstack.records import GONE
+from gdl.providers.openstack.routing import (
+    UNSEEN,
+    checked_subnet,
+    floating_network_id,
+    only_ipv4_subnet,
+)
 from gdl.providers.openstack.settings import OpenStackSettings
+
+# The device owners of a router's ports on its internal subnets (legacy, DVR, HA routers).
+ROUTER_INTERFACE_OWNERS = (
+    "network:router_interface",
+    "network:router_interface_distributed",
+    "network:ha_router_replicated_interface",
+)
 
 
 class Cloud:
@@ -22,6 +38,9 @@ class Cloud:
         self.cfg = cfg
         self._connection = connection
         self._flavor_cache: dict[str, Any] = {}
+        self._network: Any = None
+        self._subnets: dict[str, Any] = {}
+        self._image: Any = None
 
     @property
     def conn(self) -> openstack.connection.Connection:
@@ -40,43 +59,76 @@ class Cloud:
         return self.conn.current_project_id
 
     def network(self) -> Any:
-        network = find(self.conn.network.find_network, self.cfg.network)
-        if network is None:
-            raise NotFound(
-                f"network {self.cfg.network!r} does not exist in this project",
-                "set gdl:openstack:network to an existing network (openstack network list)",
-            )
-        return network
+        """The servers' network, by name or id, looked up once."""
+        if self._network is None:
+            network = self._find_one("network", self.cfg.network)
+            if network is None:
+                raise NotFound(
+                    f"network {self.cfg.network!r} does not exist in this project",
+                    "set gdl:openstack:network to an existing network (openstack network list)",
+                )
+            self._network = network
+        return self._network
+
+    def network_or_none(self) -> Any | None:
+        """The servers' network, or None when it is gone (a destroy still proceeds)."""
+        try:
+            return self.network()
+        except NotFound:
+            return None
 
     def subnet(self, network: Any) -> Any:
-        for subnet in self.conn.network.subnets(network_id=network.id):
-            if subnet.ip_version == 4:
-                return subnet
-        raise NotFound(
-            f"network {network.name!r} has no IPv4 subnet",
-            "add an IPv4 subnet to it or choose another network",
-        )
+        """The subnet servers' ports take their address on: ``subnet``, else the only IPv4 one."""
+        if network.id in self._subnets:
+            return self._subnets[network.id]
+        if self.cfg.subnet:
+            found = self._find_one("subnet", self.cfg.subnet, network_id=network.id)
+            subnet = checked_subnet(self.cfg.subnet, network, found)
+        else:
+            subnet = only_ipv4_subnet(network, self.conn.network.subnets(network_id=network.id))
+        self._subnets[network.id] = subnet
+        return subnet
 
     def external_network(self, network: Any) -> Any | None:
-        """Where floating IPs come from; None when the servers' network is external itself."""
-        if network.is_router_external:
+        """Where floating IPs come from; None when none is wanted or ``network`` is external.
+
+        It is the gateway of the subnet's router unless ``external_network`` names it
+        (then that router must exist).
+        """
+        if not self.cfg.floating_ip or network.is_router_external:
             return None
+        subnet = self.subnet(network)
+        configured = None
         if self.cfg.external_network:
-            external = find(self.conn.network.find_network, self.cfg.external_network)
-            if external is None:
+            configured = self._find_one("network", self.cfg.external_network)
+            if configured is None:
                 raise NotFound(
                     f"external network {self.cfg.external_network!r} does not exist",
                     "set gdl:openstack:external_network to a network with router:external",
                 )
-            return external
-        externals = list(self.conn.network.networks(is_router_external=True))
-        if len(externals) == 1:
-            return externals[0]
-        raise ConfigError(
-            f"network {network.name!r} is not external and "
-            f"{'no' if not externals else len(externals)} external networks exist",
-            "set gdl:openstack:external_network to the one floating IPs come from",
-        )
+        chosen = floating_network_id(subnet, self.router_gateways(subnet), configured)
+        if configured is not None:
+            return configured
+        return self.conn.network.get_network(chosen)
+
+    def router_gateways(self, subnet: Any) -> set[str]:
+        """The external networks of the routers the subnet is attached to (by network id).
+
+        ``UNSEEN`` stands for a router this project cannot read.
+        """
+        gateways = set()
+        for owner in ROUTER_INTERFACE_OWNERS:
+            for port in self.conn.network.ports(
+                device_owner=owner, fixed_ips=f"subnet_id={subnet.id}"
+            ):
+                router = find(self.conn.network.find_router, port.device_id)
+                if router is None:
+                    gateways.add(UNSEEN)
+                    continue
+                gateway = router.external_gateway_info or {}
+                if gateway.get("network_id"):
+                    gateways.add(gateway["network_id"])
+        return gateways
 
     def flavor(self, size: str) -> Any:
         name = self.cfg.flavors.get(size, size)
@@ -92,37 +144,58 @@ class Cloud:
         return self._flavor_cache[name]
 
     def image(self) -> Any:
-        image = find(self.conn.image.find_image, self.cfg.image)
-        if image is None:
-            raise NotFound(
-                f"image {self.cfg.image!r} does not exist",
-                "set gdl:openstack:image to an image this project can see (openstack image list)",
-            )
-        return image
+        """The image, by name (the newest active one of that name) or by id."""
+        if self._image is None:
+            image = newest_active(self.conn.image.images(name=self.cfg.image))
+            if image is None:
+                image = find(self.conn.image.find_image, self.cfg.image)
+                if image is None:
+                    raise NotFound(
+                        f"image {self.cfg.image!r} does not exist",
+                        "set gdl:openstack:image to an image this project can see "
+                        "(openstack image list)",
+                    )
+                if image.status != "active":
+                    raise ConfigError(
+                        f"image {self.cfg.image!r} is {image.status}, not active",
+                        "wait for its upload to finish or choose an active image",
+                    )
+            self._image = image
+        return self._image
 
-    def key_name(self) -> str:
-        if self.cfg.key_name:
-            if find(self.conn.compute.find_keypair, self.cfg.key_name) is None:
-                raise NotFound(
-                    f"key pair {self.cfg.key_name!r} does not exist",
-                    "create it (openstack keypair create) or fix gdl:openstack:key_name",
-                )
-            return self.cfg.key_name
-        first = next(iter(self.conn.compute.keypairs()), None)
-        if first is None:
+    def key_name(self) -> str | None:
+        """The key pair given SSH access: ``key_name`` when set, checked; else none."""
+        if not self.cfg.key_name:
+            return None
+        if find(self.conn.compute.find_keypair, self.cfg.key_name) is None:
             raise NotFound(
-                "the OpenStack account has no key pair",
-                "create one (openstack keypair create --public-key ~/.ssh/id_ed25519.pub ops) "
-                "or set gdl:openstack:key_name",
+                f"key pair {self.cfg.key_name!r} does not exist",
+                "create it (openstack keypair create) or fix gdl:openstack:key_name",
             )
-        return first.name
+        return self.cfg.key_name
+
+    def _find_one(self, kind: str, name_or_id: str, **query: Any) -> Any | None:
+        """A Neutron ``kind`` by name or id; a clear error when a name means several."""
+        finder = getattr(self.conn.network, f"find_{kind}")
+        try:
+            return find(lambda value, **kw: finder(value, **kw, **query), name_or_id)
+        except os_exceptions.DuplicateResource:
+            raise ConfigError(
+                f"{kind} name {name_or_id!r} is shared by several {kind}s",
+                f"give the {kind}'s id instead of its name",
+            ) from None
 
     def owned_servers(self, app: str | None = None, env: str | None = None) -> list[Any]:
-        """Servers whose metadata marks them gdl's, optionally of one app and environment."""
+        """Servers whose metadata marks them gdl's, optionally of one app and environment.
+
+        A soft-deleted server (a cloud with deferred delete) counts as deleted.
+        """
         found = []
         for server in self.conn.compute.servers(details=True):
             marks = server.metadata or {}
             if naming.MARK_APP not in marks or naming.MARK_ENV not in marks:
+                continue
+            if server.status in GONE:
                 continue
             if app is not None and marks[naming.MARK_APP] != app:
                 continue

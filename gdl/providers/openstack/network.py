@@ -24,7 +24,7 @@ from openstack import exceptions as os_exceptions
 from gdl import naming
 from gdl.errors import CapacityError, LockHeld
 from gdl.providers.base import EnvNetwork
-from gdl.providers.openstack.api import find, retry
+from gdl.providers.openstack.api import retry
 from gdl.providers.openstack.cloud import Cloud
 from gdl.providers.openstack.marks import (
     MARK_VRID,
@@ -185,7 +185,7 @@ class Parts:
         for fip in fips.values():
             retry(lambda fip=fip: self.conn.network.delete_ip(fip, ignore_missing=True), True)
         ports = {p.id: p for p in self.cloud.tagged("ports", marks)}
-        network = find(self.conn.network.find_network, self.cloud.cfg.network)
+        network = self.cloud.network_or_none()
         if network is not None:
             ports.update(
                 (p.id, p)

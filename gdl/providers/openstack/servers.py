@@ -18,41 +18,17 @@ import openstack
 
 from gdl import naming, userdata
 from gdl.errors import NotFound, ProviderError
-from gdl.providers.base import (
-    BUILDING,
-    ERROR,
-    RUNNING,
-    STOPPED,
-    Progress,
-    Server,
-    ServerRequest,
-    no_progress,
-)
-from gdl.providers.openstack.api import API_ERRORS, find, retry, translate
+from gdl.providers.base import Progress, Server, ServerRequest, no_progress
+from gdl.providers.openstack.api import API_ERRORS, find, poll_delays, retry, translate
+from gdl.providers.openstack.boot import boot_options
 from gdl.providers.openstack.cloud import Cloud
 from gdl.providers.openstack.marks import MARK_SERVER, MARK_SIZE, marks_of, server_description
 from gdl.providers.openstack.network import EnvParts, Parts
+from gdl.providers.openstack.records import GONE, TRANSITIONAL, server_record
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 2.0
 DELETE_TIMEOUT = 300.0
-
-# Nova's server states in the Provider interface's words.
-STATES = {
-    "ACTIVE": RUNNING,
-    "BUILD": BUILDING,
-    "REBUILD": BUILDING,
-    "HARD_REBOOT": BUILDING,
-    "REBOOT": BUILDING,
-    "SHUTOFF": STOPPED,
-    "SUSPENDED": STOPPED,
-    "PAUSED": STOPPED,
-    "SHELVED": STOPPED,
-    "SHELVED_OFFLOADED": STOPPED,
-    "STOPPED": STOPPED,
-    "ERROR": ERROR,
-}
 
 
 class Servers:
@@ -117,19 +93,22 @@ class Servers:
         try:
             servers = self.cloud.owned_servers(app, env)
             floating = self.floating_addresses() if servers else {}
+            network = self.network_name() if servers else None
         except API_ERRORS as error:
             raise translate(error, "listing servers") from None
-        return sorted(
-            (server_record(s, self.cloud.cfg.network, floating) for s in servers),
-            key=lambda s: s.name,
-        )
+        return sorted((server_record(s, network, floating) for s in servers), key=lambda s: s.name)
+
+    def network_name(self) -> str | None:
+        """The name Nova lists the servers' addresses under (the setting may be an id)."""
+        network = self.cloud.network_or_none()
+        return network.name if network is not None else None
 
     def get(self, name: str) -> Server | None:
         """The server gdl made under ``name``, or None."""
         try:
             for server in self.cloud.owned_servers():
                 if server.name == name:
-                    return server_record(server, self.cloud.cfg.network, self.floating_addresses())
+                    return server_record(server, self.network_name(), self.floating_addresses())
         except API_ERRORS as error:
             raise translate(error, f"looking up {name}") from None
         return None
@@ -176,9 +155,13 @@ class Servers:
             network = self.cloud.network()
             external = self.cloud.external_network(network)
             if external is None:
+                why = (
+                    "gdl:openstack:floating_ip is false"
+                    if not self.cloud.cfg.floating_ip
+                    else f"network {network.name!r} is external"
+                )
                 raise ProviderError(
-                    f"network {network.name!r} is external: {name} needs no floating IP",
-                    "drop floating_ip from the profile",
+                    f"{why}: {name} gets no floating IP", "drop floating_ip from the profile"
                 )
             ports = self.cloud.tagged("ports", marks, network_id=network.id)
             if not ports:
@@ -217,7 +200,7 @@ class Servers:
         parts: EnvParts,
         image: Any,
         flavor: Any,
-        key_name: str,
+        key_name: str | None,
         deadline: float,
         progress: Progress,
     ) -> Server:
@@ -241,16 +224,11 @@ class Servers:
                 publish_port=self.cloud.cfg.publish_port,
             )
             encoded = base64.b64encode(document.encode()).decode()
-            options: dict[str, Any] = {}
-            if self.cloud.cfg.availability_zone:
-                options["availability_zone"] = self.cloud.cfg.availability_zone
+            options = boot_options(self.cloud.cfg, image, flavor, key_name)
             server = retry(
                 lambda: self.conn.compute.create_server(
                     name=request.name,
-                    image_id=image.id,
-                    flavor_id=flavor.id,
                     networks=[{"port": port.id}],
-                    key_name=key_name,
                     metadata=metadata,
                     user_data=encoded,
                     scheduler_hints={"group": parts.server_groups[request.role].id},
@@ -263,35 +241,49 @@ class Servers:
         return server_record(server, parts.network.name)
 
     def _wait_active(self, name: str, server: Any, deadline: float) -> Any:
+        delays = poll_delays()
         while True:
             server = retry(lambda server=server: self.conn.compute.get_server(server.id))
-            if server.status == "ACTIVE":
+            status = server.status or ""
+            if status == "ACTIVE":
                 return server
-            if server.status == "ERROR":
+            if status == "ERROR":
                 fault = " ".join(str((server.fault or {}).get("message", "no fault given")).split())
                 self._delete_one(name, server, deadline + DELETE_TIMEOUT)
                 raise ProviderError(
                     f"server {name} went to ERROR ({fault}); it was removed",
                     "fix the cause (flavor, image, quota, capacity) and run the build again",
                 )
+            if status not in TRANSITIONAL:
+                # SHELVED, RESCUE, UNKNOWN, ...: Nova will not make it ACTIVE on its own.
+                raise ProviderError(
+                    f"server {name} is {status or 'without a state'}, not ACTIVE, "
+                    "and Nova will not make it ACTIVE on its own",
+                    f"bring it back (openstack server show {name}) or delete it, "
+                    "then run the build again",
+                )
             if time.monotonic() >= deadline:
                 raise ProviderError(
-                    f"server {name} is still {server.status} after the timeout",
+                    f"server {name} is still {status} after the timeout",
                     "check the cloud, then run the build again (it keeps waiting for it)",
                 )
-            time.sleep(POLL_SECONDS)
+            time.sleep(min(next(delays), max(0.0, deadline - time.monotonic()) + 0.1))
 
     def _delete_one(self, name: str, server: Any | None, deadline: float) -> bool:
         """Delete a server and the ports and floating IPs gdl made for it; True if it existed."""
         if server is not None:
             retry(lambda: self.conn.compute.delete_server(server, ignore_missing=True), True)
-            while find(self.conn.compute.find_server, server.id) is not None:
+            delays = poll_delays()
+            while True:
+                left = find(self.conn.compute.find_server, server.id)
+                if left is None or left.status in GONE:
+                    break
                 if time.monotonic() >= deadline:
                     raise ProviderError(
                         f"server {name} is still being deleted after the timeout",
                         "run the same command again",
                     )
-                time.sleep(POLL_SECONDS)
+                time.sleep(next(delays))
         marks = {MARK_SERVER: name}
         parsed = naming.parse_server_name(name)
         if parsed is not None:
@@ -317,42 +309,3 @@ class Servers:
             if name:
                 found[name] = fip.floating_ip_address
         return found
-
-
-def server_record(
-    server: Any, network_name: str | None = None, floating: dict[str, str] | None = None
-) -> Server:
-    """A Nova server as the Provider interface's record (``floating``: name -> floating IP)."""
-    marks = server.metadata or {}
-    address = public = None
-    for name, entries in (server.addresses or {}).items():
-        if network_name is not None and name != network_name:
-            continue
-        for entry in entries:
-            if entry.get("version") != 4:
-                continue
-            if entry.get("OS-EXT-IPS:type", "fixed") == "floating":
-                public = public or entry.get("addr")
-            else:
-                address = address or entry.get("addr")
-    public = (floating or {}).get(server.name, public)
-    fault = ""
-    if server.status == "ERROR" and server.fault:
-        fault = " ".join(str(server.fault.get("message", "")).split())
-    image = server.image.get("id", "") if isinstance(server.image, dict) else ""
-    return Server(
-        name=server.name,
-        app=marks.get(naming.MARK_APP, ""),
-        env=marks.get(naming.MARK_ENV, ""),
-        role=marks.get(naming.MARK_ROLE, ""),
-        state=STATES.get(server.status or "", BUILDING),
-        address=address,
-        size=marks.get(MARK_SIZE, ""),
-        provider_id=server.id,
-        fault=fault,
-        extra={
-            "status": server.status or "",
-            "image": image,
-            **({"public_address": public} if public else {}),
-        },
-    )

@@ -4,10 +4,17 @@
 
     cloud: mycloud            # clouds.yaml entry; else OS_CLOUD; else OS_* variables
     clouds_file: /etc/openstack/clouds.yaml   # optional: a clouds.yaml outside the usual places
-    image: debian-12          # image name or id
-    network: private          # an existing network the servers share
-    external_network: public  # where floating IPs come from (when `network` is not external)
-    key_name: ops             # optional: else the account's first key pair
+    image: debian-12          # image name or id (of several active images of one name: the newest)
+    network: private          # an existing network the servers share: name or id
+    subnet: private-v4        # optional: name or id; else the network's only IPv4 subnet
+    external_network: public  # optional: where floating IPs come from; else the external
+                              # network of the subnet's router
+    floating_ip: true         # optional: false when the master reaches the fixed addresses
+                              # (a provider network): the VIP is served at its own address
+    key_name: ops             # optional: a key pair given SSH access; else none
+    boot_from_volume: false   # optional: true for flavors with no disk (disk 0)
+    volume_size: 20           # optional, GiB: the boot volume's size (default: what the
+                              # image needs, at least the flavor's disk)
     master_address: 10.0.0.2  # what minions connect to
     master_port: 4506         # optional: the master's ports, when not Salt's defaults
     publish_port: 4505
@@ -40,7 +47,11 @@ class OpenStackSettings:
     master_address: str
     cloud: str | None = None
     clouds_file: str | None = None
+    subnet: str | None = None
     external_network: str | None = None
+    floating_ip: bool = True
+    boot_from_volume: bool = False
+    volume_size: int | None = None
     key_name: str | None = None
     availability_zone: str | None = None
     flavors: dict[str, str] = field(default_factory=dict)
@@ -71,12 +82,19 @@ class OpenStackSettings:
 
         master_address = text("master_address", required=True) or ""
         try:
-            ipaddress.ip_address(master_address)
+            address = ipaddress.ip_address(master_address)
         except ValueError:
             raise ConfigError(
                 f"gdl:openstack:master_address {master_address!r} is not an IP address",
                 "give the address minions use to reach the master (security groups need it)",
             ) from None
+        if address.version != 4:
+            # The security group rules, the subnet and the VIP are IPv4 only.
+            raise ConfigError(
+                f"gdl:openstack:master_address {master_address} is IPv6, "
+                "which the openstack provider does not support yet",
+                "give the master's IPv4 address",
+            )
         flavors = section.get("flavor") or {}
         if not isinstance(flavors, dict):
             raise ConfigError(
@@ -104,6 +122,24 @@ class OpenStackSettings:
                 )
             return float(value)
 
+        def flag(key: str, default: bool) -> bool:
+            value = section.get(key, default)
+            if not isinstance(value, bool):
+                raise ConfigError(
+                    f"gdl:openstack:{key} {value!r} is not true or false",
+                    f"write {key}: true or {key}: false (unquoted)",
+                )
+            return value
+
+        volume_size = section.get("volume_size")
+        if volume_size is not None and (
+            isinstance(volume_size, bool) or not isinstance(volume_size, int) or volume_size < 1
+        ):
+            raise ConfigError(
+                f"gdl:openstack:volume_size {volume_size!r} is not a number of GiB",
+                "give a whole number of GiB, or leave it out for what the image needs",
+            )
+
         packages = section.get("minion_packages", list(userdata.DEFAULT_PACKAGES))
         if not isinstance(packages, list) or not all(
             isinstance(p, str) and re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", p) for p in packages
@@ -121,7 +157,11 @@ class OpenStackSettings:
             master_address=master_address,
             cloud=text("cloud"),
             clouds_file=text("clouds_file"),
+            subnet=text("subnet"),
             external_network=text("external_network"),
+            floating_ip=flag("floating_ip", True),
+            boot_from_volume=flag("boot_from_volume", False),
+            volume_size=volume_size,
             key_name=text("key_name"),
             availability_zone=text("availability_zone"),
             flavors={str(k): str(v) for k, v in flavors.items()},
