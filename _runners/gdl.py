@@ -18,28 +18,27 @@ takes a step's ``env`` argument for ``saltenv``).
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
 import logging
-from typing import Any
-
-import salt.exceptions
 
 try:
+    from gdl import runner_support as _support
     from gdl import spec as _spec
-    from gdl.config import Settings
-    from gdl.errors import GdlError
     from gdl.flows import build as _build
     from gdl.flows import deploy as _deploy
     from gdl.flows import destroy as _destroy
     from gdl.flows import status as _status
-    from gdl.flows.context import Context
+    from gdl.runner_support import check_kwargs as _check_kwargs
+    from gdl.runner_support import guarded as _guarded
+    from gdl.runner_support import whole_call as _whole_call
 
     HAS_GDL = True
 except ImportError as _import_error:  # pragma: no cover - reported by __virtual__
     HAS_GDL = False
     _IMPORT_ERROR = str(_import_error)
+
+    def _whole_call(func):
+        return func
+
 
 log = logging.getLogger(__name__)
 
@@ -53,82 +52,17 @@ def __virtual__():
     return __virtualname__
 
 
-class Refused(salt.exceptions.NotImplemented):
-    """A request gdl refuses: salt-run prints the one line as is and exits 1.
-
-    Salt's runner client reports this exception family by its message alone,
-    without a traceback, which is what an operator should see for a
-    mistake they can fix.
-    """
-
-
-def _context() -> Context:
-    from gdl.saltops import MasterOps, quiet_salt_leak_warnings
-
-    quiet_salt_leak_warnings()
-    settings = Settings.from_opts(__opts__)
-    ops = MasterOps(__opts__, __salt__["state.orchestrate"])
-    return Context(settings=settings, salt=ops, progress=_progress)
-
-
-def _progress(message: str) -> None:
-    log.info("gdl: %s", message)
-    # Outside salt-run there is no __jid_event__ (NameError); after a nested
-    # orchestrate Salt may have dropped the event bus it points to
-    # (ReferenceError).  Progress is then logged only.
-    with contextlib.suppress(NameError, ReferenceError):
-        __jid_event__.fire_event({"message": message, "outputter": "gdl_progress"}, "progress")
-
-
-def _env_name(env: Any, environment: Any) -> Any:
-    return _spec.pick_env(env, environment)
-
-
-def _run(action, *args, **kwargs):
+def _session(step_of=None):
+    """The Context of this call (see gdl.runner_support.session)."""
     try:
-        return action(*args, **kwargs)
-    except Refused:
-        raise
-    except GdlError as error:
-        log.info("gdl: refused: %s", error)
-        raise Refused(str(error)) from None
-    except Exception as error:
-        # Salt reports a TypeError raised anywhere inside a runner as "invalid
-        # arguments" with exit status 0: never let a failure pass as success.
-        log.exception("gdl: %s failed", getattr(action, "__name__", action))
-        raise Refused(
-            f"{getattr(action, '__name__', 'gdl')} failed: {type(error).__name__}: {error}"
-            " (the traceback is in the master log)"
-        ) from None
+        jid_event = __jid_event__
+    except NameError:  # called outside salt-run's runner client
+        jid_event = None
+    return _support.session(__opts__, __salt__["state.orchestrate"], jid_event, step_of=step_of)
 
 
-def _check_kwargs(
-    kwargs: dict[str, Any], allowed: tuple[str, ...], args: tuple[Any, ...] = ()
-) -> None:
-    _run(_spec.reject_positional, args, allowed)
-    _run(_spec.reject_unknown, kwargs, allowed)
-
-
-def _whole_call(func):
-    """Refuse in one line a call whose values do not bind to ``func``'s arguments.
-
-    Salt answers a runner whose call raises TypeError (``app`` given twice,
-    by name and by position) with a usage text and exit status 0.
-    """
-    signature = inspect.signature(func)
-
-    @functools.wraps(func)
-    def checked(*args, **kwargs):
-        try:
-            signature.bind(*args, **kwargs)
-        except TypeError as error:
-            raise Refused(
-                f"gdl.{func.__name__.rstrip('_')}: {error}: "
-                "give each argument once, as NAME=VALUE on one line"
-            ) from None
-        return func(*args, **kwargs)
-
-    return checked
+def _env_name(env, environment):
+    return _guarded(_spec.pick_env, env, environment)
 
 
 @_whole_call
@@ -177,22 +111,22 @@ def build(
         salt-run gdl.build app=blog env=dev vrrp=fast
     """
     _check_kwargs(kwargs, ("app", "env", "servers", "size", "provider", "test", "vrrp"), args)
-    ctx = _run(_context)
-    request = _run(
-        _spec.build_spec,
-        app,
-        _run(_env_name, env, environment),
-        servers=servers,
-        size=size,
-        provider=provider,
-        default_provider=ctx.settings.provider,
-        vrrp=vrrp,
-    )
-    dry_run = _run(_spec.parse_bool, "test", test)
-    result = _run(_build.build, ctx, request, test=dry_run)
-    if not dry_run:
-        _progress(f"{request.env_id} is served at {result['url']}")
-    return result
+    with _session() as ctx:
+        request = _guarded(
+            _spec.build_spec,
+            app,
+            _env_name(env, environment),
+            servers=servers,
+            size=size,
+            provider=provider,
+            default_provider=ctx.settings.provider,
+            vrrp=vrrp,
+        )
+        dry_run = _guarded(_spec.parse_bool, "test", test)
+        result = _guarded(_build.build, ctx, request, test=dry_run)
+        if not dry_run:
+            ctx.progress(f"{request.env_id} is served at {result['url']}")
+        return result
 
 
 @_whole_call
@@ -210,11 +144,11 @@ def destroy(app=None, env=None, provider=None, test=False, environment=None, *ar
         salt-run gdl.destroy app=blog env=dev test=True
     """
     _check_kwargs(kwargs, ("app", "env", "provider", "test"), args)
-    ctx = _run(_context)
-    app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
-    chosen = _run(_spec.parse_provider, provider, None) if provider else None
-    dry_run = _run(_spec.parse_bool, "test", test)
-    return _run(_destroy.destroy, ctx, app, env, provider=chosen, test=dry_run)
+    app, env = _support.target(app, env, environment)
+    chosen = _guarded(_spec.parse_provider, provider, None) if provider else None
+    dry_run = _guarded(_spec.parse_bool, "test", test)
+    with _session() as ctx:
+        return _guarded(_destroy.destroy, ctx, app, env, provider=chosen, test=dry_run)
 
 
 @_whole_call
@@ -230,9 +164,9 @@ def status(app=None, env=None, environment=None, *args, **kwargs):
         salt-run gdl.status app=blog env=dev
     """
     _check_kwargs(kwargs, ("app", "env"), args)
-    ctx = _run(_context)
-    app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
-    return _run(_status.status, ctx, app, env)
+    app, env = _support.target(app, env, environment)
+    with _session() as ctx:
+        return _guarded(_status.status, ctx, app, env)
 
 
 @_whole_call
@@ -247,7 +181,8 @@ def list_(*args, **kwargs):
         salt-run gdl.list
     """
     _check_kwargs(kwargs, (), args)
-    return _run(_status.list_environments, _run(_context))
+    with _session() as ctx:
+        return _guarded(_status.list_environments, ctx)
 
 
 @_whole_call
@@ -279,16 +214,16 @@ def deploy(
         salt-run gdl.deploy app=blog env=dev source=/srv/releases/blog-1.1.0 batch=2
     """
     _check_kwargs(kwargs, ("app", "env", "version", "source", "batch"), args)
-    ctx = _run(_context)
-    request = _run(
+    request = _guarded(
         _spec.deploy_request,
         app,
-        _run(_env_name, env, environment),
+        _env_name(env, environment),
         version=version,
         source=source,
         batch=batch,
     )
-    return _run(_deploy.deploy, ctx, request)
+    with _session() as ctx:
+        return _guarded(_deploy.deploy, ctx, request)
 
 
 @_whole_call
@@ -305,16 +240,20 @@ def rollback(app=None, env=None, batch=1, environment=None, *args, **kwargs):
         salt-run gdl.rollback app=blog env=dev
     """
     _check_kwargs(kwargs, ("app", "env", "batch"), args)
-    ctx = _run(_context)
-    app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
-    return _run(_deploy.rollback, ctx, app, env, batch=_run(_spec.parse_batch, batch))
+    app, env = _support.target(app, env, environment)
+    size = _guarded(_spec.parse_batch, batch)
+    with _session() as ctx:
+        return _guarded(_deploy.rollback, ctx, app, env, batch=size)
 
 
 # -- orchestration steps: orch/build.sls and orch/destroy.sls call these ------------------
 
 
-def _target(app, env, environment):
-    return _run(_spec.parse_target, app, _run(_env_name, env, environment))
+def _step(action, app, env, environment, **kwargs):
+    """Run one orchestration step; its lines go to the command that runs the orchestration."""
+    app, env = _support.target(app, env, environment)
+    with _session(step_of=(app, env)) as ctx:
+        return _guarded(action, ctx, app, env, **kwargs)
 
 
 def vrrp_pair(app=None, environment=None, env=None, **kwargs):
@@ -328,8 +267,7 @@ def vrrp_pair(app=None, environment=None, env=None, **kwargs):
 
         salt-run gdl.vrrp_pair app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    return _run(_build.ensure_vrrp_pair, _run(_context), app, env)
+    return _step(_build.ensure_vrrp_pair, app, env, environment)
 
 
 def write_pillar(app=None, environment=None, env=None, **kwargs):
@@ -343,8 +281,7 @@ def write_pillar(app=None, environment=None, env=None, **kwargs):
 
         salt-run gdl.write_pillar app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    return _run(_build.write_env_pillar, _run(_context), app, env)
+    return _step(_build.write_env_pillar, app, env, environment)
 
 
 def surplus(app=None, environment=None, env=None, **kwargs):
@@ -357,8 +294,7 @@ def surplus(app=None, environment=None, env=None, **kwargs):
 
         salt-run gdl.surplus app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    return _run(_build.surplus, _run(_context), app, env)
+    return _step(_build.surplus, app, env, environment)
 
 
 def drain_surplus(app=None, environment=None, env=None, **kwargs):
@@ -373,8 +309,7 @@ def drain_surplus(app=None, environment=None, env=None, **kwargs):
 
         salt-run gdl.drain_surplus app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    return _run(_build.drain_surplus, _run(_context), app, env)
+    return _step(_build.drain_surplus, app, env, environment)
 
 
 def remove_surplus(app=None, environment=None, env=None, **kwargs):
@@ -388,8 +323,7 @@ def remove_surplus(app=None, environment=None, env=None, **kwargs):
 
         salt-run gdl.remove_surplus app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    return _run(_build.remove_surplus, _run(_context), app, env)
+    return _step(_build.remove_surplus, app, env, environment)
 
 
 def remove_all(app=None, environment=None, env=None, provider=None, **kwargs):
@@ -402,8 +336,7 @@ def remove_all(app=None, environment=None, env=None, provider=None, **kwargs):
 
         salt-run gdl.remove_all app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    return _run(_destroy.remove_all, _run(_context), app, env, provider=provider)
+    return _step(_destroy.remove_all, app, env, environment, provider=provider)
 
 
 def teardown(app=None, environment=None, env=None, provider=None, **kwargs):
@@ -417,8 +350,7 @@ def teardown(app=None, environment=None, env=None, provider=None, **kwargs):
 
         salt-run gdl.teardown app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    _run(_destroy.teardown, _run(_context), app, env, provider=provider)
+    _step(_destroy.teardown, app, env, environment, provider=provider)
     return True
 
 
@@ -433,5 +365,4 @@ def check_vip(app=None, environment=None, env=None, timeout=60, **kwargs):
 
         salt-run gdl.check_vip app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    return _run(_build.check_vip, _run(_context), app, env, timeout=float(timeout))
+    return _step(_build.check_vip, app, env, environment, timeout=float(timeout))

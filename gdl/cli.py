@@ -151,7 +151,7 @@ def _runner_client(config_dir: str) -> Any:
     import salt.config
     import salt.runner
 
-    from gdl.saltops import quiet_salt_leak_warnings
+    from gdl.terminal import quiet_salt_leak_warnings
 
     class ProgressClient(salt.runner.RunnerClient):
         def print_async_event(self, suffix: str, event: Any) -> None:

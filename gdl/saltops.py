@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import io
-import logging
 import multiprocessing
 import os
 import re
@@ -18,6 +17,7 @@ import salt.cloud
 import salt.utils.event
 
 from gdl.errors import ProviderError
+from gdl.progress import Heartbeat
 from gdl.providers.base import Progress, no_progress
 
 # How often a minion that has not answered yet is asked again; one that announces
@@ -52,24 +52,6 @@ class SaltOps(Protocol):
 
     def lb_status(self, lbs: list[str], vip: str) -> dict[str, Any]:
         """Which of ``lbs`` holds ``vip``, and its haproxy backends' states."""
-
-
-class SaltLeakWarnings(logging.Filter):
-    """Drops Salt's "unclosed ..." warnings about objects Salt's own commands leave open."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name.startswith("salt.") and str(record.msg).startswith("unclosed "))
-
-
-def quiet_salt_leak_warnings() -> None:
-    """Keep Salt's leak warnings off the operator's terminal for this process.
-
-    salt-run itself leaves its runner client and master minion to the garbage
-    collector, which then warns on stderr; they say nothing about the operation.
-    """
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, SaltLeakWarnings) for f in handler.filters):
-            handler.addFilter(SaltLeakWarnings())
 
 
 class MasterOps:
@@ -109,6 +91,7 @@ class MasterOps:
         deadline = time.monotonic() + timeout
         jids: set[str] = set()
         next_ping = 0.0
+        heartbeat = Heartbeat(progress)
         with salt.utils.event.get_master_event(
             self.opts, self.opts["sock_dir"], listen=True
         ) as bus:
@@ -123,6 +106,7 @@ class MasterOps:
                 if now >= next_ping:
                     jids.add(self._publish_ping(sorted(pending)))
                     next_ping = now + PING_INTERVAL
+                heartbeat.beat(f"the minions of {', '.join(sorted(pending))} to answer")
                 event = bus.get_event(wait=min(1.0, deadline - now), full=True)
                 if not event:
                     continue

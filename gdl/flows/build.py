@@ -13,13 +13,15 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from typing import Any
 
 from gdl import apps, envstore, keys, lbcalls, naming, pillar, releases, servers
 from gdl.errors import GdlError, NotFound
-from gdl.flows.context import Context, env_url, require_record
+from gdl.flows.context import Context, env_url, require_record, timed_step
 from gdl.lock import env_lock
 from gdl.plan import Plan, desired_names, make_plan
+from gdl.progress import step
 from gdl.providers.base import RUNNING, EnvNetwork, Provider
 from gdl.spec import EnvSpec
 
@@ -59,35 +61,38 @@ def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
         # Written before anything is made: destroy must find a half-made environment.
         envstore.save(ctx.settings.state_dir, record)
 
-        ctx.progress(f"{spec.env_id}: preparing the environment's network parts")
-        network = provider.ensure_env(spec.app, spec.env)
-        release = record.release or manifest.version
-        ctx.progress(f"{spec.env_id}: building release {release} of {spec.app}")
-        record, release = releases.ensure_build_release(ctx.settings, record, manifest)
-        envstore.save(ctx.settings.state_dir, record)
+        with ctx.follow(spec.app, spec.env):
+            ctx.progress(f"{spec.env_id}: preparing the environment's network parts")
+            network = provider.ensure_env(spec.app, spec.env)
+            release = record.release or manifest.version
+            with step(ctx.progress, f"{spec.env_id}: release {release} of {spec.app}"):
+                record, release = releases.ensure_build_release(ctx.settings, record, manifest)
+            envstore.save(ctx.settings.state_dir, record)
 
-        make_servers(ctx, provider, record, network, plan.of_role("app"))
+            make_servers(ctx, provider, record, network, plan.of_role("app"))
 
-        ok, result = ctx.salt.orchestrate(
-            "orch.build", {"app": spec.app, "env": spec.env}, test=False
-        )
-        if not ok:
-            raise GdlError(
-                f"{spec.env_id}: the orchestration failed ({_first_failure(result)})",
-                "fix the cause and run the same build again: it continues where it stopped",
-            )
+            with step(ctx.progress, f"{spec.env_id}: orchestration orch.build"):
+                ok, result = ctx.salt.orchestrate(
+                    "orch.build", {"app": spec.app, "env": spec.env}, test=False
+                )
+                if not ok:
+                    raise GdlError(
+                        f"{spec.env_id}: the orchestration failed ({_first_failure(result)})",
+                        "fix the cause and run the same build again: it continues where it stopped",
+                    )
         made = provider.list_servers(spec.app, spec.env)
-    return {
-        "result": True,
-        "environment": spec.env_id,
-        "url": env_url(network),
-        "vip": network.vip,
-        "public_address": network.public_address,
-        "servers": [s.as_dict() for s in sorted(made, key=lambda s: s.name)],
-        "changes": plan.changes,
-        "plan": plan.describe(),
-        "seconds": round(time.monotonic() - started, 1),
-    }
+    # The URL first: salt-run's summary keeps this order (an OrderedDict), as gdl's does.
+    return OrderedDict(
+        url=env_url(network),
+        result=True,
+        environment=spec.env_id,
+        vip=network.vip,
+        public_address=network.public_address,
+        servers=[s.as_dict() for s in sorted(made, key=lambda s: s.name)],
+        changes=plan.changes,
+        plan=plan.describe(),
+        seconds=round(time.monotonic() - started, 1),
+    )
 
 
 def make_servers(
@@ -103,19 +108,20 @@ def make_servers(
         ctx.progress(f"replacing broken servers: {', '.join(plan.replace)}")
         servers.remove(provider, minion_keys, plan.replace, progress=ctx.progress)
     names = list(plan.create + plan.replace)
-    for name in names:
-        ctx.progress(f"creating {name} ...")
-    servers.make(
-        provider,
-        minion_keys,
-        [
-            servers.NewServer(name, record.app, record.env, _role(name), record.size)
-            for name in names
-        ],
-        master_address=network.master_address,
-        wait=lambda waiting, timeout: ctx.salt.wait_for_minions(waiting, timeout, ctx.progress),
-        progress=ctx.progress,
-    )
+    if not names:
+        return names
+    with step(ctx.progress, f"app servers {', '.join(names)}"):
+        servers.make(
+            provider,
+            minion_keys,
+            [
+                servers.NewServer(name, record.app, record.env, _role(name), record.size)
+                for name in names
+            ],
+            master_address=network.master_address,
+            wait=lambda waiting, timeout: ctx.salt.wait_for_minions(waiting, timeout, ctx.progress),
+            progress=ctx.progress,
+        )
     return names
 
 
@@ -131,6 +137,7 @@ def _role(name: str) -> str:
 # -- the steps of orch/build.sls -----------------------------------------------------------
 
 
+@timed_step("VRRP pair", lambda made: f"{len(made['created'])} created")
 def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
     """Make the missing or broken load balancers through salt-cloud and wait for them."""
     record = require_record(ctx.settings, app, env)
@@ -156,6 +163,7 @@ def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
     return {"created": missing}
 
 
+@timed_step("pillar", lambda changed: "changed" if changed else "unchanged")
 def write_env_pillar(ctx: Context, app: str, env: str) -> bool:
     """Write the environment's pillar from what the provider reports now."""
     record = require_record(ctx.settings, app, env)
@@ -181,6 +189,7 @@ def surplus(ctx: Context, app: str, env: str) -> list[str]:
     return list(plan.of_role("app").remove)
 
 
+@timed_step("drain of surplus servers", lambda drained: f"{len(drained)} drained")
 def drain_surplus(ctx: Context, app: str, env: str) -> list[str]:
     """Drain the app servers beyond the requested count on every LB; the names drained.
 
@@ -205,6 +214,7 @@ def drain_surplus(ctx: Context, app: str, env: str) -> list[str]:
     return extra
 
 
+@timed_step("removal of surplus servers", lambda removed: f"{len(removed)} deleted")
 def remove_surplus(ctx: Context, app: str, env: str) -> list[str]:
     """Delete the app servers beyond the requested count (drained before) and their keys."""
     record = require_record(ctx.settings, app, env)
@@ -216,6 +226,7 @@ def remove_surplus(ctx: Context, app: str, env: str) -> list[str]:
     )
 
 
+@timed_step("VIP check", lambda seen: f"{seen['url']} served by {seen['served_by']}")
 def check_vip(ctx: Context, app: str, env: str, timeout: float = VIP_TIMEOUT) -> dict[str, Any]:
     """Wait until the environment's address serves the app's health check."""
     record = require_record(ctx.settings, app, env)
