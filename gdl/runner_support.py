@@ -103,9 +103,10 @@ def _printer(jid_event: Any) -> Callable[[str, dict[str, Any]], None]:
         log.info("gdl: %s", message)
         if jid_event is None:
             return
-        # A dropped event bus (ReferenceError) leaves the line in the log only.
-        with contextlib.suppress(ReferenceError):
+        try:
             jid_event.fire_event({"message": message, "outputter": PROGRESS_OUTPUTTER}, "progress")
+        except Exception:  # a dropped event bus (ReferenceError): the line is in the log only
+            log.debug("gdl: could not print %r", message, exc_info=True)
 
     return show
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -101,6 +102,15 @@ class StrayLineFilter(io.TextIOBase):
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.target, "encoding", "utf-8")
+
+
+def _unlock_after_fork() -> None:
+    # A child forked while another thread wrote (salt-cloud's workers) starts unlocked.
+    if isinstance(sys.stdout, StrayLineFilter):
+        sys.stdout._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlock_after_fork)
 
 
 @contextlib.contextmanager
