@@ -84,6 +84,8 @@ def whole_call(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
+        # From the start: a refusal's terminal shows its one line, not Salt's warnings.
+        quiet_salt_leak_warnings()
         try:
             signature.bind(*args, **kwargs)
         except TypeError as error:
