@@ -45,7 +45,7 @@ def destroy(
             "network": bool(network),
             "record": record is not None,
         }
-    with env_lock(ctx.settings.lock_dir, app, env, "destroy"):
+    with env_lock(ctx.settings.lock_dir, app, env, "destroy"), ctx.follow(app, env):
         removed = _teardown(ctx, app, env, chosen.name)
     return {
         "result": True,
