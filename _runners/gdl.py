@@ -18,6 +18,7 @@ takes a step's ``env`` argument for ``saltenv``).
 
 from __future__ import annotations
 
+import functools
 import logging
 
 try:
@@ -29,16 +30,11 @@ try:
     from gdl.flows import status as _status
     from gdl.runner_support import check_kwargs as _check_kwargs
     from gdl.runner_support import guarded as _guarded
-    from gdl.runner_support import whole_call as _whole_call
 
     HAS_GDL = True
 except ImportError as _import_error:  # pragma: no cover - reported by __virtual__
     HAS_GDL = False
     _IMPORT_ERROR = str(_import_error)
-
-    def _whole_call(func):
-        return func
-
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +46,21 @@ def __virtual__():
     if not HAS_GDL:
         return False, f"the gdl Python package is not importable: {_IMPORT_ERROR}"
     return __virtualname__
+
+
+def _whole_call(func):
+    """Refuse in one line a call whose values do not bind to ``func``'s arguments.
+
+    Defined here, not in gdl: Salt gives the runner's functions ``__jid_event__``
+    (what salt-run prints) through their module's globals, which a wrapper keeps.
+    """
+
+    @functools.wraps(func)
+    def checked(*args, **kwargs):
+        _support.bind_or_refuse(func, args, kwargs)
+        return func(*args, **kwargs)
+
+    return checked
 
 
 def _session(step_of=None):

@@ -134,6 +134,7 @@ def summary(result: Any) -> list[str]:
     if not isinstance(result, dict):
         return [str(result)]
     rest = dict(result)
+    rest.pop("outputter", None)  # how salt-run prints it: as this summary
     url = rest.pop("url", None)
     lines = [url] if url else []
     if rest.get("plan") and rest.get("test"):

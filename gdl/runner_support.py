@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import logging
 from collections.abc import Callable, Iterator
@@ -74,28 +73,21 @@ def target(app: Any, env: Any, environment: Any) -> tuple[str, str]:
     return guarded(spec.parse_target, app, guarded(spec.pick_env, env, environment))
 
 
-def whole_call(func: Callable[..., Any]) -> Callable[..., Any]:
+def bind_or_refuse(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
     """Refuse in one line a call whose values do not bind to ``func``'s arguments.
 
     Salt answers a runner whose call raises TypeError (``app`` given twice,
     by name and by position) with a usage text and exit status 0.
     """
-    signature = inspect.signature(func)
-
-    @functools.wraps(func)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        # From the start: a refusal's terminal shows its one line, not Salt's warnings.
-        quiet_salt_leak_warnings()
-        try:
-            signature.bind(*args, **kwargs)
-        except TypeError as error:
-            raise Refused(
-                f"gdl.{func.__name__.rstrip('_')}: {error}: "
-                "give each argument once, as NAME=VALUE on one line"
-            ) from None
-        return func(*args, **kwargs)
-
-    return checked
+    # From the start: a refusal's terminal shows its one line, not Salt's warnings.
+    quiet_salt_leak_warnings()
+    try:
+        inspect.signature(func).bind(*args, **kwargs)
+    except TypeError as error:
+        raise Refused(
+            f"gdl.{func.__name__.rstrip('_')}: {error}: "
+            "give each argument once, as NAME=VALUE on one line"
+        ) from None
 
 
 def _printer(jid_event: Any) -> Callable[[str, dict[str, Any]], None]:
@@ -108,7 +100,7 @@ def _printer(jid_event: Any) -> Callable[[str, dict[str, Any]], None]:
         try:
             jid_event.fire_event({"message": message, "outputter": PROGRESS_OUTPUTTER}, "progress")
         except Exception:  # a dropped event bus (ReferenceError): the line is in the log only
-            log.debug("gdl: could not print %r", message, exc_info=True)
+            log.info("gdl: could not print %r", message, exc_info=True)
 
     return show
 

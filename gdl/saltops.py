@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import io
 import multiprocessing
 import os
 import re
@@ -19,6 +17,7 @@ import salt.utils.event
 from gdl.errors import ProviderError
 from gdl.progress import Heartbeat
 from gdl.providers.base import Progress, no_progress
+from gdl.terminal import quiet_stray_lines
 
 # How often a minion that has not answered yet is asked again; one that announces
 # itself on the event bus (salt/minion/<id>/start) is asked at once.
@@ -128,8 +127,9 @@ class MasterOps:
     def _publish_ping(self, minions: list[str]) -> str:
         """Send test.ping to ``minions`` without waiting; its job id."""
         # Salt prints "No minions matched the target" on stdout when no key matches;
-        # that case is reported below as one line instead.
-        with contextlib.redirect_stdout(io.StringIO()):
+        # that case is reported below as one line instead.  Only that line is kept
+        # off stdout: other threads (the progress relay) print meanwhile.
+        with quiet_stray_lines():
             job = self.client.run_job(minions, "test.ping", tgt_type="list", listen=False)
         if not job:
             raise ProviderError(

@@ -13,7 +13,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections import OrderedDict
 from typing import Any
 
 from gdl import apps, envstore, keys, lbcalls, naming, pillar, releases, servers
@@ -26,6 +25,7 @@ from gdl.providers.base import RUNNING, EnvNetwork, Provider
 from gdl.spec import EnvSpec
 
 VIP_TIMEOUT = 60  # seconds for the VIP to serve the app's health check
+SUMMARY_OUTPUTTER = "gdl_summary"  # _output/gdl_summary.py
 
 
 def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
@@ -81,18 +81,19 @@ def build(ctx: Context, spec: EnvSpec, test: bool = False) -> dict[str, Any]:
                         "fix the cause and run the same build again: it continues where it stopped",
                     )
         made = provider.list_servers(spec.app, spec.env)
-    # The URL first: salt-run's summary keeps this order (an OrderedDict), as gdl's does.
-    return OrderedDict(
-        url=env_url(network),
-        result=True,
-        environment=spec.env_id,
-        vip=network.vip,
-        public_address=network.public_address,
-        servers=[s.as_dict() for s in sorted(made, key=lambda s: s.name)],
-        changes=plan.changes,
-        plan=plan.describe(),
-        seconds=round(time.monotonic() - started, 1),
-    )
+    return {
+        "url": env_url(network),
+        "result": True,
+        "environment": spec.env_id,
+        "vip": network.vip,
+        "public_address": network.public_address,
+        "servers": [s.as_dict() for s in sorted(made, key=lambda s: s.name)],
+        "changes": plan.changes,
+        "plan": plan.describe(),
+        "seconds": round(time.monotonic() - started, 1),
+        # How salt-run prints this return (unless --out says otherwise): the URL first.
+        "outputter": SUMMARY_OUTPUTTER,
+    }
 
 
 def make_servers(

@@ -134,8 +134,8 @@ def test_a_build_in_a_terminal_shows_every_step_the_url_and_nothing_else(local_c
         # The summary after the last progress line, the URL first.
         url = f"http://{local_cloud.provider().find_env(APP, env).public_address}/"
         served = texts.index(f"{env_id} is served at {url}")
-        summary = [t.strip() for t in texts[served + 1 :] if t.strip()]
-        assert summary[:2] == ["url:", url], shown(lines)
+        summary = [t for t in texts[served + 1 :] if t.strip()]
+        assert summary[:2] == [url, "result: true"], shown(lines)
     finally:
         code, lines = in_terminal(
             [str(GDL), "-c", str(master.config_dir), "destroy", APP, env], master.root
