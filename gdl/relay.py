@@ -178,6 +178,7 @@ class EventRelay:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._print: Sink | None = None
+        self._bus: Any = None
 
     def __enter__(self) -> EventRelay:
         self._print = self.reporter.redirect(
@@ -211,15 +212,19 @@ class EventRelay:
 
     def _run(self) -> None:
         assert self._print is not None
-        bus = None
         try:
             import salt.utils.event
 
-            bus = salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=True)
+            # Held by the relay, not the thread: a process forked meanwhile (salt-cloud's
+            # workers) keeps it referenced instead of finalising it as the thread goes.
+            self._bus = salt.utils.event.get_master_event(
+                self.opts, self.opts["sock_dir"], listen=True
+            )
         except Exception:  # the lines still go out, without the bus's
             log.info("gdl: cannot follow the master's event bus", exc_info=True)
         finally:
             self._ready.set()
+        bus = self._bus
         try:
             while not self._stop.is_set():
                 self._flush(self._print)

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 
 # The loggers Salt's "unclosed ..." warnings come from (salt.utils.resource_warnings callers).
@@ -53,6 +54,8 @@ def quiet_salt_leak_warnings() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, SaltLeakWarnings) for f in logger.filters):
             logger.addFilter(SaltLeakWarnings())
+    # The same, as Python warnings (Salt's transports warn so, with a stack).
+    warnings.filterwarnings("ignore", message="Unclosed transport")
 
 
 class StrayLineFilter(io.TextIOBase):

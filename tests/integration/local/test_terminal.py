@@ -31,7 +31,8 @@ pytestmark = pytest.mark.integration
 GDL = Path(sys.executable).parent / "gdl"
 APP = "hello_world"
 LONGEST_SILENCE = 10.0  # seconds a terminal may stay without a new line
-SALT_NOISE = ("[WARNING", "[ERROR", "unclosed", "No minions matched", "Traceback")
+# Salt's log lines and leak warnings, Python's warnings and tracebacks (lower case).
+SALT_NOISE = ("[warning", "[error", "unclosed", "no minions matched", "traceback", "warning:")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -97,7 +98,7 @@ def shown(lines: list[tuple[float, str]]) -> str:
 
 
 def assert_nothing_of_salts(lines: list[tuple[float, str]]) -> None:
-    noise = [text for _, text in lines if any(n in text for n in SALT_NOISE)]
+    noise = [text for _, text in lines if any(n in text.lower() for n in SALT_NOISE)]
     assert noise == [], shown(lines)
 
 
