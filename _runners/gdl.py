@@ -18,26 +18,20 @@ takes a step's ``env`` argument for ``saltenv``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import inspect
 import logging
-from typing import Any
 
 try:
+    from gdl import runner_support as _support
     from gdl import spec as _spec
     from gdl import tls as _tls
     from gdl import tuning as _tuning
-    from gdl.config import Settings
     from gdl.flows import build as _build
     from gdl.flows import deploy as _deploy
     from gdl.flows import destroy as _destroy
     from gdl.flows import status as _status
-    from gdl.flows.context import Context
-    from gdl.runner_calls import Refused
-    from gdl.runner_calls import check_kwargs as _check_kwargs
-    from gdl.runner_calls import run as _run
-    from gdl.runner_calls import step as _step
+    from gdl.runner_support import check_kwargs as _check_kwargs
+    from gdl.runner_support import guarded as _guarded
 
     HAS_GDL = True
 except ImportError as _import_error:  # pragma: no cover - reported by __virtual__
@@ -56,48 +50,32 @@ def __virtual__():
     return __virtualname__
 
 
-def _context() -> Context:
-    from gdl.saltops import MasterOps, quiet_salt_leak_warnings
-
-    quiet_salt_leak_warnings()
-    settings = Settings.from_opts(__opts__)
-    ops = MasterOps(__opts__, __salt__["state.orchestrate"])
-    return Context(settings=settings, salt=ops, progress=_progress)
-
-
-def _progress(message: str) -> None:
-    log.info("gdl: %s", message)
-    # Outside salt-run there is no __jid_event__ (NameError); after a nested
-    # orchestrate Salt may have dropped the event bus it points to
-    # (ReferenceError).  Progress is then logged only.
-    with contextlib.suppress(NameError, ReferenceError):
-        __jid_event__.fire_event({"message": message, "outputter": "gdl_progress"}, "progress")
-
-
-def _env_name(env: Any, environment: Any) -> Any:
-    return _spec.pick_env(env, environment)
-
-
 def _whole_call(func):
     """Refuse in one line a call whose values do not bind to ``func``'s arguments.
 
-    Salt answers a runner whose call raises TypeError (``app`` given twice,
-    by name and by position) with a usage text and exit status 0.
+    Defined here, not in gdl: Salt gives the runner's functions ``__jid_event__``
+    (what salt-run prints) through their module's globals, which a wrapper keeps.
     """
-    signature = inspect.signature(func)
 
     @functools.wraps(func)
     def checked(*args, **kwargs):
-        try:
-            signature.bind(*args, **kwargs)
-        except TypeError as error:
-            raise Refused(
-                f"gdl.{func.__name__.rstrip('_')}: {error}: "
-                "give each argument once, as NAME=VALUE on one line"
-            ) from None
+        _support.bind_or_refuse(func, args, kwargs)
         return func(*args, **kwargs)
 
     return checked
+
+
+def _session(step_of=None):
+    """The Context of this call (see gdl.runner_support.session)."""
+    try:
+        jid_event = __jid_event__
+    except NameError:  # called outside salt-run's runner client
+        jid_event = None
+    return _support.session(__opts__, __salt__["state.orchestrate"], jid_event, step_of=step_of)
+
+
+def _env_name(env, environment):
+    return _guarded(_spec.pick_env, env, environment)
 
 
 @_whole_call
@@ -173,41 +151,33 @@ def build(
     _check_kwargs(
         kwargs,
         (
-            "app",
-            "env",
-            "servers",
-            "size",
-            "provider",
-            "test",
-            "vrrp",
-            "tls",
-            "tls_cert",
-            "tls_key",
-            "http",
-            *_tuning.ARGUMENTS,
+            *("app", "env", "servers", "size", "provider", "test", "vrrp"),
+            *("tls", "tls_cert", "tls_key", "http", *_tuning.ARGUMENTS),
         ),
         args,
     )
-    ctx = _run(_context)
-    request = _run(
-        _spec.build_spec,
-        app,
-        _run(_env_name, env, environment),
-        servers=servers,
-        size=size,
-        provider=provider,
-        default_provider=ctx.settings.provider,
-        vrrp=vrrp,
-    )
-    https = _run(_tls.parse_request, tls, tls_cert, tls_key, http)
-    lb_tuning = _run(
-        _tuning.parse_lb_tuning, **{name: kwargs.get(name) for name in _tuning.ARGUMENTS}
-    )
-    dry_run = _run(_spec.parse_bool, "test", test)
-    result = _run(_build.build, ctx, request, test=dry_run, tls_request=https, lb_tuning=lb_tuning)
-    if not dry_run:
-        _progress(f"{request.env_id} is served at {result['url']}")
-    return result
+    with _session() as ctx:
+        request = _guarded(
+            _spec.build_spec,
+            app,
+            _env_name(env, environment),
+            servers=servers,
+            size=size,
+            provider=provider,
+            default_provider=ctx.settings.provider,
+            vrrp=vrrp,
+        )
+        https = _guarded(_tls.parse_request, tls, tls_cert, tls_key, http)
+        lb_tuning = _guarded(
+            _tuning.parse_lb_tuning, **{name: kwargs.get(name) for name in _tuning.ARGUMENTS}
+        )
+        dry_run = _guarded(_spec.parse_bool, "test", test)
+        result = _guarded(
+            _build.build, ctx, request, test=dry_run, tls_request=https, lb_tuning=lb_tuning
+        )
+        if not dry_run:
+            ctx.progress(f"{request.env_id} is served at {result['url']}")
+        return result
 
 
 @_whole_call
@@ -225,11 +195,11 @@ def destroy(app=None, env=None, provider=None, test=False, environment=None, *ar
         salt-run gdl.destroy app=blog env=dev test=True
     """
     _check_kwargs(kwargs, ("app", "env", "provider", "test"), args)
-    ctx = _run(_context)
-    app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
-    chosen = _run(_spec.parse_provider, provider, None) if provider else None
-    dry_run = _run(_spec.parse_bool, "test", test)
-    return _run(_destroy.destroy, ctx, app, env, provider=chosen, test=dry_run)
+    app, env = _support.target(app, env, environment)
+    chosen = _guarded(_spec.parse_provider, provider, None) if provider else None
+    dry_run = _guarded(_spec.parse_bool, "test", test)
+    with _session() as ctx:
+        return _guarded(_destroy.destroy, ctx, app, env, provider=chosen, test=dry_run)
 
 
 @_whole_call
@@ -245,9 +215,9 @@ def status(app=None, env=None, environment=None, *args, **kwargs):
         salt-run gdl.status app=blog env=dev
     """
     _check_kwargs(kwargs, ("app", "env"), args)
-    ctx = _run(_context)
-    app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
-    return _run(_status.status, ctx, app, env)
+    app, env = _support.target(app, env, environment)
+    with _session() as ctx:
+        return _guarded(_status.status, ctx, app, env)
 
 
 @_whole_call
@@ -262,7 +232,8 @@ def list_(*args, **kwargs):
         salt-run gdl.list
     """
     _check_kwargs(kwargs, (), args)
-    return _run(_status.list_environments, _run(_context))
+    with _session() as ctx:
+        return _guarded(_status.list_environments, ctx)
 
 
 @_whole_call
@@ -294,16 +265,16 @@ def deploy(
         salt-run gdl.deploy app=blog env=dev source=/srv/releases/blog-1.1.0 batch=2
     """
     _check_kwargs(kwargs, ("app", "env", "version", "source", "batch"), args)
-    ctx = _run(_context)
-    request = _run(
+    request = _guarded(
         _spec.deploy_request,
         app,
-        _run(_env_name, env, environment),
+        _env_name(env, environment),
         version=version,
         source=source,
         batch=batch,
     )
-    return _run(_deploy.deploy, ctx, request)
+    with _session() as ctx:
+        return _guarded(_deploy.deploy, ctx, request)
 
 
 @_whole_call
@@ -320,16 +291,23 @@ def rollback(app=None, env=None, batch=1, environment=None, *args, **kwargs):
         salt-run gdl.rollback app=blog env=dev
     """
     _check_kwargs(kwargs, ("app", "env", "batch"), args)
-    ctx = _run(_context)
-    app, env = _run(_spec.parse_target, app, _run(_env_name, env, environment))
-    return _run(_deploy.rollback, ctx, app, env, batch=_run(_spec.parse_batch, batch))
+    app, env = _support.target(app, env, environment)
+    size = _guarded(_spec.parse_batch, batch)
+    with _session() as ctx:
+        return _guarded(_deploy.rollback, ctx, app, env, batch=size)
 
 
 # -- orchestration steps: orch/build.sls and orch/destroy.sls call these ------------------
 
 
-def _target(app, env, environment):
-    return _run(_spec.parse_target, app, _run(_env_name, env, environment))
+def _step(name, action, app, env, environment, lock_token, **kwargs):
+    """Run orchestration step ``name`` under the environment's lock (see gdl.runner_support).
+
+    Its lines go to the command that runs the orchestration.
+    """
+    app, env = _support.target(app, env, environment)
+    with _session(step_of=(app, env)) as ctx:
+        return _support.locked_step(ctx, name, action, app, env, lock_token, **kwargs)
 
 
 def vrrp_pair(app=None, environment=None, env=None, lock_token=None, **kwargs):
@@ -343,8 +321,7 @@ def vrrp_pair(app=None, environment=None, env=None, lock_token=None, **kwargs):
 
         salt-run gdl.vrrp_pair app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    return _step(_run(_context), "vrrp_pair", _build.ensure_vrrp_pair, app, env, lock_token)
+    return _step("vrrp_pair", _build.ensure_vrrp_pair, app, env, environment, lock_token)
 
 
 def write_pillar(app=None, environment=None, env=None, lock_token=None, **kwargs):
@@ -358,8 +335,7 @@ def write_pillar(app=None, environment=None, env=None, lock_token=None, **kwargs
 
         salt-run gdl.write_pillar app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    return _step(_run(_context), "write_pillar", _build.write_env_pillar, app, env, lock_token)
+    return _step("write_pillar", _build.write_env_pillar, app, env, environment, lock_token)
 
 
 def surplus(app=None, environment=None, env=None, **kwargs):
@@ -372,8 +348,9 @@ def surplus(app=None, environment=None, env=None, **kwargs):
 
         salt-run gdl.surplus app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    return _run(_build.surplus, _run(_context), app, env)
+    app, env = _support.target(app, env, environment)
+    with _session() as ctx:
+        return _guarded(_build.surplus, ctx, app, env)
 
 
 def drain_surplus(app=None, environment=None, env=None, lock_token=None, **kwargs):
@@ -388,8 +365,7 @@ def drain_surplus(app=None, environment=None, env=None, lock_token=None, **kwarg
 
         salt-run gdl.drain_surplus app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    return _step(_run(_context), "drain_surplus", _build.drain_surplus, app, env, lock_token)
+    return _step("drain_surplus", _build.drain_surplus, app, env, environment, lock_token)
 
 
 def remove_surplus(app=None, environment=None, env=None, lock_token=None, **kwargs):
@@ -403,8 +379,7 @@ def remove_surplus(app=None, environment=None, env=None, lock_token=None, **kwar
 
         salt-run gdl.remove_surplus app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    return _step(_run(_context), "remove_surplus", _build.remove_surplus, app, env, lock_token)
+    return _step("remove_surplus", _build.remove_surplus, app, env, environment, lock_token)
 
 
 def remove_all(app=None, environment=None, env=None, provider=None, lock_token=None, **kwargs):
@@ -417,9 +392,9 @@ def remove_all(app=None, environment=None, env=None, provider=None, lock_token=N
 
         salt-run gdl.remove_all app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    ctx = _run(_context)
-    return _step(ctx, "remove_all", _destroy.remove_all, app, env, lock_token, provider=provider)
+    return _step(
+        "remove_all", _destroy.remove_all, app, env, environment, lock_token, provider=provider
+    )
 
 
 def teardown(app=None, environment=None, env=None, provider=None, lock_token=None, **kwargs):
@@ -433,8 +408,7 @@ def teardown(app=None, environment=None, env=None, provider=None, lock_token=Non
 
         salt-run gdl.teardown app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    _step(_run(_context), "teardown", _destroy.teardown, app, env, lock_token, provider=provider)
+    _step("teardown", _destroy.teardown, app, env, environment, lock_token, provider=provider)
     return True
 
 
@@ -449,7 +423,6 @@ def check_vip(app=None, environment=None, env=None, timeout=60, lock_token=None,
 
         salt-run gdl.check_vip app=blog environment=dev
     """
-    app, env = _target(app, env, environment)
-    seconds = _run(float, timeout)
-    ctx = _run(_context)
-    return _step(ctx, "check_vip", _build.check_vip, app, env, lock_token, timeout=seconds)
+    return _step(
+        "check_vip", _build.check_vip, app, env, environment, lock_token, timeout=float(timeout)
+    )

@@ -158,6 +158,7 @@ def summary(result: Any) -> list[str]:
     if not isinstance(result, dict):
         return [str(result)]
     rest = dict(result)
+    rest.pop("outputter", None)  # how salt-run prints it: as this summary
     url = rest.pop("url", None)
     lines = [url] if url else []
     if rest.get("plan") and rest.get("test"):
@@ -212,7 +213,7 @@ def _runner_client(config_dir: str) -> Any:
     import salt.config
     import salt.runner
 
-    from gdl.saltops import quiet_salt_leak_warnings
+    from gdl.terminal import quiet_salt_leak_warnings
 
     class ProgressClient(salt.runner.RunnerClient):
         def print_async_event(self, suffix: str, event: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from gdl import lbcalls, naming
 from gdl.errors import GdlError
+from gdl.progress import step
 from gdl.providers.base import Progress
 from gdl.saltops import SaltOps
 
@@ -190,25 +191,28 @@ class Roller:
         switched: list[str] = []
         for group in batches(todo, batch):
             names = ", ".join(m.name for m in group)
-            self.progress(f"{names}: draining")
-            for member in group:
-                self.drain(member)
-            self.progress(f"{names}: switching to release {rollout.version}")
-            failures = self.switch(group, rollout.version)
-            for member in group:
-                if failures[member.name] is None:
-                    answer = self.check(
-                        member, rollout.version, rollout.health, self.health_timeout
-                    )
-                    if not answer.get("healthy"):
-                        failures[member.name] = (
-                            f"its health check {answer.get('url', rollout.health)} "
-                            f"{answer.get('detail', 'failed')}"
+            with step(self.progress, f"{names}: drain"):
+                for member in group:
+                    self.drain(member)
+            with step(self.progress, f"{names}: switch to release {rollout.version}"):
+                failures = self.switch(group, rollout.version)
+            with step(self.progress, f"{names}: health check") as note:
+                for member in group:
+                    if failures[member.name] is None:
+                        answer = self.check(
+                            member, rollout.version, rollout.health, self.health_timeout
                         )
+                        if not answer.get("healthy"):
+                            failures[member.name] = (
+                                f"its health check {answer.get('url', rollout.health)} "
+                                f"{answer.get('detail', 'failed')}"
+                            )
+                note.text = f"{sum(1 for m in group if not failures[m.name])} healthy"
             failed = [m for m in group if failures[m.name]]
             healthy = [m for m in group if not failures[m.name]]
             for member in healthy:
-                why = self.ready(member)
+                with step(self.progress, f"{member.name}: back in rotation"):
+                    why = self.ready(member)
                 if why:
                     failures[member.name] = why
                     failed.append(member)

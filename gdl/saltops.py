@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import io
-import logging
 import multiprocessing
 import os
 import re
@@ -18,7 +15,9 @@ import salt.cloud
 import salt.utils.event
 
 from gdl.errors import ProviderError
+from gdl.progress import Heartbeat
 from gdl.providers.base import Progress, no_progress
+from gdl.terminal import quiet_stray_lines
 
 # How often a minion that has not answered yet is asked again; one that announces
 # itself on the event bus (salt/minion/<id>/start) is asked at once.
@@ -52,24 +51,6 @@ class SaltOps(Protocol):
 
     def lb_status(self, lbs: list[str], vip: str) -> dict[str, Any]:
         """Which of ``lbs`` holds ``vip``, and its haproxy backends' states."""
-
-
-class SaltLeakWarnings(logging.Filter):
-    """Drops Salt's "unclosed ..." warnings about objects Salt's own commands leave open."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name.startswith("salt.") and str(record.msg).startswith("unclosed "))
-
-
-def quiet_salt_leak_warnings() -> None:
-    """Keep Salt's leak warnings off the operator's terminal for this process.
-
-    salt-run itself leaves its runner client and master minion to the garbage
-    collector, which then warns on stderr; they say nothing about the operation.
-    """
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, SaltLeakWarnings) for f in handler.filters):
-            handler.addFilter(SaltLeakWarnings())
 
 
 class MasterOps:
@@ -109,6 +90,7 @@ class MasterOps:
         deadline = time.monotonic() + timeout
         jids: set[str] = set()
         next_ping = 0.0
+        heartbeat = Heartbeat(progress)
         with salt.utils.event.get_master_event(
             self.opts, self.opts["sock_dir"], listen=True
         ) as bus:
@@ -123,6 +105,7 @@ class MasterOps:
                 if now >= next_ping:
                     jids.add(self._publish_ping(sorted(pending)))
                     next_ping = now + PING_INTERVAL
+                heartbeat.beat(f"the minions of {', '.join(sorted(pending))} to answer")
                 event = bus.get_event(wait=min(1.0, deadline - now), full=True)
                 if not event:
                     continue
@@ -144,8 +127,9 @@ class MasterOps:
     def _publish_ping(self, minions: list[str]) -> str:
         """Send test.ping to ``minions`` without waiting; its job id."""
         # Salt prints "No minions matched the target" on stdout when no key matches;
-        # that case is reported below as one line instead.
-        with contextlib.redirect_stdout(io.StringIO()):
+        # that case is reported below as one line instead.  Only that line is kept
+        # off stdout: other threads (the progress relay) print meanwhile.
+        with quiet_stray_lines():
             job = self.client.run_job(minions, "test.ping", tgt_type="list", listen=False)
         if not job:
             raise ProviderError(

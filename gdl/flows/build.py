@@ -17,13 +17,15 @@ from typing import Any
 
 from gdl import apps, envstore, keys, lbcalls, naming, pillar, releases, servers, tls
 from gdl.errors import GdlError, NotFound
-from gdl.flows.context import Context, env_url, require_record
+from gdl.flows.context import Context, env_url, require_record, timed_step
 from gdl.lock import env_lock
 from gdl.plan import Plan, desired_names, make_plan
+from gdl.progress import step
 from gdl.providers.base import RUNNING, EnvNetwork, Provider
 from gdl.spec import EnvSpec
 
 VIP_TIMEOUT = 60  # seconds for the VIP to serve the app's health check
+SUMMARY_OUTPUTTER = "gdl_summary"  # _output/gdl_summary.py
 
 
 def build(
@@ -74,33 +76,39 @@ def build(
         # Written before anything is made: destroy must find a half-made environment.
         envstore.save(ctx.settings.state_dir, record)
 
-        ctx.progress(f"{spec.env_id}: preparing the environment's network parts")
-        network = provider.ensure_env(spec.app, spec.env)
-        release = record.release or manifest.version
-        ctx.progress(f"{spec.env_id}: building release {release} of {spec.app}")
-        record, release = releases.ensure_build_release(ctx.settings, record, manifest)
-        envstore.save(ctx.settings.state_dir, record)
+        with ctx.follow(spec.app, spec.env):
+            ctx.progress(f"{spec.env_id}: preparing the environment's network parts")
+            network = provider.ensure_env(spec.app, spec.env)
+            release = record.release or manifest.version
+            with step(ctx.progress, f"{spec.env_id}: release {release} of {spec.app}"):
+                record, release = releases.ensure_build_release(ctx.settings, record, manifest)
+            envstore.save(ctx.settings.state_dir, record)
 
-        make_servers(ctx, provider, record, network, plan.of_role("app"))
+            make_servers(ctx, provider, record, network, plan.of_role("app"))
 
-        # The orchestration's runner steps present the token: they run under this
-        # lock, anything else on the environment meanwhile is refused.
-        ok, result = ctx.salt.orchestrate(
-            "orch.build", {"app": spec.app, "env": spec.env, "lock_token": lock_token}, test=False
-        )
-        if not ok:
-            raise orchestration_failure(spec.env_id, result)
+            with step(ctx.progress, f"{spec.env_id}: orchestration orch.build"):
+                # The orchestration's runner steps present the token: they run under
+                # this lock, anything else on the environment meanwhile is refused.
+                ok, result = ctx.salt.orchestrate(
+                    "orch.build",
+                    {"app": spec.app, "env": spec.env, "lock_token": lock_token},
+                    test=False,
+                )
+                if not ok:
+                    raise orchestration_failure(spec.env_id, result)
         made = provider.list_servers(spec.app, spec.env)
     return {
+        "url": env_url(network, https=record.tls != "off"),
         "result": True,
         "environment": spec.env_id,
-        "url": env_url(network, https=record.tls != "off"),
         "vip": network.vip,
         "public_address": network.public_address,
         "servers": [s.as_dict() for s in sorted(made, key=lambda s: s.name)],
         "changes": plan.changes,
         "plan": plan.describe(),
         "seconds": round(time.monotonic() - started, 1),
+        # How salt-run prints this return (unless --out says otherwise): the URL first.
+        "outputter": SUMMARY_OUTPUTTER,
     }
 
 
@@ -117,19 +125,20 @@ def make_servers(
         ctx.progress(f"replacing broken servers: {', '.join(plan.replace)}")
         servers.remove(provider, minion_keys, plan.replace, progress=ctx.progress)
     names = list(plan.create + plan.replace)
-    for name in names:
-        ctx.progress(f"creating {name} ...")
-    servers.make(
-        provider,
-        minion_keys,
-        [
-            servers.NewServer(name, record.app, record.env, _role(name), record.size)
-            for name in names
-        ],
-        master_address=network.master_address,
-        wait=lambda waiting, timeout: ctx.salt.wait_for_minions(waiting, timeout, ctx.progress),
-        progress=ctx.progress,
-    )
+    if not names:
+        return names
+    with step(ctx.progress, f"app servers {', '.join(names)}"):
+        servers.make(
+            provider,
+            minion_keys,
+            [
+                servers.NewServer(name, record.app, record.env, _role(name), record.size)
+                for name in names
+            ],
+            master_address=network.master_address,
+            wait=lambda waiting, timeout: ctx.salt.wait_for_minions(waiting, timeout, ctx.progress),
+            progress=ctx.progress,
+        )
     return names
 
 
@@ -145,6 +154,7 @@ def _role(name: str) -> str:
 # -- the steps of orch/build.sls -----------------------------------------------------------
 
 
+@timed_step("VRRP pair", lambda made: f"{len(made['created'])} created")
 def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
     """Make the missing or broken load balancers through salt-cloud and wait for them."""
     record = require_record(ctx.settings, app, env)
@@ -170,6 +180,7 @@ def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
     return {"created": missing}
 
 
+@timed_step("pillar", lambda changed: "changed" if changed else "unchanged")
 def write_env_pillar(ctx: Context, app: str, env: str) -> bool:
     """Write the environment's pillar from what the provider reports now."""
     record = require_record(ctx.settings, app, env)
@@ -199,6 +210,7 @@ def surplus(ctx: Context, app: str, env: str) -> list[str]:
     return list(plan.of_role("app").remove)
 
 
+@timed_step("drain of surplus servers", lambda drained: f"{len(drained)} drained")
 def drain_surplus(ctx: Context, app: str, env: str) -> list[str]:
     """Drain the app servers beyond the requested count on every LB; the names drained.
 
@@ -223,6 +235,7 @@ def drain_surplus(ctx: Context, app: str, env: str) -> list[str]:
     return extra
 
 
+@timed_step("removal of surplus servers", lambda removed: f"{len(removed)} deleted")
 def remove_surplus(ctx: Context, app: str, env: str) -> list[str]:
     """Delete the app servers beyond the requested count (drained before) and their keys."""
     record = require_record(ctx.settings, app, env)
@@ -234,6 +247,7 @@ def remove_surplus(ctx: Context, app: str, env: str) -> list[str]:
     )
 
 
+@timed_step("VIP check", lambda seen: f"{seen['url']} served by {seen['served_by']}")
 def check_vip(ctx: Context, app: str, env: str, timeout: float = VIP_TIMEOUT) -> dict[str, Any]:
     """Wait until the environment's address serves the app's health check."""
     record = require_record(ctx.settings, app, env)

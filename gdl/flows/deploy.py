@@ -35,6 +35,7 @@ from gdl.errors import GdlError, NotFound
 from gdl.flows.build import write_env_pillar
 from gdl.flows.context import Context, require_record
 from gdl.lock import env_lock
+from gdl.progress import step
 from gdl.providers.base import RUNNING, Server
 from gdl.rollout import Member, Roller, Rollout
 from gdl.spec import DeployRequest
@@ -84,7 +85,8 @@ def _roll(
     started = time.monotonic()
     previous = record.release or apps.load_manifest(settings.apps_dir, record.app).version
     lbs, members = _members(ctx, record)
-    ctx.salt.call(list(lbs), "saltutil.sync_modules", [], timeout=120)
+    with step(ctx.progress, "module sync on the load balancers"):
+        ctx.salt.call(list(lbs), "saltutil.sync_modules", [], timeout=120)
     # The release's archive and manifest values reach the pillar (gdl:releases)
     # before a server switches to it: the switch's pillar names the version alone.
     write_env_pillar(ctx, record.app, record.env)
@@ -130,10 +132,13 @@ def deploy(ctx: Context, request: DeployRequest) -> dict[str, Any]:
     app, env = request.app, request.env
     settings = ctx.settings
     require_record(settings, app, env)
-    with env_lock(settings.lock_dir, app, env, "deploy"):
+    with env_lock(settings.lock_dir, app, env, "deploy"), ctx.follow(app, env):
         record = require_record(settings, app, env)
-        ctx.progress(f"{request.env_id}: building the release")
-        target, rebuilt = releases.prepare_release(settings, app, request.version, request.source)
+        with step(ctx.progress, f"{request.env_id}: release of {app}") as note:
+            target, rebuilt = releases.prepare_release(
+                settings, app, request.version, request.source
+            )
+            note.text = f"{target}, {'built' if rebuilt else 'built before'}"
         return _roll(ctx, record, target, request.batch, rebuilt, "deploying")
 
 
@@ -142,7 +147,7 @@ def rollback(ctx: Context, app: str, env: str, batch: int = 1) -> dict[str, Any]
     size = batch
     settings = ctx.settings
     require_record(settings, app, env)
-    with env_lock(settings.lock_dir, app, env, "rollback"):
+    with env_lock(settings.lock_dir, app, env, "rollback"), ctx.follow(app, env):
         record = require_record(settings, app, env)
         env_id = naming.env_id(app, env)
         target = record.previous_release

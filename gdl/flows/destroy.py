@@ -14,6 +14,7 @@ from gdl.errors import NotFound
 from gdl.flows.build import master_keys
 from gdl.flows.context import Context, env_provider
 from gdl.lock import env_lock, remove_lock_file
+from gdl.progress import step
 
 
 def destroy(
@@ -44,7 +45,7 @@ def destroy(
             "network": bool(network),
             "record": record is not None,
         }
-    with env_lock(ctx.settings.lock_dir, app, env, "destroy"):
+    with env_lock(ctx.settings.lock_dir, app, env, "destroy"), ctx.follow(app, env):
         removed = _teardown(ctx, app, env, chosen.name)
     return {
         "result": True,
@@ -71,22 +72,25 @@ def teardown(ctx: Context, app: str, env: str, provider: str | None = None) -> N
 def _remove_servers(ctx: Context, app: str, env: str, provider: str | None) -> list[str]:
     chosen = env_provider(ctx, app, env, provider)
     names = [s.name for s in chosen.list_servers(app, env)]
-    for name in names:
-        ctx.progress(f"deleting {name} ...")
-    return servers.remove(chosen, master_keys(ctx), names, progress=ctx.progress)
+    with step(ctx.progress, f"servers of {naming.env_id(app, env)}") as note:
+        for name in names:
+            ctx.progress(f"deleting {name} ...")
+        deleted = servers.remove(chosen, master_keys(ctx), names, progress=ctx.progress)
+        note.text = f"{len(deleted)} deleted"
+    return deleted
 
 
 def _teardown(ctx: Context, app: str, env: str, provider: str | None) -> list[str]:
     """Servers first (a half-made build's too), then the shared parts; returns the deleted."""
     removed = _remove_servers(ctx, app, env, provider)
     chosen = env_provider(ctx, app, env, provider)
-    ctx.progress(f"removing the network parts of {naming.env_id(app, env)}")
-    chosen.teardown_env(app, env)
-    minion_keys = master_keys(ctx)
-    for minion_id in minion_keys.env_minions(app, env) | minion_keys.env_cached(app, env):
-        minion_keys.forget(minion_id)
-    pillar.remove(ctx.settings.pillar_dir, app, env)
-    certs.remove_env_cert(ctx.settings.state_dir, app, env)
-    envstore.remove(ctx.settings.state_dir, app, env)
-    remove_lock_file(ctx.settings.lock_dir, app, env)
+    with step(ctx.progress, f"network parts, keys, pillar and record of {naming.env_id(app, env)}"):
+        chosen.teardown_env(app, env)
+        minion_keys = master_keys(ctx)
+        for minion_id in minion_keys.env_minions(app, env) | minion_keys.env_cached(app, env):
+            minion_keys.forget(minion_id)
+        pillar.remove(ctx.settings.pillar_dir, app, env)
+        certs.remove_env_cert(ctx.settings.state_dir, app, env)
+        envstore.remove(ctx.settings.state_dir, app, env)
+        remove_lock_file(ctx.settings.lock_dir, app, env)
     return removed

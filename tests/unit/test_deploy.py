@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -364,6 +365,9 @@ class FakeContext:
 
     def progress(self, message: str) -> None:
         self.messages.append(message)
+
+    def follow(self, app: str, env: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def provider(self, name: str) -> FakeProvider:
         return self._provider

@@ -163,7 +163,8 @@ def test_a_runner_step_is_refused_while_a_build_holds_the_lock_unless_it_has_its
     tmp_path,
 ):
     from gdl.lock import env_lock
-    from gdl.runner_calls import Refused, step
+    from gdl.runner_support import Refused
+    from gdl.runner_support import locked_step as step
 
     ctx = context(tmp_path, FakeSalt(), 3)
     ran = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import urllib.request
@@ -40,6 +41,13 @@ def test_build_status_and_destroy(local_cloud):
         # salt-run's progress lines, then the summary, the URL first.
         assert f"{env_id}: preparing the environment's network parts" in lines
         assert f"app-0-{env_id} ... ok" in lines
+        # The orchestration's steps too, as salt-run shows them.
+        assert "VRRP pair ..." in lines
+        assert any(re.fullmatch(r"VRRP pair: done in \d+\.\d s .*", line) for line in lines)
+        assert any(
+            re.fullmatch(rf"app role on app-0-{env_id}: done in \d+\.\d s.*", line)
+            for line in lines
+        ), built.stdout
         # The summary after them: the URL first, then the runner's return.
         urls = [line for line in lines if line.startswith("http://")]
         assert len(urls) == 1, built.stdout
