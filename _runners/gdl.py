@@ -118,24 +118,14 @@ def build(
         The VRRP pair's timing profile: ``default`` (1 s adverts, for any
         network) or ``fast`` (VRRPv3, 0.25 s adverts); see docs/vrrp.md.
         Default: the environment keeps its profile (a new one: ``default``).
-    tls
-        HTTPS at the VIP: ``auto`` (a certificate from the master's own CA) or
-        ``off``; ``tls_cert`` and ``tls_key``: the operator's PEM files on the
-        master instead.  ``http``: ``redirect`` (port 80 answers 301 to HTTPS)
-        or ``allow``.  Default: the environment keeps its choice (a new one:
-        no HTTPS); see docs/https.md.
-    health_interval, health_fall, health_rise
-        haproxy's health check of the app servers: every ``health_interval``
-        seconds (0.2 to 60), a server is out after ``health_fall`` failures
-        and back after ``health_rise`` successes (1 to 10 each).
-    sticky
-        ``true``: a cookie keeps each client on the app server that first
-        answered it (while that server is up); ``false``: round robin.
-    timeout_server
-        Seconds haproxy waits for an app server's answer (1 to 3600).
+    tls, tls_cert, tls_key, http
+        HTTPS at the VIP: ``tls=auto`` (the master's own CA) or ``off``, or the
+        operator's PEM files; ``http=redirect|allow`` (docs/https.md).
+    health_interval, health_fall, health_rise, sticky, timeout_server
+        The load balancers' tuning (docs/roles.md).
 
-    The tuning arguments are kept: a later build without them keeps the
-    environment's values (a new one: the role's defaults, docs/roles.md).
+    The environment keeps its VRRP profile, HTTPS choice and tuning: a later
+    build without those arguments keeps them.
 
     CLI Example:
 
