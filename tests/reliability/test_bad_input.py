@@ -623,11 +623,28 @@ needs_daemons = pytest.mark.skipif(
 )
 
 
-def _checker(args: dict[str, Any]) -> dict[str, Any]:
-    """The state's arguments, with the nginx checker taken from the checkout (not installed)."""
+def _checker(args: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The state's arguments, with its check runnable here.
+
+    The nginx checker is taken from the checkout (not installed).  keepalived's
+    check needs the scripts the config names, which the role installs before it
+    under /etc/keepalived: stand-ins in ``root`` take their place.
+    """
     args = dict(args)
     if args.get("check_cmd") == "/usr/local/sbin/gdl-nginx-check-site":
         args["check_cmd"] = f"sh {NGINX_CHECK}"
+    elif str(args.get("check_cmd", "")).startswith("/usr/sbin/keepalived "):
+        for script in ("gdl-check-haproxy", "gdl-vip-master"):
+            (root / script).write_text("#!/bin/sh\n")
+            (root / script).chmod(0o700)
+        check = root / "check-keepalived"
+        check.write_text(
+            "#!/bin/sh\n"
+            f'sed "s#/etc/keepalived/#{root}/#g" "$1" >{root}/keepalived.conf &&\n'
+            f"exec {args['check_cmd']} {root}/keepalived.conf\n"
+        )
+        check.chmod(0o700)
+        args["check_cmd"] = str(check)
     return args
 
 
@@ -672,7 +689,7 @@ def test_config_state_checks_and_installs_a_good_config(
     assert args.get("check_cmd"), f"{state_id} has no check_cmd"
     target = tmp_path / "installed.conf"
     target.write_text("previous\n")
-    result = salt.apply_to(minion, _checker(args), target)
+    result = salt.apply_to(minion, _checker(args, tmp_path), target)
     assert result["result"] is True, result
     assert target.read_text() != "previous\n"
 
@@ -700,7 +717,7 @@ def test_bad_pillar_value_never_reaches_the_daemon(
         return
     target = tmp_path / "installed.conf"
     target.write_text("previous\n")
-    result = salt.apply_to(minion, _checker(args), target)
+    result = salt.apply_to(minion, _checker(args, tmp_path), target)
     assert result["result"] is False, result
     assert "check_cmd" in result["comment"], result
     assert target.read_text() == "previous\n"
