@@ -199,7 +199,7 @@ def create(vm_):
 
 
 def destroy(name, call=None):
-    """Delete a OpenStack server, what gdl made for it, and its minion key.
+    """Delete an OpenStack server, what gdl made for it, and its minion key.
 
     CLI Example:
 

@@ -13,11 +13,11 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from gdl.providers.local import LocalProvider
+from gdl_harness.browser import CHROMIUM, chromium_flags
 from gdl_harness.poller import Poller
 from tests.support.runs import run as run_json
 from tests.support.runs import served_by
@@ -49,25 +49,11 @@ def test_build_serves_the_blog_from_both_app_servers(built):
     assert all(a != b for a, b in itertools.pairwise(hosts)), hosts
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is not installed")
 def test_a_browser_shows_the_posts_and_the_serving_host(built, tmp_path):
     """Headless Chromium renders the index through the VIP: posts and serving host shown."""
     url = built["result"]["url"]
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1280,900",
-    ]
+    flags = chromium_flags(tmp_path / "profile", "--window-size=1280,900")
     screenshot = tmp_path / "index.png"
     shot = subprocess.run(
         [str(CHROMIUM), *flags, f"--screenshot={screenshot}", url],

@@ -25,12 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gdl import certs
+from gdl_harness.browser import CHROMIUM, chromium_flags
 from gdl_harness.poller import Poller
 from tests.support.runs import run as run_json
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -259,18 +258,10 @@ def test_a_browser_shows_the_blog_over_https(built, tmp_path):
     Chromium takes no CA file on its command line (it reads NSS's database,
     which needs certutil); trusting the served key is the nearest it offers.
     """
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
+    flags = chromium_flags(
+        tmp_path / "profile",
         f"--ignore-certificate-errors-spki-list={spki_pin(built['vip'])}",
-    ]
+    )
     dom = subprocess.run(
         [str(CHROMIUM), *flags, "--dump-dom", built["url"]],
         capture_output=True,
