@@ -598,6 +598,29 @@ def test_the_check_script_answers_whether_haproxy_runs_and_wakes_when_it_ends(tm
         stand_in.wait()
 
 
+def test_the_check_script_still_answers_where_procps_has_no_pidwait(tmp_path):
+    """Ubuntu 22.04's procps has no pidwait: the script then answers at once, by pgrep alone."""
+    check = REPO_ROOT / "states" / "gdl" / "lb" / "files" / "gdl-check-haproxy"
+    if subprocess.run(["pgrep", "-x", "haproxy"], capture_output=True).returncode == 0:
+        pytest.skip("a haproxy runs on this machine")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "timeout", "pgrep"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    fake = tmp_path / "haproxy"
+    fake.symlink_to(shutil.which("sleep"))
+    env = {"PATH": str(bin_dir)}
+    assert subprocess.run([str(bin_dir / "sh"), str(check), "5"], env=env).returncode == 1
+    stand_in = subprocess.Popen([str(fake), "30"])
+    try:
+        # No pidwait to wait on: it answers now, not when the 600 s window closes.
+        answer = subprocess.run([str(bin_dir / "sh"), str(check), "600"], env=env, timeout=60)
+        assert answer.returncode == 0
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+
 def test_sticky_and_the_health_check_tuning_reach_haproxy_cfg(tmp_path):
     from gdl import tuning
 
