@@ -181,7 +181,7 @@ class Parts:
         marks = naming.ownership(app, env)
         # By tags, and by description for what a build that died left untagged.
         fips = {f.id: f for f in self.cloud.tagged("ips", marks)}
-        fips.update((f.id, f) for f in self.conn.network.ips() if ours_by_description(f, app, env))
+        fips.update((f.id, f) for f in self.cloud.owned("ips") if ours_by_description(f, app, env))
         for fip in fips.values():
             retry(lambda fip=fip: self.conn.network.delete_ip(fip, ignore_missing=True), True)
         ports = {p.id: p for p in self.cloud.tagged("ports", marks)}
@@ -189,7 +189,7 @@ class Parts:
         if network is not None:
             ports.update(
                 (p.id, p)
-                for p in self.conn.network.ports(network_id=network.id)
+                for p in self.cloud.owned("ports", network_id=network.id)
                 if ours_by_description(p, app, env)
             )
         for port in ports.values():
@@ -198,7 +198,8 @@ class Parts:
         for role in naming.ROLES:
             groups.update(
                 (g.id, g)
-                for g in self.conn.network.security_groups(
+                for g in self.cloud.owned(
+                    "security_groups",
                     name=group_name(app, env, role),
                     description=group_description(app, env, role),
                 )
@@ -243,7 +244,7 @@ class Parts:
             lambda: self.conn.network.create_security_group(name=name, description=description)
         )
         self.cloud.set_tags(group, marks)
-        same = list(self.conn.network.security_groups(name=name, description=description))
+        same = self.cloud.owned("security_groups", name=name, description=description)
         winner = self._settle(
             group,
             same,
@@ -271,6 +272,8 @@ class Parts:
     def _make_vip_port(self, app: str, env: str, network: Any, parts: EnvParts) -> Any:
         preferred = naming.preferred_router_id(app, env)
         taken = []
+        # Every project's VIP ports on the network, not this project's alone: keepalived's
+        # router ids must differ on the one network whoever owns the ports.
         for port in self.conn.network.ports(
             network_id=network.id, tags=f"{naming.MARK_ROLE}={ROLE_VIP}"
         ):
@@ -299,9 +302,7 @@ class Parts:
             )
         )
         self.cloud.set_tags(port, marks)
-        same = list(
-            self.conn.network.ports(network_id=network.id, name=name, description=description)
-        )
+        same = self.cloud.owned("ports", network_id=network.id, name=name, description=description)
         # Never re-tag another builder's VIP port: its router id may already be in use.
         winner = self._settle(
             port, same, {}, lambda p: self.conn.network.delete_port(p, ignore_missing=True)
@@ -321,12 +322,12 @@ class Parts:
             )
         except os_exceptions.ConflictException:
             # One floating IP per fixed IP: another builder's is there already.
-            existing = list(self.conn.network.ips(port_id=port.id, description=description))
+            existing = self.cloud.owned("ips", port_id=port.id, description=description)
             if not existing:
                 raise
             fip = keeper(existing)
         self.cloud.set_tags(fip, marks)
-        same = list(self.conn.network.ips(port_id=port.id, description=description))
+        same = self.cloud.owned("ips", port_id=port.id, description=description)
         winner = self._settle(
             fip, same, marks, lambda f: self.conn.network.delete_ip(f, ignore_missing=True)
         )

@@ -178,7 +178,7 @@ class OpenStackProvider(Provider):
 
     def list_envs(self) -> list[tuple[str, str]]:
         envs = set(super().list_envs())
-        for port in self.conn.network.ports(tags=f"{naming.MARK_ROLE}={ROLE_VIP}"):
+        for port in self.cloud.owned("ports", tags=f"{naming.MARK_ROLE}={ROLE_VIP}"):
             marks = marks_of(port.tags)
             if naming.MARK_APP in marks and naming.MARK_ENV in marks:
                 envs.add((marks[naming.MARK_APP], marks[naming.MARK_ENV]))

@@ -291,9 +291,9 @@ class Servers:
         # By tags, and by description for what a build that died left untagged.
         described = server_description(name)
         fips = {f.id: f for f in self.cloud.tagged("ips", marks)}
-        fips.update((f.id, f) for f in self.conn.network.ips(description=described))
+        fips.update((f.id, f) for f in self.cloud.owned("ips", description=described))
         ports = {p.id: p for p in self.cloud.tagged("ports", marks)}
-        ports.update((p.id, p) for p in self.conn.network.ports(name=name, description=described))
+        ports.update((p.id, p) for p in self.cloud.owned("ports", name=name, description=described))
         for fip in fips.values():
             retry(lambda fip=fip: self.conn.network.delete_ip(fip, ignore_missing=True), True)
         for port in ports.values():
@@ -304,7 +304,7 @@ class Servers:
     def floating_addresses(self) -> dict[str, str]:
         """Server name -> the floating IP gdl gave that server (Nova lists it late, if ever)."""
         found = {}
-        for fip in self.conn.network.ips():
+        for fip in self.cloud.owned("ips"):
             name = marks_of(fip.tags).get(MARK_SERVER)
             if name:
                 found[name] = fip.floating_ip_address
