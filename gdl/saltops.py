@@ -14,7 +14,7 @@ import salt.client
 import salt.cloud
 import salt.utils.event
 
-from gdl.errors import ProviderError
+from gdl.errors import MinionsSilent, ProviderError
 from gdl.progress import Heartbeat
 from gdl.providers.base import Progress, no_progress
 from gdl.terminal import quiet_stray_lines
@@ -33,7 +33,7 @@ class SaltOps(Protocol):
         """The minions that answered test.ping."""
 
     def wait_for_minions(self, minions: list[str], timeout: float, progress: Progress) -> None:
-        """Return once every minion answers; ProviderError naming the silent ones at ``timeout``."""
+        """Return once every minion answers; MinionsSilent naming the silent ones at ``timeout``."""
 
     def call(self, minions: list[str], function: str, args: list[Any], timeout: float = 10) -> dict:
         """{minion: return} of an execution function run on ``minions``."""
@@ -97,11 +97,7 @@ class MasterOps:
             while pending:
                 now = time.monotonic()
                 if now >= deadline:
-                    raise ProviderError(
-                        f"the minions of {', '.join(sorted(pending))} did not answer "
-                        f"within {timeout:.0f} s",
-                        "check the servers' console or log, then run the build again",
-                    )
+                    raise MinionsSilent(sorted(pending), timeout)
                 if now >= next_ping:
                     jids.add(self._publish_ping(sorted(pending)))
                     next_ping = now + PING_INTERVAL
