@@ -24,7 +24,7 @@ from openstack import exceptions as os_exceptions
 from gdl import naming
 from gdl.errors import CapacityError, LockHeld
 from gdl.providers.base import EnvNetwork
-from gdl.providers.openstack.api import retry
+from gdl.providers.openstack.api import create_once, retry
 from gdl.providers.openstack.cloud import Cloud
 from gdl.providers.openstack.marks import (
     MARK_VRID,
@@ -32,6 +32,7 @@ from gdl.providers.openstack.marks import (
     group_description,
     group_name,
     keeper,
+    keeper_or_none,
     marks_of,
     next_router_id,
     ours_by_description,
@@ -240,8 +241,11 @@ class Parts:
     def _make_security_group(self, app: str, env: str, role: str) -> Any:
         marks = naming.ownership(app, env, role)
         name, description = group_name(app, env, role), group_description(app, env, role)
-        group = retry(
-            lambda: self.conn.network.create_security_group(name=name, description=description)
+        group = create_once(
+            lambda: self.conn.network.create_security_group(name=name, description=description),
+            lambda: keeper_or_none(
+                self.cloud.owned("security_groups", name=name, description=description)
+            ),
         )
         self.cloud.set_tags(group, marks)
         same = self.cloud.owned("security_groups", name=name, description=description)
@@ -292,14 +296,17 @@ class Parts:
             MARK_VRID: str(router_id),
         }
         name, description = vip_port_name(app, env), vip_description(app, env)
-        port = retry(
+        port = create_once(
             lambda: self.conn.network.create_port(
                 name=name,
                 network_id=network.id,
                 fixed_ips=[{"subnet_id": parts.subnet.id}],
                 security_group_ids=[parts.security_groups["lb"].id],
                 description=description,
-            )
+            ),
+            lambda: keeper_or_none(
+                self.cloud.owned("ports", network_id=network.id, name=name, description=description)
+            ),
         )
         self.cloud.set_tags(port, marks)
         same = self.cloud.owned("ports", network_id=network.id, name=name, description=description)
@@ -315,10 +322,13 @@ class Parts:
         self, external: Any, port: Any, marks: dict[str, str], description: str
     ) -> Any:
         try:
-            fip = retry(
+            fip = create_once(
                 lambda: self.conn.network.create_ip(
                     floating_network_id=external.id, port_id=port.id, description=description
-                )
+                ),
+                lambda: keeper_or_none(
+                    self.cloud.owned("ips", port_id=port.id, description=description)
+                ),
             )
         except os_exceptions.ConflictException:
             # One floating IP per fixed IP: another builder's is there already.
