@@ -66,3 +66,43 @@ def test_a_server_whose_minion_never_answers_is_shown_then_replaced(local_cloud,
         code, _, output = run(master, "gdl.destroy", f"app={APP}", f"env={ENV}")
     assert code == 0, output
     nothing_left(APP, ENV)
+
+
+def test_a_load_balancer_whose_minion_never_answers_is_shown_through_salt_cloud_then_replaced(
+    local_cloud, nothing_left
+):
+    """The pair is made by salt-cloud in orch.build: its console crosses both."""
+    master = local_cloud.master
+    provider = local_cloud.provider()
+    env = "gdf3"
+    broken = f"lb-1-{APP}-{env}"
+    try:
+        code, _, output = run(
+            master,
+            "gdl.build",
+            f"app={APP}",
+            f"env={env}",
+            "servers=1",
+            env=silent_hosts(broken, minion_timeout=TIMEOUT),
+        )
+        assert code != 0, output
+        first, *console = refusal(output).splitlines()
+        assert "step gdl_vrrp_pair failed" in first, output
+        assert f"the minions of {broken} did not answer within" in first, first
+        assert console[0] == (
+            f"{broken}: first boot broken by the test: salt-minion not started"
+        ), console
+        assert console[-1] == f"    console line {SILENT_CONSOLE_LINES} of {broken}", console
+        server = provider.get_server(broken)
+        assert server is not None and server.state == "running"
+
+        code, result, output = run(master, "gdl.build", f"app={APP}", f"env={env}", "servers=1")
+        assert code == 0, output
+        replaced = provider.get_server(broken)
+        assert replaced is not None and replaced.extra["pid"] != server.extra["pid"]
+        assert broken in master.keys.cached_minions()
+        assert set(Counter(served_by(result["url"], 4))) == {f"app-0-{APP}-{env}"}
+    finally:
+        code, _, output = run(master, "gdl.destroy", f"app={APP}", f"env={env}")
+    assert code == 0, output
+    nothing_left(APP, env)
