@@ -20,7 +20,7 @@ from tests.support.runs import refusal, run, served_by
 
 pytestmark = pytest.mark.integration
 
-APP, ENV = "hello_world", "gdf2"
+APP, ENV = "hello_world", "gdf5"
 TIMEOUT = 20
 
 
@@ -74,7 +74,7 @@ def test_a_load_balancer_whose_minion_never_answers_is_shown_through_salt_cloud_
     """The pair is made by salt-cloud in orch.build: its console crosses both."""
     master = local_cloud.master
     provider = local_cloud.provider()
-    env = "gdf3"
+    env = "gdf6"
     broken = f"lb-1-{APP}-{env}"
     try:
         code, _, output = run(
