@@ -77,18 +77,26 @@ def _sort_key(name: str) -> tuple[str, int]:
     return (parsed.role, parsed.index) if parsed else (name, 0)
 
 
-def make_plan(app: str, env: str, app_servers: int, existing: Iterable[Server]) -> Plan:
+def make_plan(
+    app: str,
+    env: str,
+    app_servers: int,
+    existing: Iterable[Server],
+    never_joined: Iterable[str] = (),
+) -> Plan:
     """Compare the desired environment with the servers that exist.
 
     Surplus app servers are the highest-numbered ones, so scaling down and up
     again reuses the same names.  A server the provider reports broken
-    (ERROR, or a local host whose PID 1 died) is replaced in place.
+    (ERROR, or a local host whose PID 1 died), or one whose minion never
+    joined the master (``never_joined``), is replaced in place.
     """
     wanted = set(desired_names(app, env, app_servers))
     present = {s.name: s for s in existing if s.app == app and s.env == env}
+    silent = set(never_joined)
     create = sorted(wanted - present.keys(), key=_sort_key)
     replace = sorted(
-        (n for n in wanted & present.keys() if present[n].state in (ERROR, STOPPED)),
+        (n for n in wanted & present.keys() if present[n].state in (ERROR, STOPPED) or n in silent),
         key=_sort_key,
     )
     remove = sorted(present.keys() - wanted, key=_sort_key)

@@ -14,7 +14,7 @@ import salt.client
 import salt.cloud
 import salt.utils.event
 
-from gdl.errors import ProviderError
+from gdl.errors import MinionsSilent, ProviderError
 from gdl.progress import Heartbeat
 from gdl.providers.base import Progress, no_progress
 from gdl.terminal import quiet_stray_lines
@@ -23,6 +23,8 @@ from gdl.terminal import quiet_stray_lines
 # itself on the event bus (salt/minion/<id>/start) is asked at once.
 PING_INTERVAL = 2.0
 START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
+# The most lines of evidence a salt-cloud failure carries below its line.
+EVIDENCE_LINES = 60
 RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
 
 
@@ -33,7 +35,7 @@ class SaltOps(Protocol):
         """The minions that answered test.ping."""
 
     def wait_for_minions(self, minions: list[str], timeout: float, progress: Progress) -> None:
-        """Return once every minion answers; ProviderError naming the silent ones at ``timeout``."""
+        """Return once every minion answers; MinionsSilent naming the silent ones at ``timeout``."""
 
     def call(self, minions: list[str], function: str, args: list[Any], timeout: float = 10) -> dict:
         """{minion: return} of an execution function run on ``minions``."""
@@ -97,11 +99,7 @@ class MasterOps:
             while pending:
                 now = time.monotonic()
                 if now >= deadline:
-                    raise ProviderError(
-                        f"the minions of {', '.join(sorted(pending))} did not answer "
-                        f"within {timeout:.0f} s",
-                        "check the servers' console or log, then run the build again",
-                    )
+                    raise MinionsSilent(sorted(pending), timeout)
                 if now >= next_ping:
                     jids.add(self._publish_ping(sorted(pending)))
                     next_ping = now + PING_INTERVAL
@@ -192,11 +190,17 @@ class MasterOps:
                     strict=True,
                 )
             )
-        failed = [f"{name}: {error}" for name, error in answers.items() if error]
+        failed, evidence = [], []
+        for name, error in answers.items():
+            if error:
+                line, *below = error.splitlines()
+                failed.append(f"{name}: {line}")
+                evidence += below
         if failed:
             raise ProviderError(
                 f"salt-cloud could not make {'; '.join(failed)}",
                 "fix the cause and run the build again",
+                evidence,
             )
 
     def orchestrate(self, sls: str, pillar: dict[str, Any], test: bool) -> tuple[bool, Any]:
@@ -223,13 +227,18 @@ class MasterOps:
 
 
 def _profile_one(cloud_config: str, profile: str, name: str, overrides: dict[str, Any]) -> str:
-    """Make one server through salt-cloud (in a worker process); '' or why it failed."""
+    """Make one server through salt-cloud (in a worker process); '' or why it failed.
+
+    Why is one line, and below it what the error showed (a silent server's console).
+    """
     try:
         returns = salt.cloud.CloudClient(path=cloud_config).profile(
             profile, names=[name], vm_overrides=overrides
         )
     except Exception as error:  # every failure is reported, by server name
-        return " ".join(str(error).split())[:300] or type(error).__name__
+        line, *below = str(error).splitlines() or [""]
+        line = " ".join(line.split())[:300] or type(error).__name__
+        return "\n".join([line, *below[:EVIDENCE_LINES]])
     answer = (returns or {}).get(name)
     if not isinstance(answer, dict) or answer.get("Error") or answer.get("error"):
         return f"{answer!r}"[:300]

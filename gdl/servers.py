@@ -10,22 +10,36 @@ salt-cloud driver makes the VRRP pair:
 3. the provider makes the servers in parallel;
 4. a server the provider could not make loses its key again, so no accepted key
    outlives its server;
-5. the caller's ``wait`` returns once every new minion answers.
+5. the caller's ``wait`` returns once every new minion answers; when one stays
+   silent, the error ends with the last lines of its server's console, and the
+   next build replaces a server whose minion never joined (:func:`never_joined`).
 
 Removing a server always forgets its key and what the master cached of it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gdl import keys, naming
-from gdl.errors import GdlError, NameClash
-from gdl.providers.base import Progress, Provider, Server, ServerRequest, no_progress
+from gdl.errors import GdlError, MinionsSilent, NameClash
+from gdl.providers.base import RUNNING, Progress, Provider, Server, ServerRequest, no_progress
+
+if TYPE_CHECKING:
+    from gdl.saltops import SaltOps
 
 # Waits until the named minions answer, or raises; the timeout is the provider's.
 MinionWait = Callable[[list[str], float], None]
+
+# What a silent minion's error shows of its server's console.
+CONSOLE_LINES = 20
+CONSOLE_LINE_WIDTH = 200
+ANSI_ESCAPE = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])")
+# How long a minion with a key but no data on the master is given to answer.
+JOIN_PING_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -91,8 +105,58 @@ def make(
                 minion_keys.forget(server.name)
         raise
     if wait is not None:
-        wait([w.name for w in wanted], provider.minion_timeout)
+        wait_explained(provider, wait, [w.name for w in wanted], provider.minion_timeout)
     return made
+
+
+def wait_explained(provider: Provider, wait: MinionWait, names: list[str], timeout: float) -> None:
+    """``wait(names, timeout)``; when minions stay silent, the error shows their consoles' ends."""
+    try:
+        wait(names, timeout)
+    except MinionsSilent as error:
+        raise MinionsSilent(
+            error.silent, error.timeout, console_evidence(provider, error.silent)
+        ) from None
+
+
+def console_evidence(
+    provider: Provider, names: Iterable[str], lines: int = CONSOLE_LINES
+) -> list[str]:
+    """Per server: its console's last line, then the lines before it, indented."""
+    evidence = []
+    for name in names:
+        tail = [clean for line in provider.console_tail(name, lines) if (clean := _printable(line))]
+        if not tail:
+            evidence.append(f"{name}: no console output")
+            continue
+        evidence.append(f"{name}: {tail[-1]}")
+        evidence += [f"    {line}" for line in tail[:-1]]
+    return evidence
+
+
+def _printable(line: str) -> str:
+    """A console line without terminal escapes or control characters, shortened."""
+    text = ANSI_ESCAPE.sub("", line)
+    return "".join(c for c in text if c.isprintable()).strip()[:CONSOLE_LINE_WIDTH]
+
+
+def never_joined(
+    minion_keys: keys.MasterKeys, salt: SaltOps, existing: Iterable[Server]
+) -> list[str]:
+    """Running servers whose minion never joined this master: to be replaced.
+
+    A minion that joined once has data cached on the master; one without an accepted
+    key cannot join at all.  A minion with a key and nothing cached (a cleared cache)
+    is asked once before it is judged.
+    """
+    running = [s.name for s in existing if s.state == RUNNING]
+    if not running:
+        return []
+    cached = minion_keys.cached_minions()
+    keyless = [n for n in running if minion_keys.public_key(n) is None]
+    unknown = [n for n in running if n not in cached and n not in keyless]
+    answered = salt.ping(unknown, JOIN_PING_TIMEOUT) if unknown else set()
+    return sorted([*keyless, *(n for n in unknown if n not in answered)])
 
 
 def _existing(provider: Provider, wanted: Sequence[NewServer]) -> dict[str, Server]:

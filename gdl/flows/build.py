@@ -45,9 +45,8 @@ def build(
     manifest = apps.load_manifest(ctx.settings.apps_dir, spec.app)
     provider = ctx.provider(spec.provider)
     provider.check(spec)
-    existing = provider.list_servers(spec.app, spec.env)
-    plan = make_plan(spec.app, spec.env, spec.servers, existing)
     if test:
+        plan = current_plan(ctx, provider, spec.app, spec.env, spec.servers)
         return {
             "result": True,
             "test": True,
@@ -58,6 +57,8 @@ def build(
 
     started = time.monotonic()
     with env_lock(ctx.settings.lock_dir, spec.app, spec.env, "build") as lock_token:
+        # Under the lock: a server another build was still booting is judged as it is now.
+        plan = current_plan(ctx, provider, spec.app, spec.env, spec.servers)
         record = envstore.load(ctx.settings.state_dir, spec.app, spec.env)
         if record is not None and record.provider != spec.provider:
             raise GdlError(
@@ -142,6 +143,13 @@ def make_servers(
     return names
 
 
+def current_plan(ctx: Context, provider: Provider, app: str, env: str, app_servers: int) -> Plan:
+    """The plan from the servers there now; a server whose minion never joined is replaced."""
+    existing = provider.list_servers(app, env)
+    silent = servers.never_joined(master_keys(ctx), ctx.salt, existing)
+    return make_plan(app, env, app_servers, existing, silent)
+
+
 def master_keys(ctx: Context) -> keys.MasterKeys:
     return keys.MasterKeys(ctx.settings.master_opts)
 
@@ -159,7 +167,7 @@ def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
     """Make the missing or broken load balancers through salt-cloud and wait for them."""
     record = require_record(ctx.settings, app, env)
     provider = ctx.provider(record.provider)
-    plan = make_plan(app, env, record.servers, provider.list_servers(app, env)).of_role("lb")
+    plan = current_plan(ctx, provider, app, env, record.servers).of_role("lb")
     if plan.replace:
         ctx.progress(f"replacing broken servers: {', '.join(plan.replace)}")
         servers.remove(provider, master_keys(ctx), plan.replace, progress=ctx.progress)
@@ -172,10 +180,11 @@ def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
             missing,
             {"app": app, "env": env, "role": "lb", "size": record.size},
         )
-    ctx.salt.wait_for_minions(
+    servers.wait_explained(
+        provider,
+        lambda waiting, timeout: ctx.salt.wait_for_minions(waiting, timeout, ctx.progress),
         [naming.server_name("lb", i, app, env) for i in range(2)],
         provider.minion_timeout,
-        ctx.progress,
     )
     return {"created": missing}
 
@@ -306,8 +315,12 @@ def orchestration_failure(env_id: str, result: Any) -> GdlError:
     changes = step.get("changes")
     runner_line = changes.get("return") if isinstance(changes, dict) else None
     if isinstance(runner_line, str) and runner_line:
-        # The step's own refusal says what to do: it is the line.
-        return GdlError(f"{env_id}: step {name} failed: {_one_line(runner_line, 400)}")
+        # The step's own refusal says what to do: its first line is the line, and what
+        # follows (a silent server's console) stays below it.
+        first, *evidence = runner_line.splitlines()
+        return GdlError(
+            f"{env_id}: step {name} failed: {_one_line(first, 400)}", details=evidence[:80]
+        )
     jid = step.get("__jid__")
     look = f"salt-run jobs.lookup_jid {jid} shows why; " if jid else ""
     return GdlError(

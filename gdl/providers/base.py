@@ -138,6 +138,13 @@ class Provider(abc.ABC):
     def teardown_env(self, app: str, env: str) -> None:
         """Remove everything ``ensure_env`` made; idempotent."""
 
+    def console_tail(self, name: str, lines: int = 20) -> list[str]:
+        """The last ``lines`` lines of server ``name``'s console; [] when there is none.
+
+        Evidence for an error already being reported: never raises.
+        """
+        return []
+
     def get_server(self, name: str) -> Server | None:
         """The server gdl made under ``name``, or None."""
         return next((s for s in self.list_servers() if s.name == name), None)

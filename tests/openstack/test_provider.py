@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -203,6 +204,30 @@ def test_check_refuses_too_few_floating_ips(quota_project, admin, env_name):
     admin.set_network_quotas(provider.conn.current_project_id, floating_ips=0)
     with pytest.raises(CapacityError, match="floating_ips needs 1, 0 free of 0"):
         provider.check(spec(env_name()))
+
+
+def test_check_refuses_a_server_group_too_small_for_the_app_servers(quota_project, admin, env_name):
+    provider = quota_project()
+    env = env_name()
+    admin.set_compute_quotas(provider.conn.current_project_id, server_group_members=3)
+    with pytest.raises(CapacityError) as caught:
+        provider.check(spec(env, servers=4))
+    message = str(caught.value)
+    assert "server_group_members needs 4 in the app servers' group, 3 free of 3" in message
+    assert "nothing was made" in message and "\n" not in message
+    assert not any(snapshot(provider.conn, env).values())
+
+
+def test_check_refuses_too_few_security_group_rules(quota_project, admin, env_name):
+    provider = quota_project()
+    env = env_name()
+    admin.set_network_quotas(provider.conn.current_project_id, security_group_rules=5)
+    with pytest.raises(CapacityError) as caught:
+        provider.check(spec(env))
+    message = str(caught.value)
+    assert re.search(r"security_group_rules needs \d+, \d+ free of 5", message), message
+    assert "nothing was made" in message and "\n" not in message
+    assert not any(snapshot(provider.conn, env).values())
 
 
 # -- an environment's life ----------------------------------------------------------------

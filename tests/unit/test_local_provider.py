@@ -6,6 +6,7 @@ every request refused is refused before a host would be made.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -218,3 +219,20 @@ def test_the_minions_interpreter_is_never_hidden() -> None:
     candidates = ["/etc/salt", "/root", "/srv", "/tmp/x", "/run/y", "/var/lib/gdl"]
     needed = ["/root/.pyenv/versions/3.11/bin/python3.11", "/opt/gdl/venv"]
     assert fresh_dirs(candidates, needed) == ["/etc/salt", "/srv", "/var/lib/gdl"]
+
+
+def test_a_hosts_console_is_read_from_its_root_without_following_links(tmp_path):
+    # This process stands in for a host: /proc/<pid>/root is its root, "/" here.
+    tmp_path = tmp_path.resolve()  # no link on the way to the test's own files
+    console = tmp_path / "var" / "log" / "console.log"
+    console.parent.mkdir(parents=True)
+    console.write_text("".join(f"line {i}\n" for i in range(1, 31)))
+    assert host.read_tail(os.getpid(), str(console), 3) == ["line 28", "line 29", "line 30"]
+    # A link the host planted (to a file of the machine) is not followed, last part or not.
+    secret = tmp_path / "secret"
+    secret.write_text("machine secret\n")
+    (tmp_path / "var" / "log" / "planted.log").symlink_to(secret)
+    (tmp_path / "linked").symlink_to(tmp_path / "var")
+    for path in (console.parent / "planted.log", tmp_path / "linked" / "log" / "console.log"):
+        with pytest.raises(OSError):
+            host.read_tail(os.getpid(), str(path), 3)

@@ -244,3 +244,26 @@ def test_an_orchestration_that_did_not_render_is_one_line():
     result = {"data": {"master": ["Rendering SLS 'base:orch.build' failed: bad\nline"]}}
     text = str(build.orchestration_failure("blog-dev", result))
     assert "\n" not in text and "Rendering SLS" in text
+
+
+def test_a_runner_steps_console_evidence_stays_below_its_line():
+    line = (
+        "the minions of lb-1-blog-dev did not answer within 900 s: check the servers' "
+        "console or log, then run the build again"
+    )
+    console = ["lb-1-blog-dev: cloud-init: no route to 203.0.113.2", "    Booting Linux"]
+    result = {
+        "data": {
+            "master": {
+                "salt_|-gdl_vrrp_pair_|-gdl.vrrp_pair_|-runner": _state(
+                    0,
+                    False,
+                    "Runner function 'gdl.vrrp_pair' failed.",
+                    __id__="gdl_vrrp_pair",
+                    changes={"return": "\n".join([line, *console])},
+                ),
+            }
+        }
+    }
+    text = str(build.orchestration_failure("blog-dev", result))
+    assert text.splitlines() == [f"blog-dev: step gdl_vrrp_pair failed: {line}", *console]

@@ -63,3 +63,11 @@ def test_other_environments_are_never_in_the_plan():
     plan = make_plan("blog", "dev", 1, existing)
     assert "app-0-blog-qa" not in plan.remove + plan.keep
     assert plan.remove == ("app-5-blog-dev",)
+
+
+def test_a_server_whose_minion_never_joined_is_replaced():
+    existing = [server(n) for n in desired_names("blog", "dev", 2)]
+    plan = make_plan("blog", "dev", 2, existing, never_joined=["app-1-blog-dev", "app-9-blog-dev"])
+    assert plan.replace == ("app-1-blog-dev",)
+    assert "replace app-1-blog-dev (broken)" in plan.describe()
+    assert "app-1-blog-dev" not in plan.keep

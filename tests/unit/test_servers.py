@@ -11,7 +11,7 @@ import salt.utils.crypt
 import yaml
 
 from gdl import keys, servers, userdata
-from gdl.errors import NameClash, ProviderError
+from gdl.errors import MinionsSilent, NameClash, ProviderError
 from gdl.providers.base import RUNNING, EnvNetwork, Provider, Server, ServerRequest, no_progress
 
 
@@ -154,3 +154,74 @@ def test_new_servers_are_given_the_masters_key_fingerprint(tmp_path, master_keys
     assert request.master_finger == expected
     config = yaml.safe_load(userdata.minion_config(request))
     assert config["master_finger"] == expected
+
+
+class ConsoleProvider(FakeProvider):
+    """A FakeProvider whose servers' consoles hold ``consoles`` (name -> lines)."""
+
+    def __init__(self, consoles: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.consoles = consoles
+
+    def console_tail(self, name, lines=20):
+        return self.consoles.get(name, [])[-lines:]
+
+
+def silent(names, timeout):
+    raise MinionsSilent(names[1:], timeout)
+
+
+def test_a_silent_minions_error_ends_with_its_servers_console(master_keys):
+    console = [f"line {i}" for i in range(1, 31)] + ["\x1b[31mcloud-init\x1b[0m: no route\x07"]
+    provider = ConsoleProvider({"app-1-blog-dev": console})
+    with pytest.raises(MinionsSilent) as caught:
+        servers.make(
+            provider,
+            master_keys,
+            [new("app-0-blog-dev"), new("app-1-blog-dev"), new("app-2-blog-dev")],
+            master_address="",
+            wait=silent,
+        )
+    first, *evidence = str(caught.value).splitlines()
+    assert first == (
+        "the minions of app-1-blog-dev, app-2-blog-dev did not answer within 7 s: "
+        "check the servers' console or log, then run the build again: "
+        "it replaces a server whose minion never joined"
+    )
+    # Per server its console's last line, the lines before it indented (20 in all).
+    assert evidence[0] == "app-1-blog-dev: cloud-init: no route"
+    assert evidence[1:20] == [f"    line {i}" for i in range(12, 31)]
+    assert evidence[20:] == ["app-2-blog-dev: no console output"]
+    assert caught.value.line == first  # the one line, for whatever needs only that
+    # The silent servers stay, and their keys: the next build replaces them.
+    assert set(provider.made) == {"app-0-blog-dev", "app-1-blog-dev", "app-2-blog-dev"}
+    assert master_keys.minions() == set(provider.made)
+
+
+class Pinger:
+    def __init__(self, answering: set[str]) -> None:
+        self.answering = answering
+        self.asked: list[list[str]] = []
+
+    def ping(self, minions, timeout):
+        self.asked.append(sorted(minions))
+        return self.answering & set(minions)
+
+
+def test_servers_whose_minion_never_joined_are_the_ones_to_replace(master_keys):
+    provider = FakeProvider()
+    names = ["app-0-blog-dev", "app-1-blog-dev", "app-2-blog-dev", "app-3-blog-dev"]
+    servers.make(provider, master_keys, [new(n) for n in names], master_address="")
+    # app-0 joined (the master caches its grains); app-1 has a key and nothing cached
+    # but answers (a cleared cache); app-2 is silent; app-3 lost its key.
+    master_keys._minion_data.store("grains", "app-0-blog-dev", {"id": "app-0-blog-dev"})
+    master_keys.forget("app-3-blog-dev")
+    pinger = Pinger({"app-1-blog-dev"})
+    existing = provider.list_servers("blog", "dev")
+    assert servers.never_joined(master_keys, pinger, existing) == [
+        "app-2-blog-dev",
+        "app-3-blog-dev",
+    ]
+    assert pinger.asked == [["app-1-blog-dev", "app-2-blog-dev"]]
+    # Only running servers are judged (a broken one is replaced anyway).
+    assert servers.never_joined(master_keys, pinger, []) == []

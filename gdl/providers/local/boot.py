@@ -20,6 +20,9 @@ from gdl import naming
 from gdl.providers.base import ServerRequest
 from gdl.providers.local import host, network
 
+# Where a host's salt-minion writes what it prints: the host's console.
+MINION_CONSOLE_LOG = "/var/log/salt/minion-console.log"
+
 # Directories a host starts with empty instead of seeing the machine's: its
 # own Salt identity, a new server's /root and /srv.  The state dir is added
 # at run time (it holds other hosts' records and the runner's pillar).
@@ -189,7 +192,7 @@ def boot_description(
         "services": [
             {
                 "argv": [str(settings.venv / "bin" / "salt-minion"), "-c", "/etc/salt"],
-                "log": "/var/log/salt/minion-console.log",
+                "log": MINION_CONSOLE_LOG,
             }
         ],
     }

@@ -273,3 +273,26 @@ def remove_tree(path: Path) -> None:
 def nsenter_argv(pid: int, command: list[str]) -> list[str]:
     """The command line that runs ``command`` inside the host whose PID 1 is ``pid``."""
     return ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--", *command]
+
+
+def read_tail(pid: int, path: str, lines: int, most: int = 64 * 1024) -> list[str]:
+    """The last ``lines`` lines of file ``path`` inside host ``pid`` (its last ``most`` bytes).
+
+    Walked component by component from the host's root without following links: a
+    link the host planted must not make the machine read one of its own files.
+    """
+    parts = [part for part in path.split("/") if part]
+    directory = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            os.close(directory)
+            directory = inner
+        handle = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+    finally:
+        os.close(directory)
+    with os.fdopen(handle, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        file.seek(max(0, size - most))
+        text = file.read(most).decode(errors="replace")
+    return text.splitlines()[-lines:]

@@ -34,7 +34,7 @@ from gdl.providers.base import (
     no_progress,
 )
 from gdl.providers.local import host, lifecycle, network
-from gdl.providers.local.boot import SIZES, HostSettings, Size
+from gdl.providers.local.boot import MINION_CONSOLE_LOG, SIZES, HostSettings, Size
 from gdl.providers.local.records import Records
 from gdl.spec import EnvSpec
 
@@ -312,6 +312,16 @@ class LocalProvider(Provider):
         if not record or self.records.state(record) != RUNNING:
             return False
         return Path(f"/proc/{record['pid']}/root/etc/salt/pki/minion/minion_master.pub").exists()
+
+    def console_tail(self, name: str, lines: int = 20) -> list[str]:
+        """The last lines the host's salt-minion printed (its console log)."""
+        record = self.records.host(name)
+        if not record or self.records.state(record) != RUNNING:
+            return []
+        try:
+            return host.read_tail(int(record["pid"]), MINION_CONSOLE_LOG, lines)
+        except OSError:
+            return []  # not written yet, or the host went away meanwhile
 
     def wait_minions(self, names: Iterable[str], timeout: float = 60) -> list[str]:
         """Wait until each host's minion has joined; returns the names still not ready."""

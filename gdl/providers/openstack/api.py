@@ -82,6 +82,39 @@ def retry(
     raise AssertionError("unreachable")
 
 
+def create_once(
+    create: Callable[[], T],
+    made_before: Callable[[], T | None],
+    attempts: int = RETRY_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``create()``, never sent again blindly: after a transient failure, ``made_before()``.
+
+    A 5xx or a lost connection may come after the cloud made the resource (a proxy's
+    504 in front of a slow API, a connection cut before the answer): what the failed
+    attempt made is looked for first (``made_before``, by name and mark) and kept; only
+    when nothing is there is the create sent again.
+    """
+    delay = RETRY_FIRST_DELAY
+    for attempt in range(1, attempts + 1):
+        try:
+            return create()
+        except Exception as error:
+            if attempt == attempts or not is_transient(error):
+                raise
+            log.info(
+                "OpenStack create failed (%s), try %d of %d", _reason(error), attempt, attempts
+            )
+            asked = retry_after(error)
+            sleep(delay if asked is None else asked)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+            found = retry(made_before, sleep=sleep)
+            if found is not None:
+                log.info("the failed create had made it: kept")
+                return found
+    raise AssertionError("unreachable")
+
+
 def retry_after(error: BaseException, now: Callable[[], float] = time.time) -> float | None:
     """The pause a 429 answer asks for (its Retry-After, seconds or a date), bounded."""
     if not isinstance(error, os_exceptions.HttpException):

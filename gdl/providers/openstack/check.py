@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
+from gdl import naming
 from gdl.errors import CapacityError, ProviderError
 from gdl.providers.openstack.api import API_ERRORS, find, translate
 from gdl.providers.openstack.boot import check_disk
 from gdl.providers.openstack.cloud import Cloud
-from gdl.providers.openstack.network import Parts
+from gdl.providers.openstack.network import EnvParts, Parts
+from gdl.providers.openstack.security import wanted_rules
 from gdl.spec import EnvSpec
+
+# The rules Neutron gives a new security group itself: egress to anywhere, IPv4 and IPv6.
+DEFAULT_EGRESS_RULES = 2
+RULE_FIELDS = (
+    "protocol",
+    "port_range_min",
+    "port_range_max",
+    "remote_ip_prefix",
+    "remote_group_id",
+)
 
 
 def check_request(cloud: Cloud, parts: Parts, spec: EnvSpec) -> None:
@@ -67,6 +80,7 @@ def check_quotas(cloud: Cloud, parts: Parts, spec: EnvSpec, flavor: Any, network
     need_network = {
         "ports": new_servers + (0 if found and found.vip_port else 1),
         "security_groups": 2 - len(found.security_groups) if found else 2,
+        "security_group_rules": rules_to_add(cloud, found),
         "floating_ips": 0
         if not cloud.cfg.floating_ip or network.is_router_external or (found and found.floating_ip)
         else 1,
@@ -79,6 +93,7 @@ def check_quotas(cloud: Cloud, parts: Parts, spec: EnvSpec, flavor: Any, network
         used = (compute.usage or {}).get(key, 0)
         if need and limit is not None and limit >= 0 and limit - used < need:
             short.append(f"{key} needs {need}, {max(0, limit - used)} free of {limit}")
+    short += short_of_group_members(compute, spec, existing, found)
     quota = cloud.conn.network.get_quota(project, details=True)
     for key, need in need_network.items():
         detail = getattr(quota, key, None) or {}
@@ -88,6 +103,68 @@ def check_quotas(cloud: Cloud, parts: Parts, spec: EnvSpec, flavor: Any, network
             short.append(f"{key} needs {need}, {max(0, limit - used)} free of {limit}")
     if short:
         raise CapacityError(
-            f"the project's quota cannot hold {spec.env_id}: {'; '.join(short)}",
+            f"the project's quota cannot hold {spec.env_id}: {'; '.join(short)}; nothing was made",
             "raise the quota (openstack quota set) or ask for fewer or smaller servers",
         )
+
+
+def short_of_group_members(
+    compute: Any, spec: EnvSpec, existing: list[Any], found: EnvParts | None
+) -> list[str]:
+    """What Nova's per-group ``server_group_members`` quota lacks for each role's new servers.
+
+    The load balancers' group holds the pair, the app servers' group every app server.
+    """
+    limit = getattr(compute, "server_group_members", None)
+    if limit is None or limit < 0:
+        return []
+    present = {server.name for server in existing}
+    wanted = {"lb": 2, "app": spec.servers}
+    short = []
+    for role in naming.ROLES:
+        names = {naming.server_name(role, i, spec.app, spec.env) for i in range(wanted[role])}
+        need = len(names - present)
+        group = found.server_groups.get(role) if found else None
+        members = len(getattr(group, "member_ids", None) or []) if group is not None else 0
+        if need and limit - members < need:
+            short.append(
+                f"server_group_members needs {need} in the {role} servers' group, "
+                f"{max(0, limit - members)} free of {limit}"
+            )
+    return short
+
+
+def rules_to_add(cloud: Cloud, found: EnvParts | None) -> int:
+    """How many security group rules a build adds: those its groups lack, and new groups' own.
+
+    Neutron gives every new security group its default egress rules, which count too.
+    """
+    groups = found.security_groups if found else {}
+    # A group still to be made stands in under a placeholder id (rules name the LBs' group).
+    named = {role: groups.get(role) or SimpleNamespace(id=f"new-{role}") for role in naming.ROLES}
+    count = 0
+    for role, rules in wanted_rules(named, cloud.cfg.master_address).items():
+        group = groups.get(role)
+        if group is None:
+            count += len(rules) + DEFAULT_EGRESS_RULES
+            continue
+        have = {
+            rule_key(vars_of(rule))
+            for rule in cloud.owned(
+                "security_group_rules", security_group_id=group.id, direction="ingress"
+            )
+        }
+        count += sum(1 for rule in rules if rule_key(rule) not in have)
+    return count
+
+
+def vars_of(rule: Any) -> dict[str, Any]:
+    """A listed rule's fields as :func:`wanted_rules` spells them."""
+    return {field: getattr(rule, field, None) for field in RULE_FIELDS}
+
+
+def rule_key(rule: dict[str, Any]) -> tuple:
+    """What makes two ingress rules the same rule."""
+    return tuple(
+        str(rule.get(field)) if field == "protocol" else rule.get(field) for field in RULE_FIELDS
+    )

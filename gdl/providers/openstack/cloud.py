@@ -61,7 +61,12 @@ class Cloud:
     def network(self) -> Any:
         """The servers' network, by name or id, looked up once."""
         if self._network is None:
-            network = self._find_one("network", self.cfg.network)
+            # This project's network of that name first (with admin credentials other
+            # projects' networks of the same name are listed too), else a shared or
+            # external one, which belongs to another project.
+            network = self._find_one(
+                "network", self.cfg.network, project_id=self.project_id()
+            ) or self._find_one("network", self.cfg.network)
             if network is None:
                 raise NotFound(
                     f"network {self.cfg.network!r} does not exist in this project",
@@ -204,10 +209,19 @@ class Cloud:
             found.append(server)
         return found
 
-    def tagged(self, kind: str, marks: dict[str, str], **query: Any) -> list[Any]:
-        """Neutron resources of ``kind`` carrying every one of ``marks``."""
+    def owned(self, kind: str, **query: Any) -> list[Any]:
+        """This project's Neutron resources of ``kind`` matching ``query``.
+
+        Always scoped to the connection's project: with admin credentials Neutron lists
+        every project's resources, and names, descriptions and tags are not per project,
+        so another project's environment of the same name would match.
+        """
         lister = getattr(self.conn.network, kind)
-        return list(lister(tags=",".join(tags_of(marks)), **query))
+        return list(lister(project_id=self.project_id(), **query))
+
+    def tagged(self, kind: str, marks: dict[str, str], **query: Any) -> list[Any]:
+        """This project's Neutron resources of ``kind`` carrying every one of ``marks``."""
+        return self.owned(kind, tags=",".join(tags_of(marks)), **query)
 
     def set_tags(self, resource: Any, marks: dict[str, str]) -> Any:
         return retry(lambda: self.conn.network.set_tags(resource, tags_of(marks)))

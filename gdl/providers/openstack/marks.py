@@ -74,6 +74,11 @@ def keeper(resources: Sequence[Any]) -> Any:
     return min(resources, key=lambda r: (getattr(r, "created_at", None) or "", r.id))
 
 
+def keeper_or_none(resources: Sequence[Any]) -> Any | None:
+    """:func:`keeper` of ``resources``, or None when there are none."""
+    return keeper(resources) if resources else None
+
+
 def next_router_id(preferred: int, taken: Iterable[int]) -> int | None:
     """The first VRRP router id (1..255) from ``preferred`` upwards, wrapping, not taken."""
     used = set(taken)

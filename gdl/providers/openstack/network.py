@@ -24,7 +24,7 @@ from openstack import exceptions as os_exceptions
 from gdl import naming
 from gdl.errors import CapacityError, LockHeld
 from gdl.providers.base import EnvNetwork
-from gdl.providers.openstack.api import retry
+from gdl.providers.openstack.api import create_once, retry
 from gdl.providers.openstack.cloud import Cloud
 from gdl.providers.openstack.marks import (
     MARK_VRID,
@@ -32,6 +32,7 @@ from gdl.providers.openstack.marks import (
     group_description,
     group_name,
     keeper,
+    keeper_or_none,
     marks_of,
     next_router_id,
     ours_by_description,
@@ -181,7 +182,7 @@ class Parts:
         marks = naming.ownership(app, env)
         # By tags, and by description for what a build that died left untagged.
         fips = {f.id: f for f in self.cloud.tagged("ips", marks)}
-        fips.update((f.id, f) for f in self.conn.network.ips() if ours_by_description(f, app, env))
+        fips.update((f.id, f) for f in self.cloud.owned("ips") if ours_by_description(f, app, env))
         for fip in fips.values():
             retry(lambda fip=fip: self.conn.network.delete_ip(fip, ignore_missing=True), True)
         ports = {p.id: p for p in self.cloud.tagged("ports", marks)}
@@ -189,7 +190,7 @@ class Parts:
         if network is not None:
             ports.update(
                 (p.id, p)
-                for p in self.conn.network.ports(network_id=network.id)
+                for p in self.cloud.owned("ports", network_id=network.id)
                 if ours_by_description(p, app, env)
             )
         for port in ports.values():
@@ -198,7 +199,8 @@ class Parts:
         for role in naming.ROLES:
             groups.update(
                 (g.id, g)
-                for g in self.conn.network.security_groups(
+                for g in self.cloud.owned(
+                    "security_groups",
                     name=group_name(app, env, role),
                     description=group_description(app, env, role),
                 )
@@ -239,11 +241,14 @@ class Parts:
     def _make_security_group(self, app: str, env: str, role: str) -> Any:
         marks = naming.ownership(app, env, role)
         name, description = group_name(app, env, role), group_description(app, env, role)
-        group = retry(
-            lambda: self.conn.network.create_security_group(name=name, description=description)
+        group = create_once(
+            lambda: self.conn.network.create_security_group(name=name, description=description),
+            lambda: keeper_or_none(
+                self.cloud.owned("security_groups", name=name, description=description)
+            ),
         )
         self.cloud.set_tags(group, marks)
-        same = list(self.conn.network.security_groups(name=name, description=description))
+        same = self.cloud.owned("security_groups", name=name, description=description)
         winner = self._settle(
             group,
             same,
@@ -271,6 +276,8 @@ class Parts:
     def _make_vip_port(self, app: str, env: str, network: Any, parts: EnvParts) -> Any:
         preferred = naming.preferred_router_id(app, env)
         taken = []
+        # Every project's VIP ports on the network, not this project's alone: keepalived's
+        # router ids must differ on the one network whoever owns the ports.
         for port in self.conn.network.ports(
             network_id=network.id, tags=f"{naming.MARK_ROLE}={ROLE_VIP}"
         ):
@@ -289,19 +296,20 @@ class Parts:
             MARK_VRID: str(router_id),
         }
         name, description = vip_port_name(app, env), vip_description(app, env)
-        port = retry(
+        port = create_once(
             lambda: self.conn.network.create_port(
                 name=name,
                 network_id=network.id,
                 fixed_ips=[{"subnet_id": parts.subnet.id}],
                 security_group_ids=[parts.security_groups["lb"].id],
                 description=description,
-            )
+            ),
+            lambda: keeper_or_none(
+                self.cloud.owned("ports", network_id=network.id, name=name, description=description)
+            ),
         )
         self.cloud.set_tags(port, marks)
-        same = list(
-            self.conn.network.ports(network_id=network.id, name=name, description=description)
-        )
+        same = self.cloud.owned("ports", network_id=network.id, name=name, description=description)
         # Never re-tag another builder's VIP port: its router id may already be in use.
         winner = self._settle(
             port, same, {}, lambda p: self.conn.network.delete_port(p, ignore_missing=True)
@@ -314,19 +322,22 @@ class Parts:
         self, external: Any, port: Any, marks: dict[str, str], description: str
     ) -> Any:
         try:
-            fip = retry(
+            fip = create_once(
                 lambda: self.conn.network.create_ip(
                     floating_network_id=external.id, port_id=port.id, description=description
-                )
+                ),
+                lambda: keeper_or_none(
+                    self.cloud.owned("ips", port_id=port.id, description=description)
+                ),
             )
         except os_exceptions.ConflictException:
             # One floating IP per fixed IP: another builder's is there already.
-            existing = list(self.conn.network.ips(port_id=port.id, description=description))
+            existing = self.cloud.owned("ips", port_id=port.id, description=description)
             if not existing:
                 raise
             fip = keeper(existing)
         self.cloud.set_tags(fip, marks)
-        same = list(self.conn.network.ips(port_id=port.id, description=description))
+        same = self.cloud.owned("ips", port_id=port.id, description=description)
         winner = self._settle(
             fip, same, marks, lambda f: self.conn.network.delete_ip(f, ignore_missing=True)
         )

@@ -9,6 +9,7 @@ by :class:`~gdl.providers.openstack.cloud.Cloud` (connection and lookups),
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import openstack
 
 from gdl import naming
 from gdl.config import Settings
+from gdl.errors import GdlError
 from gdl.providers.base import (
     EnvNetwork,
     Progress,
@@ -33,6 +35,8 @@ from gdl.providers.openstack.network import Parts
 from gdl.providers.openstack.servers import Servers
 from gdl.providers.openstack.settings import OpenStackSettings
 from gdl.spec import EnvSpec
+
+log = logging.getLogger(__name__)
 
 
 class OpenStackProvider(Provider):
@@ -116,6 +120,19 @@ class OpenStackProvider(Provider):
         """Give server ``name`` a floating IP of its own (tagged to go with it); its address."""
         return self.servers.attach_floating_ip(name)
 
+    def console_tail(self, name: str, lines: int = 20) -> list[str]:
+        """The last lines of server ``name``'s console log, as Nova keeps it."""
+        try:
+            server = next((s for s in self.cloud.owned_servers() if s.name == name), None)
+            if server is None:
+                return []
+            output = self.conn.compute.get_server_console_output(server, length=lines)
+        except (*API_ERRORS, GdlError) as error:
+            # Evidence for another error: its absence must not replace that error.
+            log.info("no console output of %s: %s", name, error)
+            return []
+        return str((output or {}).get("output") or "").splitlines()[-lines:]
+
     # -- the Provider verbs -----------------------------------------------------------------
 
     def sizes(self) -> list[str]:
@@ -178,7 +195,7 @@ class OpenStackProvider(Provider):
 
     def list_envs(self) -> list[tuple[str, str]]:
         envs = set(super().list_envs())
-        for port in self.conn.network.ports(tags=f"{naming.MARK_ROLE}={ROLE_VIP}"):
+        for port in self.cloud.owned("ports", tags=f"{naming.MARK_ROLE}={ROLE_VIP}"):
             marks = marks_of(port.tags)
             if naming.MARK_APP in marks and naming.MARK_ENV in marks:
                 envs.add((marks[naming.MARK_APP], marks[naming.MARK_ENV]))

@@ -19,7 +19,14 @@ import openstack
 from gdl import naming, userdata
 from gdl.errors import NotFound, ProviderError
 from gdl.providers.base import Progress, Server, ServerRequest, no_progress
-from gdl.providers.openstack.api import API_ERRORS, find, poll_delays, retry, translate
+from gdl.providers.openstack.api import (
+    API_ERRORS,
+    create_once,
+    find,
+    poll_delays,
+    retry,
+    translate,
+)
 from gdl.providers.openstack.boot import boot_options
 from gdl.providers.openstack.cloud import Cloud
 from gdl.providers.openstack.marks import MARK_SERVER, MARK_SIZE, marks_of, server_description
@@ -181,15 +188,18 @@ class Servers:
         if found:
             return found[0]
         pairs = [{"ip_address": f"{parts.vip}/32"}] if request.role == "lb" else []
-        port = retry(
+        described = {"name": request.name, "description": server_description(request.name)}
+        port = create_once(
             lambda: self.conn.network.create_port(
-                name=request.name,
                 network_id=parts.network.id,
                 fixed_ips=[{"subnet_id": parts.subnet.id}],
                 security_group_ids=[parts.security_groups[request.role].id],
                 allowed_address_pairs=pairs,
-                description=server_description(request.name),
-            )
+                **described,
+            ),
+            lambda: next(
+                iter(self.cloud.owned("ports", network_id=parts.network.id, **described)), None
+            ),
         )
         self.cloud.set_tags(port, marks)
         return port
@@ -225,7 +235,7 @@ class Servers:
             )
             encoded = base64.b64encode(document.encode()).decode()
             options = boot_options(self.cloud.cfg, image, flavor, key_name)
-            server = retry(
+            server = create_once(
                 lambda: self.conn.compute.create_server(
                     name=request.name,
                     networks=[{"port": port.id}],
@@ -233,7 +243,15 @@ class Servers:
                     user_data=encoded,
                     scheduler_hints={"group": parts.server_groups[request.role].id},
                     **options,
-                )
+                ),
+                lambda: next(
+                    (
+                        s
+                        for s in self.cloud.owned_servers(request.app, request.env)
+                        if s.name == request.name
+                    ),
+                    None,
+                ),
             )
             log.info("creating server %s (%s)", request.name, server.id)
         server = self._wait_active(request.name, server, deadline)
@@ -291,9 +309,9 @@ class Servers:
         # By tags, and by description for what a build that died left untagged.
         described = server_description(name)
         fips = {f.id: f for f in self.cloud.tagged("ips", marks)}
-        fips.update((f.id, f) for f in self.conn.network.ips(description=described))
+        fips.update((f.id, f) for f in self.cloud.owned("ips", description=described))
         ports = {p.id: p for p in self.cloud.tagged("ports", marks)}
-        ports.update((p.id, p) for p in self.conn.network.ports(name=name, description=described))
+        ports.update((p.id, p) for p in self.cloud.owned("ports", name=name, description=described))
         for fip in fips.values():
             retry(lambda fip=fip: self.conn.network.delete_ip(fip, ignore_missing=True), True)
         for port in ports.values():
@@ -304,7 +322,7 @@ class Servers:
     def floating_addresses(self) -> dict[str, str]:
         """Server name -> the floating IP gdl gave that server (Nova lists it late, if ever)."""
         found = {}
-        for fip in self.conn.network.ips():
+        for fip in self.cloud.owned("ips"):
             name = marks_of(fip.tags).get(MARK_SERVER)
             if name:
                 found[name] = fip.floating_ip_address
