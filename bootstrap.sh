@@ -424,6 +424,10 @@ pillar_roots:
 file_ignore_regex:
   - '(^|/)\.(git|venv|tox|pytest_cache|ruff_cache)(/|$)'
   - '(^|/)(__pycache__|build|dist|[^/]*\.egg-info)(/|$)'
+# The servers' package source: Salt's wheels over HTTP on gdl:package_port (4507), read-only,
+# started and stopped with the master (_engines/gdl_package_source.py).
+engines:
+  - gdl_package_source: {}
 gdl:
   provider: $provider
   state_dir: $STATE_DIR

@@ -15,6 +15,7 @@ SALT_MODULE_DIRS = {
     "modules": "_modules",
     "clouds": "_clouds",
     "output": "_output",
+    "engines": "_engines",
 }
 
 setup(

@@ -6,6 +6,7 @@ own.  Everything has a default except what only the operator can know.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from gdl.errors import ConfigError
 
 DEFAULT_STATE_DIR = "/var/lib/gdl"
+DEFAULT_PACKAGE_PORT = 4507  # the servers' package source (Salt uses 4505 and 4506)
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,11 @@ class Settings:
     cache_dir: Path = Path("/var/cache/salt/master")  # the master's cachedir
     local: dict[str, Any] = field(default_factory=dict)
     openstack: dict[str, Any] = field(default_factory=dict)
+    # The servers' package source (gdl/package_source.py) and what its Salt wheels are for.
+    package_port: int = DEFAULT_PACKAGE_PORT
+    server_python: str = "3.11"  # Debian 12's
+    server_arch: str = "x86_64"
+    server_glibc: str = "2.36"  # Debian 12's
     # The whole master configuration, for Salt's own APIs (keys, cache, event bus).
     opts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -67,5 +74,39 @@ class Settings:
             cache_dir=Path(opts.get("cachedir", defaults.cache_dir)),
             local=dict(section.get("local") or {}),
             openstack=dict(section.get("openstack") or {}),
+            package_port=_port(section, "package_port", DEFAULT_PACKAGE_PORT),
+            server_python=_version(section, "server_python", defaults.server_python),
+            server_arch=_word(section, "server_arch", defaults.server_arch),
+            server_glibc=_version(section, "server_glibc", defaults.server_glibc),
             opts=opts,
         )
+
+
+def _port(section: dict[str, Any], key: str, default: int) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ConfigError(
+            f"gdl:{key} {value!r} is not a TCP port",
+            f"give a number from 1 to 65535, or leave it out for {default}",
+        )
+    return value
+
+
+def _version(section: dict[str, Any], key: str, default: str) -> str:
+    value = str(section.get(key, default))
+    if not re.fullmatch(r"[0-9]+\.[0-9]+", value):
+        raise ConfigError(
+            f"gdl:{key} {value!r} is not a version like {default}",
+            f"give MAJOR.MINOR in quotes, or leave it out for {default}",
+        )
+    return value
+
+
+def _word(section: dict[str, Any], key: str, default: str) -> str:
+    value = str(section.get(key, default))
+    if not re.fullmatch(r"[a-z0-9_]+", value):
+        raise ConfigError(
+            f"gdl:{key} {value!r} is not an architecture name",
+            f"give one such as x86_64 or aarch64, or leave it out for {default}",
+        )
+    return value

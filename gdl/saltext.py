@@ -1,7 +1,8 @@
 """The ``salt.loader`` entry point: where Salt finds gdl's modules.
 
 The modules live in the source tree's top-level ``_runners/``, ``_modules/``,
-``_clouds/`` and ``_output/`` (so ``saltutil.sync_all`` from ``file_roots`` works too);
+``_clouds/``, ``_output/`` and ``_engines/`` (so ``saltutil.sync_all`` from
+``file_roots`` works too);
 an installed wheel carries copies under ``gdl/_salt/``.
 """
 
@@ -15,6 +16,7 @@ EXTENSION_DIRS = {
     "modules": "_modules",
     "clouds": "_clouds",
     "output": "_output",
+    "engines": "_engines",
 }
 
 

@@ -12,28 +12,125 @@ never printed.  :func:`describe` says what a document holds without it.
 
 from __future__ import annotations
 
+import shlex
+from dataclasses import dataclass
+
 import yaml
 
 from gdl.providers.base import ServerRequest
 
 SALT_REQUIREMENT = "salt>=3008.4,<3009"
+PUBLIC_INDEX = "https://pypi.org/simple"
 SALT_PREFIX = "/opt/gdl/salt"
 MINION_CONFIG = "/etc/salt/minion.d/gdl.conf"
 MINION_PKI_DIR = "/etc/salt/pki/minion"
 INSTALL_SCRIPT = "/usr/local/sbin/gdl-minion-install"
-# What a Debian/Ubuntu cloud image lacks to make Salt's virtualenv.
-DEFAULT_PACKAGES = ("python3-venv",)
+# Nothing from the distribution: the venv is made --without-pip and pip's own wheel,
+# from the package source, installs Salt (images without python3-venv work).
+DEFAULT_PACKAGES: tuple[str, ...] = ()
+# First boot tries this many times, waiting longer each time (up to MAX_WAIT s):
+# about 15 minutes in all, while the master may still be building its wheelhouse.
+ATTEMPTS = 20
+MAX_WAIT = 60
 
-# Runs once at first boot (cloud-init runcmd). Plain sh: it must work on any image with
-# python3; Debian/Ubuntu images need python3-venv, which cloud-init installs first.
+
+@dataclass(frozen=True)
+class SaltSource:
+    """Where first boot gets Salt: the master's wheelhouse, a mirror, a proxy."""
+
+    find_links: str | None = None  # http://<master>:<port>/<wheelhouse>/
+    requirement: str = SALT_REQUIREMENT
+    index_url: str | None = None  # a package index mirror, besides the master
+    http_proxy: str | None = None  # for pip and for fetching pip's wheel
+    no_proxy: str | None = None  # the master's address: never through the proxy
+
+
+def master_source(
+    master_address: str,
+    port: int,
+    wheelhouse: str,
+    salt_version: str,
+    index_url: str | None = None,
+    http_proxy: str | None = None,
+) -> SaltSource:
+    """The master's package source (:mod:`gdl.package_source`) for a minion of ``salt_version``."""
+    return SaltSource(
+        find_links=f"http://{master_address}:{port}/{wheelhouse}/",
+        requirement=f"salt=={salt_version}",
+        index_url=index_url,
+        http_proxy=http_proxy,
+        no_proxy=master_address,
+    )
+
+
+# Runs once at first boot (cloud-init runcmd). Plain sh on any image with python3: the venv
+# is made --without-pip and pip runs from its wheel, fetched from the package source. Every
+# failure is said on stderr, which cloud-init copies to the console log.
 _INSTALL = """#!/bin/sh
-# Install Salt in a virtualenv and start the minion; safe to run again.
-set -eu
+# Install Salt in a virtualenv from the package source and start the minion; safe to run again.
+set -u
 prefix={prefix}
+requirement={requirement}
+find_links={find_links}
+index_url={index_url}
+attempts={attempts}
+say() {{ echo "gdl-minion-install: $*" >&2; }}
+{proxy}
+# pip's own wheel, from the find-links page (or the index): pip runs from the file itself.
+fetch_pip() {{
+    python3 - "$find_links" "$index_url" "$1" <<'PY'
+import re, sys, urllib.parse, urllib.request
+links, index, target = sys.argv[1:]
+wheel = re.compile(r'href="([^"#]*pip-[0-9][^"/#]*-py3-none-any[.]whl)')
+for base in (links, index.rstrip("/") + "/pip/" if index else ""):
+    if not base:
+        continue
+    try:
+        found = wheel.findall(urllib.request.urlopen(base, timeout=30).read().decode())
+    except OSError as error:
+        print(f"gdl-minion-install: cannot read {{base}} ({{error}})", file=sys.stderr)
+        continue
+    if not found:
+        print(f"gdl-minion-install: no pip wheel at {{base}}", file=sys.stderr)
+        continue
+    urllib.request.urlretrieve(urllib.parse.urljoin(base, found[-1]), target)
+    sys.exit(0)
+sys.exit(1)
+PY
+}}
+install_salt() {{
+    if [ ! -x "$prefix/bin/python" ]; then
+        python3 -m venv --without-pip "$prefix" || {{ say "python3 -m venv failed"; return 1; }}
+    fi
+    wheel="$prefix/pip-bootstrap.whl"
+    fetch_pip "$wheel" || {{ say "cannot fetch pip's wheel"; return 1; }}
+    if [ -n "$index_url" ]; then
+        where="--index-url $index_url"
+    else
+        where="--no-index"
+    fi
+    links=""
+    [ -n "$find_links" ] && links="--find-links $find_links"
+    # shellcheck disable=SC2086 # $where and $links are option lists
+    "$prefix/bin/python" "$wheel/pip" install --disable-pip-version-check --no-input \
+        --quiet --retries 2 --timeout 30 $where $links pip "$requirement" \
+        || {{ say "pip install $requirement failed"; return 1; }}
+}}
 if [ ! -x "$prefix/bin/salt-minion" ]; then
-    python3 -m venv "$prefix"
-    "$prefix/bin/pip" install --quiet --upgrade pip
-    "$prefix/bin/pip" install --quiet '{requirement}'
+    attempt=1
+    wait=5
+    until install_salt; do
+        if [ "$attempt" -ge "$attempts" ]; then
+            say "giving up: Salt is not installed after $attempts attempts"
+            exit 1
+        fi
+        say "attempt $attempt of $attempts failed; trying again in $wait s"
+        sleep "$wait"
+        attempt=$((attempt + 1))
+        wait=$((wait * 2))
+        [ "$wait" -gt {max_wait} ] && wait={max_wait}
+    done
+    say "Salt installed from ${{find_links:-$index_url}}"
 fi
 ln -sf "$prefix/bin/salt-call" /usr/local/bin/salt-call
 if [ -d /run/systemd/system ]; then
@@ -51,12 +148,35 @@ KillMode=process
 [Install]
 WantedBy=multi-user.target
 UNIT
-    systemctl daemon-reload
-    systemctl enable --now salt-minion.service
+    systemctl daemon-reload || say "systemctl daemon-reload failed"
+    systemctl enable --now salt-minion.service || {{ say "salt-minion did not start"; exit 1; }}
 else
-    "$prefix/bin/salt-minion" -d
+    "$prefix/bin/salt-minion" -d || {{ say "salt-minion did not start"; exit 1; }}
 fi
 """
+
+
+def install_script(source: SaltSource) -> str:
+    """The first-boot script that installs Salt from ``source`` and starts the minion."""
+    if not source.find_links and not source.index_url:
+        raise ValueError("a SaltSource needs find_links, index_url or both")
+    proxy = ""
+    if source.http_proxy:
+        proxied = shlex.quote(source.http_proxy)
+        proxy = (
+            f"http_proxy={proxied} https_proxy={proxied} "
+            f"no_proxy={shlex.quote(source.no_proxy or '')}\n"
+            "export http_proxy https_proxy no_proxy"
+        )
+    return _INSTALL.format(
+        prefix=SALT_PREFIX,
+        requirement=shlex.quote(source.requirement),
+        find_links=shlex.quote(source.find_links or ""),
+        index_url=shlex.quote(source.index_url or ""),
+        attempts=ATTEMPTS,
+        max_wait=MAX_WAIT,
+        proxy=proxy,
+    )
 
 
 def minion_config(
@@ -85,8 +205,14 @@ def render(
     packages: tuple[str, ...] = DEFAULT_PACKAGES,
     master_port: int | None = None,
     publish_port: int | None = None,
+    source: SaltSource | None = None,
 ) -> str:
-    """The ``#cloud-config`` document for ``request``'s server (contains its private key)."""
+    """The ``#cloud-config`` document for ``request``'s server (contains its private key).
+
+    ``source`` says where Salt comes from; without it, an index at ``index_url``
+    is not known either, so the default is the public index (PyPI).
+    """
+    source = source or SaltSource(index_url=PUBLIC_INDEX)
     document: dict = {"hostname": request.name, "fqdn": request.name}
     if packages:  # cloud-init's schema refuses an empty list
         document["packages"] = list(packages)
@@ -114,7 +240,7 @@ def render(
                 "path": INSTALL_SCRIPT,
                 "permissions": "0755",
                 "owner": "root:root",
-                "content": _INSTALL.format(prefix=SALT_PREFIX, requirement=SALT_REQUIREMENT),
+                "content": install_script(source),
             },
         ],
         "runcmd": [[INSTALL_SCRIPT]],

@@ -11,6 +11,7 @@ the release, says where packages come from.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
@@ -19,7 +20,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +100,104 @@ def _build_environment(home: Path) -> dict[str, str]:
     return env
 
 
+@dataclass
+class Workspace:
+    """Where one unprivileged build works: its home, its wheel directory, who runs it, how."""
+
+    home: Path
+    wheels: Path
+    user: str | None
+    env: dict[str, str]
+
+    def give(self, *paths: Path) -> None:
+        """Hand ``paths`` (made by root) to the build user."""
+        if self.user is not None:
+            entry = pwd.getpwnam(self.user)
+            for path in paths:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def build_user() -> str | None:
+    """Who runs builds: ``nobody`` when gdl runs as root, else gdl's own user (None)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(BUILD_USER)
+    except KeyError:
+        raise GdlError(
+            f"there is no user {BUILD_USER!r} to build wheels as, and gdl never builds "
+            "them as root",
+            f"add the user (useradd --system {BUILD_USER})",
+        ) from None
+    return BUILD_USER
+
+
+@contextlib.contextmanager
+def workspace(target: Path, prefix: str) -> Iterator[Workspace]:
+    """A build user's workspace whose wheels become ``target`` when the block succeeds.
+
+    The wheels are moved into ``target`` (in the master's private state dir) by
+    root, all at once: a directory ``target`` that exists is complete.
+    """
+    user = build_user()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # The build user's own directory, outside the master's private state dir.
+    home = Path(tempfile.mkdtemp(prefix=f"gdl-wheels-{prefix}-"))
+    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        wheels = home / "wheels"
+        wheels.mkdir()
+        space = Workspace(home=home, wheels=wheels, user=user, env=_build_environment(home))
+        space.give(home, wheels, *home.glob("pip.conf"))
+        yield space
+        for wheel in sorted(wheels.iterdir()):
+            if wheel.is_file() and not wheel.is_symlink():
+                shutil.copyfile(wheel, scratch / wheel.name)
+        scratch.chmod(0o755)
+        os.replace(scratch, target)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_pip(
+    space: Workspace,
+    python: str,
+    arguments: list[str],
+    *,
+    what: str,
+    hint: str,
+    run: Runner = run_bounded,
+    timeout: float = WHEEL_TIMEOUT,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """``python -m pip ARGUMENTS`` as the build user; a failure is one line naming ``what``.
+
+    With ``check`` False a pip that ran and failed is returned, for the caller to read.
+    """
+    command = [python, "-m", "pip", *arguments]
+    try:
+        done = run(command, timeout=timeout, user=space.user, cwd=str(space.home), env=space.env)
+    except OSError as error:
+        raise GdlError(
+            f"cannot run {python} to build wheels as user {space.user or 'gdl runs as'} "
+            f"({error.strerror})",
+            "install gdl with a Python that user can run (not under root's home)",
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise GdlError(f"{what} took longer than {timeout:.0f} s", hint) from None
+    if check and done.returncode != 0:
+        raise GdlError(f"{what} failed ({last_line(done)})", hint)
+    return done
+
+
+def last_line(done: subprocess.CompletedProcess) -> str:
+    """The last line pip printed: what went wrong, in its own words."""
+    lines = [line for line in (done.stderr or done.stdout or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else f"exit status {done.returncode}"
+
+
 def build_wheelhouse(
     manifest: AppManifest,
     cache_dir: Path | str,
@@ -116,73 +216,28 @@ def build_wheelhouse(
     target = Path(cache_dir) / manifest.name / requirements_sha256(manifest)
     if target.is_dir():
         return target
-    user = None
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam(BUILD_USER)
-        except KeyError:
-            raise GdlError(
-                f"there is no user {BUILD_USER!r} to build wheels as, and gdl never builds "
-                "them as root",
-                f"add the user (useradd --system {BUILD_USER})",
-            ) from None
-        user = BUILD_USER
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The build user's own directory, outside the master's private state dir.
-    work = Path(tempfile.mkdtemp(prefix=f"gdl-wheels-{manifest.name}-"))
-    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-    try:
-        wheels = work / "wheels"
-        wheels.mkdir()
-        requirements = work / "requirements.txt"
+    with workspace(target, manifest.name) as space:
+        requirements = space.home / "requirements.txt"
         shutil.copyfile(manifest.requirements_path, requirements)
-        env = _build_environment(work)
-        if user is not None:
-            entry = pwd.getpwnam(user)
-            for path in (work, wheels, requirements, *work.glob("pip.conf")):
-                os.chown(path, entry.pw_uid, entry.pw_gid)
-        command = [
+        space.give(requirements)
+        run_pip(
+            space,
             python,
-            "-m",
-            "pip",
-            "wheel",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--quiet",
-            "--no-cache-dir",
-            "--requirement",
-            str(requirements),
-            "--wheel-dir",
-            str(wheels),
-        ]
-        where = f"apps/{manifest.name}/{manifest.requirements}"
-        try:
-            done = run(command, timeout=timeout, user=user, cwd=str(work), env=env)
-        except OSError as error:
-            raise GdlError(
-                f"cannot run {python} to build wheels as user {user or 'gdl runs as'} "
-                f"({error.strerror})",
-                "install gdl with a Python that user can run (not under root's home)",
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise GdlError(
-                f"building wheels for app {manifest.name!r} took longer than {timeout:.0f} s",
-                f"check {where} and that the master reaches the package index",
-            ) from None
-        if done.returncode != 0:
-            lines = [line for line in (done.stderr or done.stdout or "").splitlines() if line]
-            detail = lines[-1] if lines else f"exit status {done.returncode}"
-            raise GdlError(
-                f"building wheels for app {manifest.name!r} failed ({detail})",
-                f"check {where} and that the master reaches the package index",
-            )
-        for wheel in sorted(wheels.iterdir()):
-            if wheel.is_file() and not wheel.is_symlink():
-                shutil.copyfile(wheel, scratch / wheel.name)
-        scratch.chmod(0o755)
-        os.replace(scratch, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
+            [
+                "wheel",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--quiet",
+                "--no-cache-dir",
+                "--requirement",
+                str(requirements),
+                "--wheel-dir",
+                str(space.wheels),
+            ],
+            what=f"building wheels for app {manifest.name!r}",
+            hint=f"check apps/{manifest.name}/{manifest.requirements} and that the master "
+            "reaches the package index",
+            run=run,
+            timeout=timeout,
+        )
     return target

@@ -302,6 +302,7 @@ class SaltMaster(_Daemon):
         self.extra_config = dict(extra_config or {})
         self.publish_port = free_port(interface)
         self.ret_port = free_port(interface)
+        self.package_port = free_port(interface)
         self.write_config()
 
     @property
@@ -328,9 +329,12 @@ class SaltMaster(_Daemon):
                 "worker_threads": 2,
                 "job_cache": True,
                 "keep_jobs_seconds": 3600,
+                # The servers' package source, as bootstrap.sh enables it.
+                "engines": [{"gdl_package_source": {}}],
                 "gdl": {
                     "state_dir": str(self.state_dir),
                     "source_dir": str(REPO_ROOT),
+                    "package_port": self.package_port,
                     **self.gdl_settings,
                 },
             }
@@ -362,6 +366,7 @@ class SaltMaster(_Daemon):
             if attempt == 0 and "Address already in use" in died:
                 self.publish_port = free_port(self.interface)
                 self.ret_port = free_port(self.interface)
+                self.package_port = free_port(self.interface)
                 self.write_config()
                 continue
             raise DaemonError(f"salt-master in {self.root} did not start{died}")

@@ -50,13 +50,26 @@ def test_settings_ports_and_packages_are_checked():
         {**BASE, "master_port": 14506, "publish_port": 14505, "minion_packages": []}
     )
     assert (cfg.master_port, cfg.publish_port, cfg.minion_packages) == (14506, 14505, ())
-    assert provider.OpenStackSettings.from_mapping(BASE).minion_packages == ("python3-venv",)
+    # Salt comes from the master's package source: no distribution package by default.
+    assert provider.OpenStackSettings.from_mapping(BASE).minion_packages == ()
     for bad in ({"master_port": "4506x"}, {"publish_port": 70000}, {"master_port": True}):
         with pytest.raises(ConfigError, match="is not a TCP port"):
             provider.OpenStackSettings.from_mapping({**BASE, **bad})
     for bad in ("python3-venv", ["ok", "no; rm -rf /"]):
         with pytest.raises(ConfigError, match="minion_packages"):
             provider.OpenStackSettings.from_mapping({**BASE, "minion_packages": bad})
+
+
+def test_settings_mirror_and_proxy_are_urls():
+    cfg = provider.OpenStackSettings.from_mapping(BASE)
+    assert (cfg.pip_index_url, cfg.http_proxy) == (None, None)
+    cfg = provider.OpenStackSettings.from_mapping(
+        {**BASE, "pip_index_url": "https://mirror.example/simple", "http_proxy": "http://p:3128"}
+    )
+    assert (cfg.pip_index_url, cfg.http_proxy) == ("https://mirror.example/simple", "http://p:3128")
+    for bad in ({"pip_index_url": "ftp://x"}, {"http_proxy": "http://p:3128; reboot"}):
+        with pytest.raises(ConfigError, match="is not an http or https URL"):
+            provider.OpenStackSettings.from_mapping({**BASE, **bad})
 
 
 def test_settings_timeouts_default_long_enough_for_a_first_boot():

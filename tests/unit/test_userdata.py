@@ -1,7 +1,10 @@
 """The cloud-init user data a server boots with."""
 
+import shutil
 import stat
+import subprocess
 
+import pytest
 import yaml
 
 from gdl import userdata
@@ -55,15 +58,97 @@ def test_preseeded_pair_lands_in_the_minion_pki_dir():
     assert pem["owner"] == "root:root"
 
 
-def test_installs_a_ranged_salt_and_starts_the_minion():
+def test_without_a_source_installs_a_ranged_salt_from_the_index_and_starts_the_minion():
     document = parse(userdata.render(request()))
     script = files(document)[userdata.INSTALL_SCRIPT]
     assert "'salt>=3008.4,<3009'" in script["content"]
+    assert f"index_url={userdata.PUBLIC_INDEX}" in script["content"]
     assert "salt-minion" in script["content"]
     assert script["permissions"] == "0755"
     assert document["runcmd"] == [[userdata.INSTALL_SCRIPT]]
-    assert "python3-venv" in document["packages"]
+    # Nothing from the distribution's mirror: no python3-venv.
+    assert "packages" not in document
     assert document["hostname"] == "lb-1-blog-dev"
+
+
+MASTER = userdata.master_source("10.20.0.2", 4507, "salt-3008.4-cp311-x86_64", "3008.4")
+
+
+def script_of(source=MASTER):
+    return files(parse(userdata.render(request(), source=source)))[userdata.INSTALL_SCRIPT][
+        "content"
+    ]
+
+
+def test_first_boot_installs_the_masters_salt_from_the_master_alone():
+    script = script_of()
+    assert "find_links=http://10.20.0.2:4507/salt-3008.4-cp311-x86_64/" in script
+    assert "requirement=salt==3008.4" in script
+    assert "index_url=''" in script
+    assert 'where="--no-index"' in script
+    # No python3-venv needed: a venv without pip, and pip run from its own wheel.
+    assert "python3 -m venv --without-pip" in script
+    assert '"$wheel/pip" install' in script
+    assert "ensurepip" not in script and "python3-venv" not in script
+    assert "pypi.org" not in script
+
+
+def test_first_boot_retries_with_back_off_and_says_every_failure():
+    script = script_of()
+    assert f"attempts={userdata.ATTEMPTS}" in script
+    assert "until install_salt; do" in script
+    assert "wait=$((wait * 2))" in script
+    assert f'[ "$wait" -gt {userdata.MAX_WAIT} ] && wait={userdata.MAX_WAIT}' in script
+    # Every failure goes to stderr, which cloud-init copies to the console.
+    assert 'say() { echo "gdl-minion-install: $*" >&2; }' in script
+    for failure in (
+        "python3 -m venv failed",
+        "cannot fetch pip's wheel",
+        "failed; trying again",
+        "giving up",
+        "salt-minion did not start",
+    ):
+        assert failure in script
+    # The loop decides: set -e would end the script at the first failed attempt.
+    assert "set -e" not in script
+
+
+def test_a_mirror_and_a_proxy_are_used_besides_the_master():
+    source = userdata.master_source(
+        "10.20.0.2",
+        4507,
+        "salt-3008.4-cp311-x86_64",
+        "3008.4",
+        index_url="https://mirror.example/simple",
+        http_proxy="http://proxy.example:3128",
+    )
+    script = script_of(source)
+    assert "index_url=https://mirror.example/simple" in script
+    assert "find_links=http://10.20.0.2:4507/" in script
+    assert "http_proxy=http://proxy.example:3128 https_proxy=http://proxy.example:3128" in script
+    # The master is reached directly, never through the proxy.
+    assert "no_proxy=10.20.0.2" in script
+    assert "export http_proxy https_proxy no_proxy" in script
+
+
+def test_the_install_script_is_plain_sh(tmp_path):
+    for source in (MASTER, None):
+        path = tmp_path / "install.sh"
+        path.write_text(
+            script_of(source)
+            if source
+            else script_of(userdata.SaltSource(index_url="https://x.example/simple"))
+        )
+        assert path.read_text().startswith("#!/bin/sh\n")
+        done = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        if shutil.which("dash"):
+            assert subprocess.run(["dash", "-n", str(path)]).returncode == 0
+
+
+def test_a_source_needs_somewhere_to_install_from():
+    with pytest.raises(ValueError):
+        userdata.install_script(userdata.SaltSource())
 
 
 def test_describe_never_shows_the_private_key():

@@ -10,13 +10,13 @@ by :class:`~gdl.providers.openstack.cloud.Cloud` (connection and lookups),
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import openstack
 
-from gdl import naming
+from gdl import naming, salt_wheelhouse, userdata
 from gdl.config import Settings
 from gdl.errors import GdlError
 from gdl.providers.base import (
@@ -49,8 +49,11 @@ class OpenStackProvider(Provider):
         cfg: OpenStackSettings,
         connection: openstack.connection.Connection | None = None,
         lock_dir: Path | None = None,
+        salt_source: Callable[[Progress], userdata.SaltSource] | None = None,
     ) -> None:
         self.cfg = cfg
+        # Where first boot gets Salt (the master's package source, made ready on each call).
+        self.salt_source = salt_source
         self.minion_timeout = cfg.minion_timeout
         self.lock_dir = lock_dir
         redact_user_data_in_logs()
@@ -60,7 +63,14 @@ class OpenStackProvider(Provider):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenStackProvider:
-        return cls(OpenStackSettings.from_mapping(settings.openstack), lock_dir=settings.lock_dir)
+        cfg = OpenStackSettings.from_mapping(settings.openstack)
+
+        def salt_source(progress: Progress) -> userdata.SaltSource:
+            return salt_wheelhouse.first_boot_source(
+                settings, cfg.master_address, cfg.pip_index_url, cfg.http_proxy, progress
+            )
+
+        return cls(cfg, lock_dir=settings.lock_dir, salt_source=salt_source)
 
     @property
     def conn(self) -> openstack.connection.Connection:
@@ -168,7 +178,8 @@ class OpenStackProvider(Provider):
         timeout: float | None = None,
         progress: Progress = no_progress,
     ) -> list[Server]:
-        return self.servers.create(requests, timeout, progress)
+        source = self.salt_source(progress) if self.salt_source and requests else None
+        return self.servers.create(requests, timeout, progress, source)
 
     def list_servers(self, app: str | None = None, env: str | None = None) -> list[Server]:
         return self.servers.find_all(app, env)

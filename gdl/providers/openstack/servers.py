@@ -54,6 +54,7 @@ class Servers:
         requests: Sequence[ServerRequest],
         timeout: float | None = None,
         progress: Progress = no_progress,
+        source: userdata.SaltSource | None = None,
     ) -> list[Server]:
         if not requests:
             return []
@@ -77,6 +78,7 @@ class Servers:
                 key_name,
                 deadline,
                 progress,
+                source,
             )
 
         made: list[Server] = []
@@ -213,6 +215,7 @@ class Servers:
         key_name: str | None,
         deadline: float,
         progress: Progress,
+        source: userdata.SaltSource | None = None,
     ) -> Server:
         existing = [
             s for s in self.cloud.owned_servers(request.app, request.env) if s.name == request.name
@@ -232,6 +235,7 @@ class Servers:
                 self.cloud.cfg.minion_packages,
                 master_port=self.cloud.cfg.master_port,
                 publish_port=self.cloud.cfg.publish_port,
+                source=source,
             )
             encoded = base64.b64encode(document.encode()).decode()
             options = boot_options(self.cloud.cfg, image, flavor, key_name)

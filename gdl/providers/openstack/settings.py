@@ -18,11 +18,14 @@
     master_address: 10.0.0.2  # what minions connect to
     master_port: 4506         # optional: the master's ports, when not Salt's defaults
     publish_port: 4505
-    minion_packages: [python3-venv]   # optional: Debian packages cloud-init installs first
-                                      # ([] for an image that already has python3-venv)
+    minion_packages: []       # optional: Debian packages cloud-init installs first (none
+                              # needed: Salt comes from the master's package source)
+    pip_index_url: https://mirror.example/simple   # optional: a package index the servers
+                              # reach, used besides the master's wheels
+    http_proxy: http://proxy.example:3128   # optional: the servers' proxy for pip
     server_timeout: 600       # optional: seconds for Nova to make a server ACTIVE
     minion_timeout: 900       # optional: seconds from ACTIVE until its minion answers
-                              # (first boot installs Salt from PyPI)
+                              # (first boot installs Salt from the master)
     flavor: {m1.small: g1.small}   # optional: size -> flavor name
     availability_zone: nova   # optional
 """
@@ -60,6 +63,8 @@ class OpenStackSettings:
     master_port: int | None = None
     publish_port: int | None = None
     minion_packages: tuple[str, ...] = userdata.DEFAULT_PACKAGES
+    pip_index_url: str | None = None
+    http_proxy: str | None = None
 
     @classmethod
     def from_mapping(cls, section: dict[str, Any]) -> OpenStackSettings:
@@ -152,6 +157,8 @@ class OpenStackSettings:
             master_port=port("master_port"),
             publish_port=port("publish_port"),
             minion_packages=tuple(packages),
+            pip_index_url=_url(text("pip_index_url"), "pip_index_url"),
+            http_proxy=_url(text("http_proxy"), "http_proxy"),
             image=text("image", required=True) or "",
             network=text("network", required=True) or "",
             master_address=master_address,
@@ -168,3 +175,15 @@ class OpenStackSettings:
             server_timeout=seconds("server_timeout", 600),
             minion_timeout=seconds("minion_timeout", 900),
         )
+
+
+def _url(value: str | None, key: str) -> str | None:
+    """An http(s) URL without spaces or quotes (it lands in a shell script), or None."""
+    if value is None:
+        return None
+    if not re.fullmatch(r"https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+", value) or "'" in value:
+        raise ConfigError(
+            f"gdl:openstack:{key} {value!r} is not an http or https URL",
+            "give a URL such as http://host:port/..., or leave it out",
+        )
+    return value
