@@ -31,3 +31,22 @@ def test_entry_point_is_registered() -> None:
     points = [ep for ep in entry_points(group="salt.loader") if ep.name == "gdl"]
     assert [ep.value for ep in points] == ["gdl.saltext:loader_dirs"]
     assert points[0].load() is saltext.loader_dirs
+
+
+def test_salt_loads_the_package_source_engine() -> None:
+    import salt.config
+    import salt.loader
+
+    opts = salt.config.master_config("/nonexistent")
+    engines = salt.loader.engines(opts, {}, {}, {})
+    assert "gdl_package_source.start" in engines
+
+
+def test_bootstrap_and_test_masters_enable_the_engine(tmp_path: Path) -> None:
+    from gdl_harness.salt_daemons import SaltMaster
+
+    assert "engines:\n  - gdl_package_source: {}" in (REPO_ROOT / "bootstrap.sh").read_text()
+    config = SaltMaster(tmp_path / "master").config()
+    assert config["engines"] == [{"gdl_package_source": {}}]
+    # Each test master serves on a port of its own.
+    assert config["gdl"]["package_port"] not in (config["ret_port"], config["publish_port"])
