@@ -43,6 +43,7 @@ class SaltSource:
     index_url: str | None = None  # a package index mirror, besides the master
     http_proxy: str | None = None  # for pip and for fetching pip's wheel
     no_proxy: str | None = None  # the master's address: never through the proxy
+    trusted_host: str | None = None  # the master: pip takes plain HTTP from it
 
 
 def master_source(
@@ -60,6 +61,7 @@ def master_source(
         index_url=index_url,
         http_proxy=http_proxy,
         no_proxy=master_address,
+        trusted_host=master_address,
     )
 
 
@@ -73,6 +75,7 @@ prefix={prefix}
 requirement={requirement}
 find_links={find_links}
 index_url={index_url}
+trusted_host={trusted_host}
 attempts={attempts}
 say() {{ echo "gdl-minion-install: $*" >&2; }}
 {proxy}
@@ -111,6 +114,7 @@ install_salt() {{
     fi
     links=""
     [ -n "$find_links" ] && links="--find-links $find_links"
+    [ -n "$trusted_host" ] && links="$links --trusted-host $trusted_host"
     # shellcheck disable=SC2086 # $where and $links are option lists
     "$prefix/bin/python" "$wheel/pip" install --disable-pip-version-check --no-input \
         --quiet --retries 2 --timeout 30 $where $links pip "$requirement" \
@@ -173,6 +177,7 @@ def install_script(source: SaltSource) -> str:
         requirement=shlex.quote(source.requirement),
         find_links=shlex.quote(source.find_links or ""),
         index_url=shlex.quote(source.index_url or ""),
+        trusted_host=shlex.quote(source.trusted_host or ""),
         attempts=ATTEMPTS,
         max_wait=MAX_WAIT,
         proxy=proxy,

@@ -86,6 +86,8 @@ def test_first_boot_installs_the_masters_salt_from_the_master_alone():
     assert "requirement=salt==3008.4" in script
     assert "index_url=''" in script
     assert 'where="--no-index"' in script
+    # pip takes plain HTTP from the master only when told to.
+    assert "trusted_host=10.20.0.2" in script and "--trusted-host $trusted_host" in script
     # No python3-venv needed: a venv without pip, and pip run from its own wheel.
     assert "python3 -m venv --without-pip" in script
     assert '"$wheel/pip" install' in script
