@@ -115,9 +115,11 @@ install_salt() {{
     links=""
     [ -n "$find_links" ] && links="--find-links $find_links"
     [ -n "$trusted_host" ] && links="$links --trusted-host $trusted_host"
-    # shellcheck disable=SC2086 # $where and $links are option lists
-    "$prefix/bin/python" "$wheel/pip" install --disable-pip-version-check --no-input \
-        --quiet --retries 2 --timeout 30 $where $links pip "$requirement" \
+    # --ignore-installed: pip running from its wheel counts itself installed, and the
+    # venv needs a pip of its own. $where and $links are option lists, split on purpose.
+    "$prefix/bin/python" "$wheel/pip" install --disable-pip-version-check --no-input \\
+        --quiet --retries 2 --timeout 30 --ignore-installed \\
+        $where $links pip "$requirement" \\
         || {{ say "pip install $requirement failed"; return 1; }}
 }}
 if [ ! -x "$prefix/bin/salt-minion" ]; then

@@ -227,7 +227,8 @@ def test_a_minion_posing_as_a_load_balancer_is_denied(built: Built, tmp_path: Pa
 def test_master_listens_only_where_its_minions_reach_it(built: Built) -> None:
     master = built.master
     listening = subprocess.run(["ss", "-Htln"], capture_output=True, text=True, check=True).stdout
-    for port in (master.ret_port, master.publish_port):
+    # Salt's two ports and the servers' package source (the gdl_package_source engine).
+    for port in (master.ret_port, master.publish_port, master.package_port):
         local = [
             line.split()[3]
             for line in listening.splitlines()

@@ -1,10 +1,11 @@
 """The master as its servers' package source: a real master, a local host without the internet.
 
 The master's ``gdl_package_source`` engine serves the Salt wheelhouse on the
-bridge address; inside a local host a venv made ``--without-pip`` installs the
-master's Salt from it alone (pip run from its own wheel, ``--no-index``, the
-machine's pip configuration ignored), and ``salt-minion --version`` runs.
-Paths that leave the wheelhouse are refused.
+bridge address; inside a local host, first boot's own install script (a venv
+made ``--without-pip``, pip run from its wheel, ``--no-index``, the machine's
+pip configuration ignored) fails while the wheelhouse is missing, says so,
+retries, installs the master's Salt from the master alone, and
+``salt-minion --version`` runs.  Paths that leave the wheelhouse are refused.
 
 The wheelhouse is built once per machine under ``/var/tmp`` (the first build
 downloads Salt's dependencies: minutes) and copied into each test master's
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 import salt.version
 
-from gdl import salt_wheelhouse
+from gdl import salt_wheelhouse, userdata
 from gdl.providers.base import ServerRequest
 from gdl_harness.local_cloud import LocalCloud
 from gdl_harness.salt_daemons import port_open
@@ -34,15 +35,6 @@ pytestmark = pytest.mark.integration
 
 BUILD_CACHE = Path("/var/tmp/gdl-test-package-source")
 HOST = "app-0-pkg-src"
-
-# Run inside the host: fetch pip's wheel from the find-links page, as first boot does.
-FETCH_PIP = """
-import re, sys, urllib.parse, urllib.request
-base, target = sys.argv[1:]
-page = urllib.request.urlopen(base, timeout=30).read().decode()
-(name,) = re.findall(r'href="(pip-[0-9][^"]*-py3-none-any[.]whl)"', page)
-urllib.request.urlretrieve(urllib.parse.urljoin(base, name), target)
-"""
 
 # Run inside the host: the status of each raw request path.
 ASK = """
@@ -58,17 +50,23 @@ for path in sys.argv[3:]:
 """
 
 
+# The host's /etc is a copy of the machine's: its pip configuration must not add sources.
+HOST_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+    "HOME": "/root",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "PIP_CONFIG_FILE": os.devnull,
+}
+
+
 def in_host(cloud: LocalCloud, argv: list[str], timeout: float = 120) -> str:
-    # The host's /etc is a copy of the machine's: its pip configuration must not add sources.
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": "/root",
-        "TMPDIR": "/tmp",
-        "LANG": "C.UTF-8",
-        "PIP_CONFIG_FILE": os.devnull,
-    }
     done = subprocess.run(
-        cloud.provider().run(HOST, argv), capture_output=True, text=True, timeout=timeout, env=env
+        cloud.provider().run(HOST, argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=HOST_ENV,
     )
     assert done.returncode == 0, f"{argv[:3]} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
@@ -87,10 +85,9 @@ def test_a_host_installs_salt_from_the_master_alone(local_cloud: LocalCloud) -> 
     )
     built = salt_wheelhouse.ensure_salt_wheelhouse(BUILD_CACHE, target, python=sys.executable)
     root = master.state_dir / salt_wheelhouse.PACKAGE_SOURCE_DIR
-    shutil.copytree(built, root / target.name)
+    root.mkdir(parents=True, exist_ok=True)
     # Private files of the master beside and inside the served directory.
     (master.state_dir / "private.txt").write_text("PRIVATE")
-    os.symlink(master.state_dir / "private.txt", root / target.name / "link-0-py3-none-any.whl")
     os.symlink(master.state_dir, root / "state")
 
     # The engine started with the master, on its bridge address.
@@ -114,30 +111,45 @@ def test_a_host_installs_salt_from_the_master_alone(local_cloud: LocalCloud) -> 
             )
         ]
     )
-    links = f"http://{master.interface}:{master.package_port}/{target.name}/"
-    in_host(local_cloud, ["python3", "-m", "venv", "--without-pip", "/tmp/salt"])
-    in_host(local_cloud, ["python3", "-c", FETCH_PIP, links, "/tmp/pip.whl"])
-    in_host(
-        local_cloud,
-        [
-            "/tmp/salt/bin/python",
-            "/tmp/pip.whl/pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-index",
-            "--find-links",
-            links,
-            "--trusted-host",
-            master.interface,
-            f"salt=={target.salt_version}",
-            "pip",
-        ],
-        timeout=900,
+    source = userdata.master_source(
+        master.interface, master.package_port, target.name, target.salt_version
     )
-    shown = in_host(local_cloud, ["/tmp/salt/bin/salt-minion", "--version"])
+    script = userdata.install_script(source)
+    # The host already runs its minion (the local provider starts it): first boot's own start
+    # of the minion is left out, the install runs as it is.
+    script = script[: script.index('ln -sf "$prefix/bin/salt-call"')]
+    # First boot starts while the master is "still building": the wheelhouse is not there yet.
+    console = master.root / "console.log"
+    with console.open("w") as output:
+        first_boot = subprocess.Popen(
+            local_cloud.provider().run(HOST, ["sh", "-c", script]),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=HOST_ENV,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "attempt 1 of" not in console.read_text():
+            assert first_boot.poll() is None, console.read_text()
+            assert time.monotonic() < deadline, console.read_text()
+            time.sleep(0.2)
+        shutil.copytree(built, root / target.name)
+        assert first_boot.wait(timeout=900) == 0, console.read_text()
+    finally:
+        if first_boot.poll() is None:
+            first_boot.kill()
+    said = console.read_text()
+    # Every failure is said, then the retry installs Salt from the master alone.
+    assert "gdl-minion-install: cannot fetch pip's wheel" in said
+    assert "gdl-minion-install: attempt 1 of 20 failed; trying again in 5 s" in said
+    assert f"gdl-minion-install: Salt installed from {source.find_links}" in said
+    shown = in_host(local_cloud, [f"{userdata.SALT_PREFIX}/bin/salt-minion", "--version"])
     assert shown.split()[:2] == ["salt-minion", target.salt_version]
+    # The venv was made --without-pip: its pip, too, came from the master.
+    pips = in_host(local_cloud, [f"{userdata.SALT_PREFIX}/bin/python", "-m", "pip", "--version"])
+    assert pips.startswith("pip ")
 
+    os.symlink(master.state_dir / "private.txt", root / target.name / "link-0-py3-none-any.whl")
     answers = in_host(
         local_cloud,
         [
