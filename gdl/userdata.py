@@ -28,9 +28,10 @@ INSTALL_SCRIPT = "/usr/local/sbin/gdl-minion-install"
 # Nothing from the distribution: the venv is made --without-pip and pip's own wheel,
 # from the package source, installs Salt (images without python3-venv work).
 DEFAULT_PACKAGES: tuple[str, ...] = ()
-# First boot tries this many times, waiting longer each time (up to MAX_WAIT s):
-# about 15 minutes in all, while the master may still be building its wheelhouse.
-ATTEMPTS = 20
+# First boot tries this many times, waiting 5 s, then twice as long each time, up to
+# MAX_WAIT s: about 12 minutes of waiting in all, within the default minion_timeout (900 s),
+# while the master may still be building its wheelhouse.
+ATTEMPTS = 16
 MAX_WAIT = 60
 
 

@@ -202,3 +202,44 @@ def test_nothing_outside_the_wheelhouse_is_served(served, path):
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
 def test_only_get_and_head(served, method):
     assert ask(served, f"/{TARGET.name}/salt-3008.4-py3-none-any.whl", method)[0] == 501
+
+
+def test_openstack_servers_install_from_the_masters_package_source(tmp_path, monkeypatch):
+    from gdl.providers.openstack.provider import OpenStackProvider
+
+    built: list[tuple[Path, salt_wheelhouse.Target]] = []
+
+    def ensure(root, target, *args, **kwargs):
+        built.append((Path(root), target))
+        return Path(root) / target.name
+
+    monkeypatch.setattr(salt_wheelhouse, "ensure_salt_wheelhouse", ensure)
+    settings = Settings.from_opts(
+        {
+            "gdl": {
+                "state_dir": str(tmp_path),
+                "package_port": 14507,
+                "openstack": {
+                    "image": "debian-12",
+                    "network": "private",
+                    "master_address": "192.0.2.10",
+                    "http_proxy": "http://proxy.example:3128",
+                },
+            }
+        }
+    )
+    made = OpenStackProvider.from_settings(settings)
+    said: list[str] = []
+    source = made.salt_source(said.append)
+    ((root, target),) = built
+    assert root == tmp_path / "package-source"
+    assert (
+        target.python == "3.11" and target.salt_version == salt_wheelhouse.salt.version.__version__
+    )
+    assert source.find_links == f"http://192.0.2.10:14507/{target.name}/"
+    assert source.requirement == f"salt=={target.salt_version}"
+    assert (source.http_proxy, source.no_proxy) == ("http://proxy.example:3128", "192.0.2.10")
+    # Building for the first time is said (it takes minutes).
+    assert said == [f"building {target.name} for the servers' first boot (once)"]
+    # No servers asked for: nothing is built.
+    assert made.create_servers([]) == [] and len(built) == 1
