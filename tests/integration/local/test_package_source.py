@@ -31,7 +31,8 @@ from gdl.providers.base import ServerRequest
 from gdl_harness.local_cloud import LocalCloud
 from gdl_harness.salt_daemons import port_open
 
-pytestmark = pytest.mark.integration
+# The first run on a machine builds the wheelhouse: minutes.
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 BUILD_CACHE = Path("/var/tmp/gdl-test-package-source")
 HOST = "app-0-pkg-src"
