@@ -119,6 +119,8 @@ def openstack_section(rig: dict[str, Any], demo: openstack.connection.Connection
         "master_address": MASTER_ADDRESS,
         # The rig's image has what Salt needs; cloud-init must not reach for a mirror.
         "minion_packages": [],
+        # ... and Salt itself: the master builds no wheelhouse for it.
+        "salt_in_image": True,
     }
 
 

@@ -243,3 +243,17 @@ def test_openstack_servers_install_from_the_masters_package_source(tmp_path, mon
     assert said == [f"building {target.name} for the servers' first boot (once)"]
     # No servers asked for: nothing is built.
     assert made.create_servers([]) == [] and len(built) == 1
+
+
+def test_an_image_with_salt_builds_no_wheelhouse(tmp_path, monkeypatch):
+    from gdl.providers.openstack.provider import OpenStackProvider
+
+    def ensure(*args, **kwargs):
+        raise AssertionError("no wheelhouse is built for an image with Salt")
+
+    monkeypatch.setattr(salt_wheelhouse, "ensure_salt_wheelhouse", ensure)
+    section = {"image": "i", "network": "n", "master_address": "192.0.2.10"}
+    settings = Settings.from_opts(
+        {"gdl": {"state_dir": str(tmp_path), "openstack": {**section, "salt_in_image": True}}}
+    )
+    assert OpenStackProvider.from_settings(settings).salt_source is None

@@ -70,7 +70,9 @@ class OpenStackProvider(Provider):
                 settings, cfg.master_address, cfg.pip_index_url, cfg.http_proxy, progress
             )
 
-        return cls(cfg, lock_dir=settings.lock_dir, salt_source=salt_source)
+        # An image with Salt installs nothing at first boot: no wheelhouse to build for it.
+        chosen = None if cfg.salt_in_image else salt_source
+        return cls(cfg, lock_dir=settings.lock_dir, salt_source=chosen)
 
     @property
     def conn(self) -> openstack.connection.Connection:

@@ -23,6 +23,8 @@
     pip_index_url: https://mirror.example/simple   # optional: a package index the servers
                               # reach, used besides the master's wheels
     http_proxy: http://proxy.example:3128   # optional: the servers' proxy for pip
+    salt_in_image: false      # optional: true for an image with Salt in /opt/gdl/salt
+                              # already: the master builds no wheelhouse for it
     server_timeout: 600       # optional: seconds for Nova to make a server ACTIVE
     minion_timeout: 900       # optional: seconds from ACTIVE until its minion answers
                               # (first boot installs Salt from the master)
@@ -65,6 +67,7 @@ class OpenStackSettings:
     minion_packages: tuple[str, ...] = userdata.DEFAULT_PACKAGES
     pip_index_url: str | None = None
     http_proxy: str | None = None
+    salt_in_image: bool = False
 
     @classmethod
     def from_mapping(cls, section: dict[str, Any]) -> OpenStackSettings:
@@ -159,6 +162,7 @@ class OpenStackSettings:
             minion_packages=tuple(packages),
             pip_index_url=_url(text("pip_index_url"), "pip_index_url"),
             http_proxy=_url(text("http_proxy"), "http_proxy"),
+            salt_in_image=flag("salt_in_image", False),
             image=text("image", required=True) or "",
             network=text("network", required=True) or "",
             master_address=master_address,
