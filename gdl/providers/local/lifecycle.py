@@ -8,8 +8,9 @@ through the mechanism of :mod:`gdl.providers.local.host`.
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Sequence
-from pathlib import Path
 
 from gdl.providers.base import RUNNING, ServerRequest
 from gdl.providers.local import host
@@ -65,13 +66,39 @@ def refresh_hosts_files(records: Records, gateway: str) -> None:
     for record in every:
         if records.state(record) != RUNNING:
             continue
-        target = Path(f"/proc/{record['pid']}/root/etc/hosts")
         try:
-            tmp = target.with_name(".hosts.gdl")
-            tmp.write_text(text)
-            tmp.replace(target)
+            write_into_host(int(record["pid"]), "etc", "hosts", text)
         except OSError:
-            continue  # the host went away meanwhile
+            continue  # the host went away meanwhile, or its /etc is not a directory
+
+
+def write_into_host(pid: int, directory: str, name: str, text: str) -> None:
+    """Replace ``/<directory>/<name>`` inside the host whose PID 1 is ``pid``.
+
+    The host owns everything under its root and may have made any of it a
+    link; a link followed from here would lead into the machine's own files.
+    So the directory is opened without following a link, and the file is
+    made new in it (never opened if it exists) and renamed over the old one,
+    all relative to that directory.
+    """
+    root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY)
+    try:
+        parent = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root)
+    finally:
+        os.close(root)
+    try:
+        temporary = f".{name}.gdl-{secrets.token_hex(6)}"
+        handle = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=parent
+        )
+        try:
+            os.write(handle, text.encode())
+            os.fchmod(handle, 0o644)
+        finally:
+            os.close(handle)
+        os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+    finally:
+        os.close(parent)
 
 
 def remove_host(records: Records, name: str) -> bool:
