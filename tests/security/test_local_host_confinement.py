@@ -17,7 +17,7 @@ import pytest
 
 from gdl import keys
 from gdl.providers.base import ServerRequest
-from gdl.providers.local import LocalProvider, lifecycle, network
+from gdl.providers.local import LocalProvider, isolation, lifecycle, network
 from gdl_harness.local_cloud import make_bridge, remove_cloud
 
 pytestmark = pytest.mark.integration
@@ -220,3 +220,60 @@ def test_the_hosts_file_refresh_follows_no_link_of_the_host(
     finally:
         run_in(cloud, HOST, "rm /etc && mv /etc.real /etc")
 
+
+def reaches(provider: LocalProvider, name: str | None, address: str) -> bool:
+    """True when ``address`` answers ``name`` (the machine when None)."""
+    command = ["python3", "-c", REACHES, address]
+    argv = provider.run(name, command) if name else command
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return done.stdout == "refused"
+
+
+def test_environments_are_kept_apart_on_the_bridge(cloud: LocalProvider) -> None:
+    address = {name: cloud.get_server(name).address for name in (HOST, NEIGHBOUR, STRANGER)}
+    assert reaches(cloud, HOST, address[NEIGHBOUR])
+    assert reaches(cloud, NEIGHBOUR, address[HOST])
+    assert not reaches(cloud, HOST, address[STRANGER])
+    assert not reaches(cloud, STRANGER, address[HOST])
+    assert not reaches(cloud, STRANGER, address[NEIGHBOUR])
+    # The master, on the bridge, still reaches every environment.
+    for name in (HOST, NEIGHBOUR, STRANGER):
+        assert reaches(cloud, None, address[name]), name
+        assert reaches(cloud, name, cloud.gateway), name
+
+
+def test_a_host_answers_for_its_own_address_only(cloud: LocalProvider) -> None:
+    taken = set(cloud.records.used_addresses()) | {cloud.gateway}
+    free = next(str(a) for a in cloud.cidr.hosts() if str(a) not in taken)
+    prefix = cloud.cidr.prefixlen
+    # A host of the environment claims an address that is not its own (a VIP, say).
+    claimed = run_in(cloud, NEIGHBOUR, f"ip addr add {free}/{prefix} dev eth0")
+    assert claimed.returncode == 0, claimed.stderr
+    try:
+        assert not reaches(cloud, None, free)
+        assert not reaches(cloud, HOST, free)
+    finally:
+        run_in(cloud, NEIGHBOUR, f"ip addr del {free}/{prefix} dev eth0")
+    assert reaches(cloud, None, cloud.get_server(NEIGHBOUR).address)
+
+
+def test_the_filtering_goes_with_the_last_host(tmp_path: Path) -> None:
+    bridge, cidr = make_bridge(prefix=29)
+    provider = LocalProvider(
+        state_dir=tmp_path / "local", bridge=bridge, cidr=cidr, master_port=1, publish_port=1
+    )
+    try:
+        provider.create_servers([request(HOST), request(STRANGER)])
+        assert isolation.env_chain(provider.tag, "conf", "a") in isolation.chains(provider.tag)
+        provider.delete_servers([HOST])
+        assert isolation.env_chain(provider.tag, "conf", "a") not in isolation.chains(provider.tag)
+        assert isolation.env_chain(provider.tag, "conf", "b") in isolation.chains(provider.tag)
+        provider.delete_servers([STRANGER])
+        assert isolation.chains(provider.tag) == []
+        assert (
+            f"gdl-{provider.tag}"
+            not in subprocess.run(["ebtables", "-L"], capture_output=True, text=True).stdout
+        )
+    finally:
+        remove_cloud(provider)
+        network.remove_bridge(bridge)

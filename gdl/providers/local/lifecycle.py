@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Sequence
 
 from gdl.providers.base import RUNNING, ServerRequest
-from gdl.providers.local import host
+from gdl.providers.local import host, isolation
 from gdl.providers.local.boot import HostSettings, Size, boot_description, hosts_file
 from gdl.providers.local.records import Records
 
@@ -35,6 +35,8 @@ def make_hosts(
         r.name: plumbing[names[r.name].netns] for r in requests if names[r.name].netns in plumbing
     }
     ready = [r for r in requests if r.name not in failures]
+    # The new hosts' ports are filtered before anything in them runs.
+    isolation.sync(records)
     descriptions = []
     for request in ready:
         stage_dir = records.host_dir(request.name) / "root"

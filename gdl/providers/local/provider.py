@@ -33,7 +33,7 @@ from gdl.providers.base import (
     ServerRequest,
     no_progress,
 )
-from gdl.providers.local import host, lifecycle, network
+from gdl.providers.local import host, isolation, lifecycle, network
 from gdl.providers.local.boot import SIZES, HostSettings, Size
 from gdl.providers.local.records import Records
 from gdl.spec import EnvSpec
@@ -294,6 +294,8 @@ class LocalProvider(Provider):
                 lifecycle.remove_host(self.records, request.name)
             else:
                 progress(f"host {request.name} is up")
+        if failures:
+            isolation.sync(self.records)
         lifecycle.refresh_hosts_files(self.records, self.gateway)
         if failures:
             raise ProviderError(
@@ -333,6 +335,7 @@ class LocalProvider(Provider):
         with ThreadPoolExecutor(max_workers=min(len(names), MAX_PARALLEL)) as pool:
             found = list(pool.map(functools.partial(lifecycle.remove_host, self.records), names))
         deleted = [name for name, was_there in zip(names, found, strict=True) if was_there]
+        isolation.sync(self.records)
         for name in deleted:
             progress(f"host {name} is deleted")
         lifecycle.refresh_hosts_files(self.records, self.gateway)
