@@ -21,14 +21,42 @@ SALT_PREFIX = "/opt/gdl/salt"
 MINION_CONFIG = "/etc/salt/minion.d/gdl.conf"
 MINION_PKI_DIR = "/etc/salt/pki/minion"
 INSTALL_SCRIPT = "/usr/local/sbin/gdl-minion-install"
-# What a Debian/Ubuntu cloud image lacks to make Salt's virtualenv.
-DEFAULT_PACKAGES = ("python3-venv",)
+# What a Debian/Ubuntu cloud image lacks to make Salt's virtualenv and to keep
+# the metadata service to root.
+DEFAULT_PACKAGES = ("python3-venv", "iptables")
+METADATA_ADDRESS = "169.254.169.254"
+
+# The metadata service serves this server's user data, minion key included, to any
+# local process that asks.  Run at every boot (cloud-init bootcmd, before anything
+# else of the user data) and again before Salt is installed (once the packages are):
+# from then on only root reaches it.  Idempotent; fails when it cannot filter.
+_NOT_ROOT_TO_METADATA = f"-d {METADATA_ADDRESS}/32 -m owner ! --uid-owner 0 -j REJECT"
+METADATA_GUARD = f"""if command -v iptables >/dev/null 2>&1; then
+    iptables -w -C OUTPUT {_NOT_ROOT_TO_METADATA} 2>/dev/null ||
+        iptables -w -I OUTPUT 1 {_NOT_ROOT_TO_METADATA}
+elif command -v nft >/dev/null 2>&1; then
+    nft -f - <<'NFT'
+table inet gdl_metadata
+delete table inet gdl_metadata
+table inet gdl_metadata {{
+    chain output {{
+        type filter hook output priority filter; policy accept;
+        ip daddr {METADATA_ADDRESS} meta skuid != 0 reject
+    }}
+}}
+NFT
+else
+    echo "gdl: neither iptables nor nft: the metadata service stays open to every user" >&2
+    exit 1
+fi
+"""
 
 # Runs once at first boot (cloud-init runcmd). Plain sh: it must work on any image with
 # python3; Debian/Ubuntu images need python3-venv, which cloud-init installs first.
 _INSTALL = """#!/bin/sh
 # Install Salt in a virtualenv and start the minion; safe to run again.
 set -eu
+{guard}
 prefix={prefix}
 if [ ! -x "$prefix/bin/salt-minion" ]; then
     python3 -m venv "$prefix"
@@ -87,7 +115,8 @@ def render(
     publish_port: int | None = None,
 ) -> str:
     """The ``#cloud-config`` document for ``request``'s server (contains its private key)."""
-    document: dict = {"hostname": request.name, "fqdn": request.name}
+    # The first thing the user data does, at every boot: only root reaches the metadata.
+    document: dict = {"bootcmd": [METADATA_GUARD], "hostname": request.name, "fqdn": request.name}
     if packages:  # cloud-init's schema refuses an empty list
         document["packages"] = list(packages)
     document |= {
@@ -114,7 +143,9 @@ def render(
                 "path": INSTALL_SCRIPT,
                 "permissions": "0755",
                 "owner": "root:root",
-                "content": _INSTALL.format(prefix=SALT_PREFIX, requirement=SALT_REQUIREMENT),
+                "content": _INSTALL.format(
+                    guard=METADATA_GUARD.strip(), prefix=SALT_PREFIX, requirement=SALT_REQUIREMENT
+                ),
             },
         ],
         "runcmd": [[INSTALL_SCRIPT]],

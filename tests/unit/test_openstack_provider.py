@@ -50,7 +50,10 @@ def test_settings_ports_and_packages_are_checked():
         {**BASE, "master_port": 14506, "publish_port": 14505, "minion_packages": []}
     )
     assert (cfg.master_port, cfg.publish_port, cfg.minion_packages) == (14506, 14505, ())
-    assert provider.OpenStackSettings.from_mapping(BASE).minion_packages == ("python3-venv",)
+    assert provider.OpenStackSettings.from_mapping(BASE).minion_packages == (
+        "python3-venv",
+        "iptables",
+    )
     for bad in ({"master_port": "4506x"}, {"publish_port": 70000}, {"master_port": True}):
         with pytest.raises(ConfigError, match="is not a TCP port"):
             provider.OpenStackSettings.from_mapping({**BASE, **bad})

@@ -18,8 +18,8 @@
     master_address: 10.0.0.2  # what minions connect to
     master_port: 4506         # optional: the master's ports, when not Salt's defaults
     publish_port: 4505
-    minion_packages: [python3-venv]   # optional: Debian packages cloud-init installs first
-                                      # ([] for an image that already has python3-venv)
+    minion_packages: [python3-venv, iptables]   # optional: Debian packages cloud-init
+                                                # installs first ([] for an image with both)
     server_timeout: 600       # optional: seconds for Nova to make a server ACTIVE
     minion_timeout: 900       # optional: seconds from ACTIVE until its minion answers
                               # (first boot installs Salt from PyPI)
