@@ -18,15 +18,7 @@ from pathlib import Path
 
 from gdl import naming
 from gdl.providers.base import ServerRequest
-from gdl.providers.local import host, network
-
-# Kernel settings of each host's network namespace, set from outside before the
-# host starts (its /proc/sys is read-only): keepalived keeps the other addresses
-# of eth0 when the VIP goes (it would set this itself on a server).
-NETWORK_SETTINGS = {
-    "net.ipv4.conf.all.promote_secondaries": "1",
-    "net.ipv4.conf.eth0.promote_secondaries": "1",
-}
+from gdl.providers.local import confine, host, network
 
 # Directories a host starts with empty instead of seeing the machine's: its
 # own Salt identity, a new server's /root and /srv.  The state dir is added
@@ -179,7 +171,7 @@ def boot_description(
         "fresh_dirs": hidden,
         "machine_dirs": machine_dirs(needed),
         "cgroups": list(cgroups),
-        "sysctls": dict(NETWORK_SETTINGS),
+        "sysctls": dict(confine.NETWORK_SETTINGS),
         "files": {
             "/etc/hostname": {"text": request.name + "\n"},
             "/etc/hosts": {"text": hosts_file(settings.gateway, hosts)},

@@ -136,6 +136,15 @@ SERVICE_ENVIRONMENT = {
 }
 
 
+# Kernel settings of a host's network namespace, set from outside before the host
+# starts (its /proc/sys is read-only): keepalived keeps eth0's own address when the
+# VIP goes (on a server it would set this itself).
+NETWORK_SETTINGS = {
+    "net.ipv4.conf.all.promote_secondaries": "1",
+    "net.ipv4.conf.eth0.promote_secondaries": "1",
+}
+
+
 def check(result: int, what: str) -> None:
     if result != 0:
         err = ctypes.get_errno()
@@ -193,8 +202,11 @@ def protect_kernel_settings(root: str) -> None:
 def set_network_settings(settings: dict[str, str]) -> None:
     """Set sysctls of the current network namespace (``net.ipv4.x`` is ``/proc/sys/net/ipv4/x``)."""
     for key, value in settings.items():
-        with open("/proc/sys/" + key.replace(".", "/"), "w") as handle:
-            handle.write(value)
+        try:
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as handle:
+                handle.write(value)
+        except FileNotFoundError:
+            continue  # an interface this host does not have
 
 
 class _CapHeader(ctypes.Structure):

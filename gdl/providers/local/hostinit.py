@@ -264,7 +264,7 @@ def launch(boot: dict, go: int | None = None) -> dict:
     for name, interface in boot.get("interfaces", {}).items():
         configure_interface(name, interface)
     # Set while this process still sees the namespace's /proc/sys writable: the host's cannot be.
-    confine.set_network_settings(boot.get("sysctls", {}))
+    confine.set_network_settings(boot.get("sysctls", confine.NETWORK_SETTINGS))
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     # The host's pivot_root moves this process's root too (it shares the mount
