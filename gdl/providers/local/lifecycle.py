@@ -93,11 +93,9 @@ def write_into_host(pid: int, directory: str, name: str, text: str) -> None:
         handle = os.open(
             temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=parent
         )
-        try:
-            os.write(handle, text.encode())
-            os.fchmod(handle, 0o644)
-        finally:
-            os.close(handle)
+        with os.fdopen(handle, "w") as written:
+            written.write(text)
+            os.fchmod(written.fileno(), 0o644)  # whatever the umask
         os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
     finally:
         os.close(parent)
