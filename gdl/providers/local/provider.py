@@ -203,8 +203,11 @@ class LocalProvider(Provider):
         self.size(spec.size)
         if os.geteuid() != 0:
             raise ProviderError("the local provider needs root", "run the salt-master as root")
-        if not shutil.which("nsenter") or not shutil.which("ip"):
-            raise ProviderError("nsenter or ip is missing", "apt-get install util-linux iproute2")
+        missing = [t for t in ("ip", "nsenter", "setpriv", "ebtables") if not shutil.which(t)]
+        if missing:
+            raise ProviderError(
+                f"{', '.join(missing)} missing", "apt-get install iproute2 util-linux ebtables"
+            )
         if not (self.venv / "bin" / "salt-minion").exists():
             raise ConfigError(
                 f"no salt-minion in {self.venv}", "set gdl: local: venv: to Salt's virtualenv"
