@@ -33,6 +33,32 @@ DEFAULT_PACKAGES: tuple[str, ...] = ()
 # while the master may still be building its wheelhouse.
 ATTEMPTS = 16
 MAX_WAIT = 60
+METADATA_ADDRESS = "169.254.169.254"
+
+# The metadata service serves this server's user data, minion key included, to any
+# local process that asks.  Run at every boot (cloud-init bootcmd, before anything
+# else of the user data) and again before Salt is installed (once the packages are):
+# from then on only root reaches it.  Idempotent; fails when it cannot filter.
+_NOT_ROOT_TO_METADATA = f"-d {METADATA_ADDRESS}/32 -m owner ! --uid-owner 0 -j REJECT"
+METADATA_GUARD = f"""if command -v iptables >/dev/null 2>&1; then
+    iptables -w -C OUTPUT {_NOT_ROOT_TO_METADATA} 2>/dev/null ||
+        iptables -w -I OUTPUT 1 {_NOT_ROOT_TO_METADATA}
+elif command -v nft >/dev/null 2>&1; then
+    nft -f - <<'NFT'
+table inet gdl_metadata
+delete table inet gdl_metadata
+table inet gdl_metadata {{
+    chain output {{
+        type filter hook output priority filter; policy accept;
+        ip daddr {METADATA_ADDRESS} meta skuid != 0 reject
+    }}
+}}
+NFT
+else
+    echo "gdl: neither iptables nor nft: the metadata service stays open to every user" >&2
+    exit 1
+fi
+"""
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,7 @@ def master_source(
 _INSTALL = """#!/bin/sh
 # Install Salt in a virtualenv from the package source and start the minion; safe to run again.
 set -u
+{guard}
 prefix={prefix}
 requirement={requirement}
 find_links={find_links}
@@ -176,6 +203,7 @@ def install_script(source: SaltSource) -> str:
             "export http_proxy https_proxy no_proxy"
         )
     return _INSTALL.format(
+        guard=METADATA_GUARD.strip(),
         prefix=SALT_PREFIX,
         requirement=shlex.quote(source.requirement),
         find_links=shlex.quote(source.find_links or ""),
@@ -221,7 +249,8 @@ def render(
     is not known either, so the default is the public index (PyPI).
     """
     source = source or SaltSource(index_url=PUBLIC_INDEX)
-    document: dict = {"hostname": request.name, "fqdn": request.name}
+    # The first thing the user data does, at every boot: only root reaches the metadata.
+    document: dict = {"bootcmd": [METADATA_GUARD], "hostname": request.name, "fqdn": request.name}
     if packages:  # cloud-init's schema refuses an empty list
         document["packages"] = list(packages)
     document |= {

@@ -17,7 +17,7 @@ APT=(apt-get -o DPkg::Lock::Timeout=600 -y -q)
 # tooling, the venv's build needs, the benchmark client and a browser for UI tests.
 PACKAGES=(
     python3-venv python3-dev gcc ca-certificates
-    iproute2 util-linux procps psmisc openssl
+    iproute2 util-linux ebtables procps psmisc openssl
     nginx haproxy keepalived
     wrk
     chromium chromium-driver

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdl import envstore, naming, pillar
-from gdl.providers.local import LocalProvider, host
+from gdl.providers.local import LocalProvider, host, isolation
 from gdl.providers.local.network import link_exists
 from gdl_harness.local_cloud import LocalCloud
 
@@ -116,6 +116,8 @@ def leftovers(cloud: LocalCloud, app: str, env: str, trace: HostTrace | None = N
         parent / h.cgroup for h in host_names for parent in host.cgroup_parents().values()
     ]
     found += [f"cgroup {d}" for d in cgroup_dirs if d.exists()]
+    chain = isolation.env_chain(provider.tag, app, env)
+    found += [f"ebtables chain {chain}" for c in isolation.chains(provider.tag) if c == chain]
 
     watched = [str(provider.hosts_dir / n) for n in names] + [str(h.netns_path) for h in host_names]
     with open("/proc/self/mountinfo") as handle:

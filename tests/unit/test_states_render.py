@@ -10,6 +10,7 @@ those are installed (read-only: ``haproxy -c``, ``keepalived -t``).
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -650,3 +651,42 @@ def test_without_tuning_haproxy_cfg_is_round_robin_without_a_cookie(local_salt):
     cfg = render_file(args)
     assert "cookie" not in cfg
     assert "default-server check inter 500ms fall 2 rise 2 " in cfg
+
+
+def test_lb_role_drops_vrrp_from_all_but_its_peer(local_salt):
+    """keepalived's VRRPv3 has no authentication: the kernel keeps VRRP to the peer's address."""
+    states = local_salt.show_sls("lb-0-blog-dev", "gdl.lb")
+    _, vrrp_filter = state_args(states, "gdl-lb-vrrp-filter")
+    restore = vrrp_filter["stdin"]
+    assert "-A gdl-vrrp -s 10.20.0.3/32 -j RETURN\n-A gdl-vrrp -j DROP\nCOMMIT" in restore
+    assert "10.20.0.2" not in restore  # this LB's own address is no peer
+    _, keepalived_args = state_args(states, "gdl-lb-keepalived-config")
+    assert {"cmd": "gdl-lb-vrrp-filter"} in keepalived_args["require"]
+    cleaned = local_salt.show_sls("lb-0-blog-dev", "gdl.lb.clean")
+    _, removal = state_args(cleaned, "gdl-lb-clean-vrrp-filter")
+    if os.geteuid() != 0 or not shutil.which("iptables"):
+        return
+    # The commands themselves, in a network namespace of their own: made once, then
+    # nothing to do; a new peer replaces the old; the role's removal leaves nothing.
+    netns = f"gdlvrrp{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+
+        def run(command: str, stdin: str | None = None) -> int:
+            argv = ["ip", "netns", "exec", netns, "sh", "-c", command]
+            return subprocess.run(argv, input=stdin, text=True, capture_output=True).returncode
+
+        assert run(vrrp_filter["unless"]) != 0
+        assert run(vrrp_filter["name"], restore) == 0
+        assert run(vrrp_filter["unless"]) == 0
+        moved = restore.replace("10.20.0.3/32", "10.20.0.9/32")
+        assert run(vrrp_filter["name"], moved) == 0
+        assert run(vrrp_filter["unless"]) != 0  # the old peer's rule is gone
+        assert run(vrrp_filter["unless"].replace("10.20.0.3/32", "10.20.0.9/32")) == 0
+        assert run("iptables -w -S INPUT | grep -c gdl-vrrp | grep -qx 1") == 0
+        assert run(removal["onlyif"]) == 0
+        assert run(removal["name"]) == 0
+        assert run(removal["onlyif"]) != 0
+        assert run("iptables -w -S | grep -q gdl-vrrp") != 0
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)

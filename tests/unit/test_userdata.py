@@ -178,3 +178,57 @@ def test_master_ports_reach_the_minion_config_only_when_set():
     assert "master_port" not in plain and "publish_port" not in plain
     moved = yaml.safe_load(userdata.minion_config(request(), master_port=14506, publish_port=14505))
     assert (moved["master_port"], moved["publish_port"]) == (14506, 14505)
+
+
+def test_only_root_reaches_the_metadata_service_from_the_first_boot_on():
+    document = parse(userdata.render(request()))
+    # The first thing the user data runs, at every boot (cloud-init's bootcmd).
+    (guard,) = document["bootcmd"]
+    assert next(iter(document)) == "bootcmd"
+    assert (
+        "iptables -w -I OUTPUT 1 -d 169.254.169.254/32 -m owner ! --uid-owner 0 -j REJECT" in guard
+    )
+    assert "ip daddr 169.254.169.254 meta skuid != 0 reject" in guard
+    # Again before Salt is installed, once cloud-init has installed iptables.
+    script = files(document)[userdata.INSTALL_SCRIPT]["content"]
+    assert script.index("--uid-owner 0") < script.index("pip")
+    assert "iptables" in document["packages"]
+
+
+FAKE_IPTABLES = """#!/bin/sh
+echo "$*" >> "$LOG"
+case "$*" in
+    *" -C "*) [ -e "$LOG.rule" ] ;;
+    *" -I "*) touch "$LOG.rule" ;;
+esac
+"""
+
+
+def test_the_metadata_guard_adds_its_rule_once_and_fails_when_it_cannot(tmp_path):
+    import os
+    import subprocess
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    fake = tools / "iptables"
+    fake.write_text(FAKE_IPTABLES)
+    fake.chmod(0o755)
+    log = tmp_path / "iptables.log"
+    environment = {"PATH": f"{tools}:/usr/bin:/bin", "LOG": str(log)}
+    for _boot in range(2):
+        done = subprocess.run(["sh", "-eu", "-c", userdata.METADATA_GUARD], env=environment)
+        assert done.returncode == 0
+    inserted = [line for line in log.read_text().splitlines() if "-I OUTPUT" in line]
+    assert inserted == ["-w -I OUTPUT 1 -d 169.254.169.254/32 -m owner ! --uid-owner 0 -j REJECT"]
+    # No tool to filter with: the guard fails (and the install with it), never silently.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run(
+        ["/bin/sh", "-eu", "-c", userdata.METADATA_GUARD],
+        env={"PATH": str(empty)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert "metadata service stays open" in done.stderr
+    assert os.path.exists(log)

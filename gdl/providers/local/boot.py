@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gdl import naming
 from gdl.providers.base import ServerRequest
-from gdl.providers.local import host, network
+from gdl.providers.local import confine, host, network
 
 # Where a host's salt-minion writes what it prints: the host's console.
 MINION_CONSOLE_LOG = "/var/log/salt/minion-console.log"
@@ -174,6 +174,7 @@ def boot_description(
         "fresh_dirs": hidden,
         "machine_dirs": machine_dirs(needed),
         "cgroups": list(cgroups),
+        "sysctls": dict(confine.NETWORK_SETTINGS),
         "files": {
             "/etc/hostname": {"text": request.name + "\n"},
             "/etc/hosts": {"text": hosts_file(settings.gateway, hosts)},

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from gdl import naming
 from gdl.errors import ProviderError
-from gdl.providers.local import network
+from gdl.providers.local import confine, network
 
 HOSTINIT = Path(__file__).resolve().parent / "hostinit.py"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -226,6 +226,9 @@ def boot(descriptions: list[dict], timeout: float = 60) -> list[tuple[int, int] 
     try:
         result = subprocess.run(
             [python, "-I", "-S", str(HOSTINIT)],
+            # The hosts' PID 1 and services keep nothing of the caller's environment
+            # (an operator's OS_PASSWORD, say).
+            env=dict(confine.SERVICE_ENVIRONMENT),
             input=json.dumps(descriptions),
             capture_output=True,
             text=True,
@@ -271,8 +274,18 @@ def remove_tree(path: Path) -> None:
 
 
 def nsenter_argv(pid: int, command: list[str]) -> list[str]:
-    """The command line that runs ``command`` inside the host whose PID 1 is ``pid``."""
-    return ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--", *command]
+    """The command line that runs ``command`` inside the host whose PID 1 is ``pid``.
+
+    It runs as the host's own processes do: with the host's capabilities only
+    and the services' environment, none of the caller's.
+    """
+    kept = ",".join(f"+{name}" for name in confine.KEPT_CAPABILITIES)
+    environment = [f"{key}={value}" for key, value in confine.SERVICE_ENVIRONMENT.items()]
+    return [
+        *("nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--"),
+        *("setpriv", f"--bounding-set=-all,{kept}", "--inh-caps=-all", "--ambient-caps=-all"),
+        *("--", "env", "-i", *environment, *command),
+    ]
 
 
 def read_tail(pid: int, path: str, lines: int, most: int = 64 * 1024) -> list[str]:

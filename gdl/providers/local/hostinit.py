@@ -22,8 +22,6 @@ directory of the host's state dir), never inside the tree it overlays.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import json
@@ -34,44 +32,29 @@ import struct
 import sys
 import time
 
+try:
+    from gdl.providers.local import confine
+except ImportError:  # run as a script (python -I -S): the package is not on the path
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    import confine  # type: ignore[no-redef]
+
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_REMOUNT = 0x20
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
 MNT_DETACH = 0x2
+MS_NOSUID, MS_NODEV, MS_NOEXEC = confine.MS_NOSUID, confine.MS_NODEV, confine.MS_NOEXEC
+MS_RDONLY, MS_REMOUNT, MS_BIND = confine.MS_RDONLY, confine.MS_REMOUNT, confine.MS_BIND
+MS_REC, MS_PRIVATE = confine.MS_REC, confine.MS_PRIVATE
 
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
-    _check(
-        _libc.mount(
-            source.encode() if source else None,
-            target.encode(),
-            fstype.encode() if fstype else None,
-            ctypes.c_ulong(flags),
-            data.encode() if data else None,
-        ),
-        f"mount {fstype or source} on {target}",
-    )
+_libc = confine.libc
+_check = confine.check
+_mount = confine.mount
 
 
 def _pivot_into(new_root: str) -> None:
@@ -186,14 +169,15 @@ def build_root(boot: dict) -> None:
     os.makedirs(f"{merged}/run/lock", exist_ok=True)
     # Sticky and world-writable, like every /run/lock.
     os.chmod(f"{merged}/run/lock", 0o1777)  # noqa: S103  # nosec B103
-    _mount("/dev", f"{merged}/dev", None, MS_BIND | MS_REC)
     # Sticky and world-writable, like every /dev/shm.
     os.chmod(f"{stage}/shm", 0o1777)  # noqa: S103  # nosec B103
-    # The host's own /dev/shm, inside its root: no file of the machine's /dev/shm is used.
-    _mount(f"{stage}/shm", f"{merged}/dev/shm", None, MS_BIND)  # nosec B108
+    # The host's own /dev (and /dev/shm, inside its root): none of the machine's devices
+    # but the harmless ones.
+    confine.build_dev(f"{merged}/dev", f"{stage}/shm")
     _mount("proc", f"{merged}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # A fresh sysfs shows this network namespace's interfaces, not the machine's.
     _mount("sysfs", f"{merged}/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    confine.protect_kernel_settings(merged)
     for path, spec in boot["files"].items():
         if "symlink" in spec:
             _symlink(merged, path, spec["symlink"])
@@ -214,7 +198,8 @@ def _start(argv: list[str], log_path: str) -> int:
             os.dup2(log, 2)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.execv(argv[0], argv)  # noqa: S606 - a service argv from the boot description
+            # A fixed environment: nothing of whoever made the host reaches its services.
+            os.execve(argv[0], argv, confine.SERVICE_ENVIRONMENT)  # noqa: S606 - a service argv from the boot description
         finally:
             os._exit(127)
     return pid
@@ -278,6 +263,8 @@ def launch(boot: dict, go: int | None = None) -> dict:
     configure_interface("lo", None)
     for name, interface in boot.get("interfaces", {}).items():
         configure_interface(name, interface)
+    # Set while this process still sees the namespace's /proc/sys writable: the host's cannot be.
+    confine.set_network_settings(boot.get("sysctls", confine.NETWORK_SETTINGS))
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID), "unshare")
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     # The host's pivot_root moves this process's root too (it shares the mount
@@ -294,6 +281,7 @@ def launch(boot: dict, go: int | None = None) -> dict:
             name = boot["hostname"].encode()
             _check(_libc.sethostname(name, len(name)), "sethostname")
             build_root(boot)
+            confine.drop_capabilities()
             os.write(write_end, b"ready\n")
         except BaseException as exc:  # everything goes back to the launcher
             os.write(write_end, f"error {exc}\n".encode())

@@ -8,11 +8,12 @@ through the mechanism of :mod:`gdl.providers.local.host`.
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import Sequence
-from pathlib import Path
 
 from gdl.providers.base import RUNNING, ServerRequest
-from gdl.providers.local import host
+from gdl.providers.local import host, isolation
 from gdl.providers.local.boot import HostSettings, Size, boot_description, hosts_file
 from gdl.providers.local.records import Records
 
@@ -34,6 +35,8 @@ def make_hosts(
         r.name: plumbing[names[r.name].netns] for r in requests if names[r.name].netns in plumbing
     }
     ready = [r for r in requests if r.name not in failures]
+    # The new hosts' ports are filtered before anything in them runs.
+    isolation.sync(records)
     descriptions = []
     for request in ready:
         stage_dir = records.host_dir(request.name) / "root"
@@ -65,13 +68,37 @@ def refresh_hosts_files(records: Records, gateway: str) -> None:
     for record in every:
         if records.state(record) != RUNNING:
             continue
-        target = Path(f"/proc/{record['pid']}/root/etc/hosts")
         try:
-            tmp = target.with_name(".hosts.gdl")
-            tmp.write_text(text)
-            tmp.replace(target)
+            write_into_host(int(record["pid"]), "etc", "hosts", text)
         except OSError:
-            continue  # the host went away meanwhile
+            continue  # the host went away meanwhile, or its /etc is not a directory
+
+
+def write_into_host(pid: int, directory: str, name: str, text: str) -> None:
+    """Replace ``/<directory>/<name>`` inside the host whose PID 1 is ``pid``.
+
+    The host owns everything under its root and may have made any of it a
+    link; a link followed from here would lead into the machine's own files.
+    So the directory is opened without following a link, and the file is
+    made new in it (never opened if it exists) and renamed over the old one,
+    all relative to that directory.
+    """
+    root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY)
+    try:
+        parent = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root)
+    finally:
+        os.close(root)
+    try:
+        temporary = f".{name}.gdl-{secrets.token_hex(6)}"
+        handle = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=parent
+        )
+        with os.fdopen(handle, "w") as written:
+            written.write(text)
+            os.fchmod(written.fileno(), 0o644)  # whatever the umask
+        os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+    finally:
+        os.close(parent)
 
 
 def remove_host(records: Records, name: str) -> bool:

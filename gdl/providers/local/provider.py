@@ -33,7 +33,7 @@ from gdl.providers.base import (
     ServerRequest,
     no_progress,
 )
-from gdl.providers.local import host, lifecycle, network
+from gdl.providers.local import host, isolation, lifecycle, network
 from gdl.providers.local.boot import MINION_CONSOLE_LOG, SIZES, HostSettings, Size
 from gdl.providers.local.records import Records
 from gdl.spec import EnvSpec
@@ -203,8 +203,11 @@ class LocalProvider(Provider):
         self.size(spec.size)
         if os.geteuid() != 0:
             raise ProviderError("the local provider needs root", "run the salt-master as root")
-        if not shutil.which("nsenter") or not shutil.which("ip"):
-            raise ProviderError("nsenter or ip is missing", "apt-get install util-linux iproute2")
+        missing = [t for t in ("ip", "nsenter", "setpriv", "ebtables") if not shutil.which(t)]
+        if missing:
+            raise ProviderError(
+                f"{', '.join(missing)} missing", "apt-get install iproute2 util-linux ebtables"
+            )
         if not (self.venv / "bin" / "salt-minion").exists():
             raise ConfigError(
                 f"no salt-minion in {self.venv}", "set gdl: local: venv: to Salt's virtualenv"
@@ -294,6 +297,8 @@ class LocalProvider(Provider):
                 lifecycle.remove_host(self.records, request.name)
             else:
                 progress(f"host {request.name} is up")
+        if failures:
+            isolation.sync(self.records)
         lifecycle.refresh_hosts_files(self.records, self.gateway)
         if failures:
             raise ProviderError(
@@ -343,6 +348,7 @@ class LocalProvider(Provider):
         with ThreadPoolExecutor(max_workers=min(len(names), MAX_PARALLEL)) as pool:
             found = list(pool.map(functools.partial(lifecycle.remove_host, self.records), names))
         deleted = [name for name, was_there in zip(names, found, strict=True) if was_there]
+        isolation.sync(self.records)
         for name in deleted:
             progress(f"host {name} is deleted")
         lifecycle.refresh_hosts_files(self.records, self.gateway)

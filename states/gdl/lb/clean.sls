@@ -2,8 +2,8 @@
 {%- import 'gdl/common/service.jinja' as service with context %}
 {%- set keepalived_status = 'start-stop-daemon --status --pidfile /run/keepalived.pid --exec /usr/sbin/keepalived' %}
 # Undo gdl.lb: stop keepalived first (the VIP leaves this LB at once), then
-# haproxy, and remove keepalived's configuration (it holds the secret) and
-# haproxy's certificate and key.
+# haproxy, and remove keepalived's configuration (it holds the secret),
+# haproxy's certificate and key, and the VRRP filter.
 # Packages stay.
 
 {{ service.dead('gdl-lb-keepalived-dead', 'keepalived', lb['init'], status=keepalived_status) }}
@@ -30,3 +30,12 @@ gdl-lb-clean-{{ script }}:
     - require:
       - {{ service.requisite_module(lb['init']) }}: gdl-lb-keepalived-dead
 {%- endfor %}
+
+gdl-lb-clean-vrrp-filter:
+  cmd.run:
+    - name: >-
+        while iptables -w -D INPUT -p 112 -j gdl-vrrp 2>/dev/null; do :; done;
+        iptables -w -F gdl-vrrp && iptables -w -X gdl-vrrp
+    - onlyif: iptables -w -S gdl-vrrp
+    - require:
+      - {{ service.requisite_module(lb['init']) }}: gdl-lb-keepalived-dead

@@ -4,6 +4,7 @@
 
 include:
   - .install
+  - .vrrp_filter
 
 gdl-lb-haproxy-config:
   file.managed:
@@ -112,3 +113,5 @@ gdl-lb-keepalived-config:
       - pkg: gdl-lb-packages
       - file: gdl-lb-keepalived-check-haproxy
       - file: gdl-lb-keepalived-vip-master
+      # keepalived hears its peer only once VRRP from elsewhere is dropped.
+      - cmd: gdl-lb-vrrp-filter

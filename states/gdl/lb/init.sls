@@ -4,5 +4,6 @@
 include:
   - gdl.common
   - .install
+  - .vrrp_filter
   - .config
   - .service

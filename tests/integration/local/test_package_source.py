@@ -7,10 +7,10 @@ pip configuration ignored) fails while the wheelhouse is missing, says so,
 retries, installs the master's Salt from the master alone, and
 ``salt-minion --version`` runs.  Paths that leave the wheelhouse are refused.
 
-The wheelhouse is built once per machine under ``/var/tmp`` (the first build
-downloads Salt's dependencies: minutes) and copied into each test master's
-package source, as :func:`gdl.salt_wheelhouse.ensure_salt_wheelhouse` would
-leave it.
+The wheelhouse is built in the test's own temporary directory (it downloads
+Salt's dependencies and builds Salt's wheel: a few minutes, mostly waiting on
+the package index) and copied into the test master's package source, as
+:func:`gdl.salt_wheelhouse.ensure_salt_wheelhouse` would leave it.
 """
 
 from __future__ import annotations
@@ -31,10 +31,8 @@ from gdl.providers.base import ServerRequest
 from gdl_harness.local_cloud import LocalCloud
 from gdl_harness.salt_daemons import port_open
 
-# The first run on a machine builds the wheelhouse: minutes.
-pytestmark = [pytest.mark.integration, pytest.mark.long]
+pytestmark = pytest.mark.integration
 
-BUILD_CACHE = Path("/var/tmp/gdl-test-package-source")
 HOST = "app-0-pkg-src"
 
 # Run inside the host: the status of each raw request path.
@@ -73,7 +71,9 @@ def in_host(cloud: LocalCloud, argv: list[str], timeout: float = 120) -> str:
     return done.stdout
 
 
-def test_a_host_installs_salt_from_the_master_alone(local_cloud: LocalCloud) -> None:
+def test_a_host_installs_salt_from_the_master_alone(
+    local_cloud: LocalCloud, tmp_path: Path
+) -> None:
     master = local_cloud.master
     version = subprocess.run(
         ["/usr/bin/python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
@@ -84,7 +84,9 @@ def test_a_host_installs_salt_from_the_master_alone(local_cloud: LocalCloud) -> 
     target = salt_wheelhouse.Target(
         salt_version=salt.version.__version__, python=version, arch=platform.machine()
     )
-    built = salt_wheelhouse.ensure_salt_wheelhouse(BUILD_CACHE, target, python=sys.executable)
+    built = salt_wheelhouse.ensure_salt_wheelhouse(
+        tmp_path / "wheels", target, python=sys.executable
+    )
     root = master.state_dir / salt_wheelhouse.PACKAGE_SOURCE_DIR
     root.mkdir(parents=True, exist_ok=True)
     # Private files of the master beside and inside the served directory.

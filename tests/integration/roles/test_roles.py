@@ -440,3 +440,89 @@ def test_the_lb_taking_the_vip_tells_the_masters_event_bus(
         if profile != "default":
             _with_vrrp_profile(environment, "default")
     assert wait_for(lambda: set(poll(environment.url, 4)) == set(APP_SERVERS))
+
+
+# Sends VRRPv3 adverts (RFC 5798) for a router id at priority 255, from a given
+# source address (forged or not), to each given address, every 50 ms for a while.
+FORGED_ADVERTS = r"""
+import socket, struct, sys, time
+
+source, vrid, vip, seconds, *targets = sys.argv[1:]
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def advert(destination):
+    body = struct.pack("!BBBBHH4s", 0x31, int(vrid), 255, 1, 25, 0, socket.inet_aton(vip))
+    pseudo = socket.inet_aton(source) + socket.inet_aton(destination)
+    pseudo += struct.pack("!BBH", 0, 112, len(body))
+    body = body[:6] + struct.pack("!H", checksum(pseudo + body)) + body[8:]
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0xC0, 20 + len(body), 0, 0, 255, 112, 0,
+        socket.inet_aton(source), socket.inet_aton(destination),
+    )
+    return header + body
+
+
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+sent = 0
+deadline = time.monotonic() + float(seconds)
+while time.monotonic() < deadline:
+    for target in [*targets, "224.0.0.18"]:
+        try:
+            sock.sendto(advert(target), (target, 0))
+            sent += 1
+        except OSError:
+            pass
+    time.sleep(0.05)
+print(sent)
+"""
+
+
+def test_vrrp_adverts_from_a_third_host_never_take_the_vip(environment: Environment) -> None:
+    """Fast profile (VRRPv3, no authentication): an app server of the environment, root
+    there, sends adverts at the highest priority for the pair's router id, from its own
+    address and forging the backup's: the VIP stays where it is."""
+    vip = environment.network.vip
+    router_id = str(environment.network.router_id)
+    attacker = APP_SERVERS[0]
+    try:
+        _with_vrrp_profile(environment, "fast")
+        master_lb, backup_lb = _vip_holder(environment)
+        addresses = {name: environment.servers[name].address for name in [*LBS, attacker]}
+        for source in (addresses[attacker], addresses[backup_lb]):
+            argv = environment.provider.run(
+                attacker,
+                [
+                    "python3",
+                    "-c",
+                    FORGED_ADVERTS,
+                    source,
+                    router_id,
+                    vip,
+                    "3",
+                    addresses[master_lb],
+                    addresses[backup_lb],
+                ],
+            )
+            sender = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+            holders = []
+            while sender.poll() is None:
+                holders.append(_answering_lb(environment.url))
+                time.sleep(0.1)
+            assert int(sender.stdout.read() or 0) > 0, "no advert was sent"
+            holders.append(_answering_lb(environment.url))
+            assert set(holders) == {master_lb}, (source, holders)
+            assert environment.salt(master_lb, "gdl_lb.holds_vip", vip)[master_lb] is True
+            assert environment.salt(backup_lb, "gdl_lb.holds_vip", vip)[backup_lb] is False
+    finally:
+        _with_vrrp_profile(environment, "default")
+    assert wait_for(lambda: set(poll(environment.url, 4)) == set(APP_SERVERS))
