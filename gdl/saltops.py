@@ -225,8 +225,9 @@ class MasterOps:
 def _profile_one(cloud_config: str, profile: str, name: str, overrides: dict[str, Any]) -> str:
     """Make one server through salt-cloud (in a worker process); '' or why it failed."""
     try:
+        # salt-cloud takes overrides per server name; other keys are ignored.
         returns = salt.cloud.CloudClient(path=cloud_config).profile(
-            profile, names=[name], vm_overrides=overrides
+            profile, names=[name], vm_overrides={name: overrides}
         )
     except Exception as error:  # every failure is reported, by server name
         return " ".join(str(error).split())[:300] or type(error).__name__

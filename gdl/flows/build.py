@@ -176,12 +176,9 @@ def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
     if missing:
         for name in missing:
             ctx.progress(f"creating {name} (VRRP pair) ...")
-        ctx.salt.cloud_create(
-            f"gdl-{record.provider}-lb",
-            missing,
-            # The profile may wait for each minion; the build waits for them later.
-            {"app": app, "env": env, "role": "lb", "size": record.size, "wait_for_minion": False},
-        )
+        # app, env and role come from each name, the size from the profile; the
+        # profile may wait for each minion, the build waits for them in a later step.
+        ctx.salt.cloud_create(f"gdl-{record.provider}-lb", missing, {"wait_for_minion": False})
     return {"created": missing}
 
 
