@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket as socketlib
 import time
 import urllib.error
@@ -243,6 +244,37 @@ def holds_vip(vip):
         salt 'lb-*' gdl_lb.holds_vip 10.20.0.10
     """
     return address_in(vip, local_addresses())
+
+
+def running(names=("haproxy", "keepalived"), proc="/proc"):
+    """
+    Which of the daemons ``names`` have a process on this host, by process name.
+
+    A re-run of the build asks this instead of applying the LB role again
+    when nothing it depends on changed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' gdl_lb.running
+    """
+    if isinstance(names, str):
+        names = [name for name in names.split(",") if name]
+    found = set()
+    try:
+        entries = os.listdir(proc)
+    except OSError as exc:
+        raise CommandExecutionError(f"cannot list {proc}: {exc}") from exc
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "comm"), encoding="utf-8") as handle:
+                found.add(handle.read().strip())
+        except OSError:
+            continue  # the process ended meanwhile
+    return {name: name in found for name in names}
 
 
 def wait_up(server, timeout=30, backend=None, socket=None, interval=0.2):

@@ -27,6 +27,7 @@ try:
     from gdl import tls as _tls
     from gdl import tuning as _tuning
     from gdl.flows import build as _build
+    from gdl.flows import converge as _converge
     from gdl.flows import deploy as _deploy
     from gdl.flows import destroy as _destroy
     from gdl.flows import status as _status
@@ -314,10 +315,27 @@ def vrrp_pair(app=None, environment=None, env=None, lock_token=None, **kwargs):
     return _step("vrrp_pair", _build.ensure_vrrp_pair, app, env, environment, lock_token)
 
 
+def minions_ready(app=None, environment=None, env=None, role=None, lock_token=None, **kwargs):
+    """
+    Orchestration step: wait for the minions of the environment's ``role``
+    servers (``app`` or ``lb``) and sync modules to those not synced yet.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.minions_ready app=blog environment=dev role=lb
+    """
+    return _step(
+        "minions_ready", _converge.minions_ready, app, env, environment, lock_token, role=role
+    )
+
+
 def write_pillar(app=None, environment=None, env=None, lock_token=None, **kwargs):
     """
     Orchestration step: write the environment's pillar from what the provider
-    reports now.  Returns True when it changed.
+    reports now, and find which role runs are due (docs/failure.md).  Returns
+    whether the pillar changed and the runs due.
 
     CLI Example:
 
@@ -325,7 +343,7 @@ def write_pillar(app=None, environment=None, env=None, lock_token=None, **kwargs
 
         salt-run gdl.write_pillar app=blog environment=dev
     """
-    return _step("write_pillar", _build.write_env_pillar, app, env, environment, lock_token)
+    return _step("write_pillar", _build.pillar_and_due_roles, app, env, environment, lock_token)
 
 
 def surplus(app=None, environment=None, env=None, **kwargs):

@@ -232,8 +232,9 @@ def _profile_one(cloud_config: str, profile: str, name: str, overrides: dict[str
     Why is one line, and below it what the error showed (a silent server's console).
     """
     try:
+        # salt-cloud takes overrides per server name; other keys are ignored.
         returns = salt.cloud.CloudClient(path=cloud_config).profile(
-            profile, names=[name], vm_overrides=overrides
+            profile, names=[name], vm_overrides={name: overrides}
         )
     except Exception as error:  # every failure is reported, by server name
         line, *below = str(error).splitlines() or [""]

@@ -56,6 +56,9 @@ def quiet_salt_leak_warnings() -> None:
             logger.addFilter(SaltLeakWarnings())
     # The same, as Python warnings (Salt's transports warn so, with a stack).
     warnings.filterwarnings("ignore", message="Unclosed transport")
+    # Salt's loader imports the deprecated crypt module when an orchestration step
+    # loads execution modules (the file.* checks of orch/build.sls): not the operator's.
+    warnings.filterwarnings("ignore", message="'crypt' is deprecated", category=DeprecationWarning)
 
 
 class StrayLineFilter(io.TextIOBase):

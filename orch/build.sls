@@ -1,8 +1,13 @@
-{#- Converge one environment after gdl.build made its app servers.
+{#- Converge one environment after gdl.build started its app servers.
     Pillar: app, env.  Each step reads the provider and the environment's
     record itself (nothing is asked while this file renders), so it can be
     re-run on its own:
       salt-run state.orch orch.build pillar='{"app": "blog", "env": "dev"}'
+
+    Every step runs in a process of its own (parallel: True) as soon as the
+    steps it requires are done: the VRRP pair is made while the app servers
+    boot, each role's steps wait for that role's minions only, and the order
+    that matters is in the requisites.
 -#}
 {%- set app = pillar['app'] %}
 {%- set env = pillar['env'] %}
@@ -12,6 +17,9 @@
 {#- Exact-name patterns: env names may contain '-', so a glob could reach another environment. #}
 {%- set app_servers = '^app-[0-9]+-' ~ app ~ '-' ~ env ~ '$' %}
 {%- set lbs = '^lb-[0-9]+-' ~ app ~ '-' ~ env ~ '$' %}
+{#- gdl.write_pillar leaves a due-<run>.json here for each role run due (gdl/applied.py);
+    a run that succeeded becomes role-<role>.json, what the next build compares with. #}
+{%- set applied = (opts.get('gdl') or {}).get('state_dir', '/var/lib/gdl') ~ '/envs/' ~ app ~ '-' ~ env ~ '.applied' %}
 
 gdl_vrrp_pair:
   salt.runner:
@@ -19,6 +27,17 @@ gdl_vrrp_pair:
     - app: {{ app }}
     - environment: {{ env }}
     - lock_token: '{{ lock_token }}'
+    - parallel: True
+
+{#- Needs no pillar: waits for the app servers' minions while the pair is made. #}
+gdl_app_minions:
+  salt.runner:
+    - name: gdl.minions_ready
+    - app: {{ app }}
+    - environment: {{ env }}
+    - role: app
+    - lock_token: '{{ lock_token }}'
+    - parallel: True
 
 gdl_pillar:
   salt.runner:
@@ -26,19 +45,50 @@ gdl_pillar:
     - app: {{ app }}
     - environment: {{ env }}
     - lock_token: '{{ lock_token }}'
+    - parallel: True
     - require:
       - salt: gdl_vrrp_pair
 
-gdl_sync_modules:
-  salt.function:
-    - name: saltutil.sync_modules
-    - tgt: '{{ app_servers }}|{{ lbs }}'
+gdl_lb_minions:
+  salt.runner:
+    - name: gdl.minions_ready
+    - app: {{ app }}
+    - environment: {{ env }}
+    - role: lb
+    - lock_token: '{{ lock_token }}'
+    - parallel: True
+    - require:
+      - salt: gdl_vrrp_pair
+
+{#- The LB role beside the app role: only in a pair through which nothing is served
+    yet (gdl.write_pillar decides), as its backend may name app servers still being
+    set up. Otherwise the LB role runs after the app role and the drain below. #}
+gdl_lb_role_first:
+  salt.state:
+    - tgt: '{{ lbs }}'
     - tgt_type: pcre
-    # Many minions syncing at once on a busy master answer late: wait for them rather
-    # than report "no minions responded" after the default few seconds.
-    - timeout: 300
+    - sls: gdl.lb
+    - queue: True
+    - timeout: 120
+    - parallel: True
+    - onlyif:
+      - fun: file.file_exists
+        path: {{ applied }}/due-lb-first.json
     - require:
       - salt: gdl_pillar
+      - salt: gdl_lb_minions
+
+gdl_lb_role_first_applied:
+  file.rename:
+    - name: {{ applied }}/role-lb.json
+    - source: {{ applied }}/due-lb-first.json
+    - force: True
+    - parallel: True
+    - onlyif:
+      - fun: file.file_exists
+        path: {{ applied }}/due-lb-first.json
+    - require:
+      - salt: gdl_lb_role_first
 
 gdl_app_role:
   salt.state:
@@ -47,13 +97,30 @@ gdl_app_role:
     - sls: gdl.app
     # A re-run may meet the state run of a build that was cut short (a restarted master,
     # a killed salt-run) still going on a minion: wait for it instead of failing.
-    - queue: True
-    # Salt asks a minion whether its run is still going only after this many
+    # Salt asks a minion whether its run is still going only after `timeout`
     # seconds (not its default 5): on a busy machine that question can go
     # unanswered and read as a failed run. A minion that died is found after it.
+    - queue: True
     - timeout: 120
+    - parallel: True
+    - onlyif:
+      - fun: file.file_exists
+        path: {{ applied }}/due-app.json
     - require:
-      - salt: gdl_sync_modules
+      - salt: gdl_pillar
+      - salt: gdl_app_minions
+
+gdl_app_role_applied:
+  file.rename:
+    - name: {{ applied }}/role-app.json
+    - source: {{ applied }}/due-app.json
+    - force: True
+    - parallel: True
+    - onlyif:
+      - fun: file.file_exists
+        path: {{ applied }}/due-app.json
+    - require:
+      - salt: gdl_app_role
 
 {#- Servers beyond the requested count leave haproxy's rotation on both LBs
     before the lb role rewrites its backend without them: requests in flight
@@ -64,8 +131,11 @@ gdl_drain_surplus:
     - app: {{ app }}
     - environment: {{ env }}
     - lock_token: '{{ lock_token }}'
+    - parallel: True
     - require:
       - salt: gdl_app_role
+      - file: gdl_app_role_applied
+      - file: gdl_lb_role_first_applied
 
 gdl_lb_role:
   salt.state:
@@ -74,8 +144,24 @@ gdl_lb_role:
     - sls: gdl.lb
     - queue: True
     - timeout: 120
+    - parallel: True
+    - onlyif:
+      - fun: file.file_exists
+        path: {{ applied }}/due-lb.json
     - require:
       - salt: gdl_drain_surplus
+
+gdl_lb_role_applied:
+  file.rename:
+    - name: {{ applied }}/role-lb.json
+    - source: {{ applied }}/due-lb.json
+    - force: True
+    - parallel: True
+    - onlyif:
+      - fun: file.file_exists
+        path: {{ applied }}/due-lb.json
+    - require:
+      - salt: gdl_lb_role
 
 gdl_remove_surplus:
   salt.runner:
@@ -83,8 +169,10 @@ gdl_remove_surplus:
     - app: {{ app }}
     - environment: {{ env }}
     - lock_token: '{{ lock_token }}'
+    - parallel: True
     - require:
       - salt: gdl_lb_role
+      - file: gdl_lb_role_applied
 
 gdl_vip_serves:
   salt.runner:
@@ -92,5 +180,6 @@ gdl_vip_serves:
     - app: {{ app }}
     - environment: {{ env }}
     - lock_token: '{{ lock_token }}'
+    - parallel: True
     - require:
       - salt: gdl_remove_surplus

@@ -1,10 +1,11 @@
 """``gdl.build``: converge an environment to a request, and the steps ``orch/build.sls`` runs.
 
-The runner validates the request, takes the environment's lock, makes the missing
+The runner validates the request, takes the environment's lock, starts the missing
 app servers and hands over to ``orch/build.sls``, which sequences the steps below
-(the VRRP pair through salt-cloud, the pillar, the roles, the surplus, the VIP
-check).  Each step finds what it needs from the provider and the environment's
-record, never from memory of an earlier step, so any step can be re-run on its own.
+and those of :mod:`gdl.flows.converge` (the VRRP pair through salt-cloud, the
+pillar, each role's minions and roles, the surplus, the VIP check).  Each step finds
+what it needs from the provider and the environment's record, never from memory
+of an earlier step, so any step can be re-run on its own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from gdl import apps, envstore, keys, lbcalls, naming, pillar, releases, servers, tls
 from gdl.errors import GdlError, NotFound
+from gdl.flows import converge
 from gdl.flows.context import Context, env_url, require_record, timed_step
 from gdl.lock import env_lock
 from gdl.plan import Plan, desired_names, make_plan
@@ -120,7 +122,11 @@ def make_servers(
     network: EnvNetwork,
     plan: Plan,
 ) -> list[str]:
-    """Replace the plan's broken servers and make its missing ones; wait for their minions."""
+    """Replace the plan's broken servers and make its missing ones.
+
+    Their minions are not waited for here: the orchestration's app steps wait for
+    them (:func:`gdl.flows.converge.minions_ready`) while the VRRP pair is made.
+    """
     minion_keys = master_keys(ctx)
     if plan.replace:
         ctx.progress(f"replacing broken servers: {', '.join(plan.replace)}")
@@ -137,7 +143,6 @@ def make_servers(
                 for name in names
             ],
             master_address=network.master_address,
-            wait=lambda waiting, timeout: ctx.salt.wait_for_minions(waiting, timeout, ctx.progress),
             progress=ctx.progress,
         )
     return names
@@ -164,7 +169,11 @@ def _role(name: str) -> str:
 
 @timed_step("VRRP pair", lambda made: f"{len(made['created'])} created")
 def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
-    """Make the missing or broken load balancers through salt-cloud and wait for them."""
+    """Make the missing or broken load balancers through salt-cloud.
+
+    Their minions are waited for by the orchestration's LB steps, beside the app
+    servers' (:func:`gdl.flows.converge.minions_ready`).
+    """
     record = require_record(ctx.settings, app, env)
     provider = ctx.provider(record.provider)
     plan = current_plan(ctx, provider, app, env, record.servers).of_role("lb")
@@ -175,23 +184,37 @@ def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
     if missing:
         for name in missing:
             ctx.progress(f"creating {name} (VRRP pair) ...")
-        ctx.salt.cloud_create(
-            f"gdl-{record.provider}-lb",
-            missing,
-            {"app": app, "env": env, "role": "lb", "size": record.size},
-        )
-    servers.wait_explained(
-        provider,
-        lambda waiting, timeout: ctx.salt.wait_for_minions(waiting, timeout, ctx.progress),
-        [naming.server_name("lb", i, app, env) for i in range(2)],
-        provider.minion_timeout,
-    )
+        # app, env and role come from each name, the size from the profile; the
+        # profile may wait for each minion, the build waits for them in a later step.
+        ctx.salt.cloud_create(f"gdl-{record.provider}-lb", missing, {"wait_for_minion": False})
     return {"created": missing}
 
 
-@timed_step("pillar", lambda changed: "changed" if changed else "unchanged")
+def _changed(changed: bool) -> str:
+    return "changed" if changed else "unchanged"
+
+
+@timed_step("pillar", _changed)
 def write_env_pillar(ctx: Context, app: str, env: str) -> bool:
     """Write the environment's pillar from what the provider reports now."""
+    return _write_pillar(ctx, app, env)
+
+
+@timed_step(
+    "pillar and roles due",
+    lambda made: f"{_changed(made['changed'])}; due: {', '.join(made['due']) or 'none'}",
+)
+def pillar_and_due_roles(ctx: Context, app: str, env: str) -> dict[str, Any]:
+    """Write the pillar, then find which role runs this build must make (gdl.flows.converge).
+
+    The provider knows every server's address before its minion is up: the
+    roles' inputs are complete as soon as the VRRP pair is made.
+    """
+    changed = _write_pillar(ctx, app, env)
+    return {"changed": changed, "due": converge.mark_due_roles(ctx, app, env)}
+
+
+def _write_pillar(ctx: Context, app: str, env: str) -> bool:
     record = require_record(ctx.settings, app, env)
     provider = ctx.provider(record.provider)
     network = provider.find_env(app, env)

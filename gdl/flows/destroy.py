@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gdl import certs, envstore, naming, pillar, servers
+from gdl import applied, certs, envstore, naming, pillar, servers
 from gdl.errors import NotFound
 from gdl.flows.build import master_keys
 from gdl.flows.context import Context, env_provider
@@ -92,5 +92,6 @@ def _teardown(ctx: Context, app: str, env: str, provider: str | None) -> list[st
         pillar.remove(ctx.settings.pillar_dir, app, env)
         certs.remove_env_cert(ctx.settings.state_dir, app, env)
         envstore.remove(ctx.settings.state_dir, app, env)
+        applied.remove(ctx.settings.state_dir, app, env)
         remove_lock_file(ctx.settings.lock_dir, app, env)
     return removed

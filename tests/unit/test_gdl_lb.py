@@ -238,3 +238,17 @@ def test_holds_vip_looks_at_this_hosts_addresses(monkeypatch):
 
 def test_local_addresses_include_loopback():
     assert "127.0.0.1" in load_module().local_addresses()
+
+
+def test_running_names_the_daemons_with_a_process(tmp_path):
+    gdl_lb = load_module()
+    for pid, comm in (("1", "init"), ("42", "haproxy"), ("43", "haproxy")):
+        (tmp_path / pid).mkdir()
+        (tmp_path / pid / "comm").write_text(comm + "\n")
+    (tmp_path / "self").mkdir()
+    (tmp_path / "99").mkdir()  # a process that ended while /proc was read
+    assert gdl_lb.running(proc=str(tmp_path)) == {"haproxy": True, "keepalived": False}
+    assert gdl_lb.running("init,keepalived", proc=str(tmp_path)) == {
+        "init": True,
+        "keepalived": False,
+    }

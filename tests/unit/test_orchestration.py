@@ -59,9 +59,67 @@ def test_orchestration_renders_without_calling_salt(name):
 def test_surplus_is_drained_after_the_app_role_and_before_the_lb_role():
     steps = render_orchestration("build")
     assert steps["gdl_drain_surplus"]["salt.runner"][0] == {"name": "gdl.drain_surplus"}
-    assert requires(steps["gdl_drain_surplus"]) == ["gdl_app_role"]
+    assert requires(steps["gdl_drain_surplus"]) == [
+        "gdl_app_role",
+        "gdl_app_role_applied",
+        "gdl_lb_role_first_applied",
+    ]
     assert requires(steps["gdl_lb_role"]) == ["gdl_drain_surplus"]
-    assert requires(steps["gdl_remove_surplus"]) == ["gdl_lb_role"]
+    assert requires(steps["gdl_remove_surplus"]) == ["gdl_lb_role", "gdl_lb_role_applied"]
+    assert requires(steps["gdl_vip_serves"]) == ["gdl_remove_surplus"]
+
+
+def due_file(step: dict[str, Any]) -> str:
+    (check,) = step_args(step)["onlyif"]
+    assert check["fun"] == "file.file_exists"
+    return check["path"]
+
+
+def test_every_step_runs_as_soon_as_what_it_requires_is_done():
+    steps = render_orchestration("build")
+    assert all(step_args(step).get("parallel") is True for step in steps.values())
+    # The pair is made while the app servers' minions are waited for.
+    assert requires(steps["gdl_vrrp_pair"]) == []
+    assert requires(steps["gdl_app_minions"]) == []
+    assert step_args(steps["gdl_app_minions"])["role"] == "app"
+    # The pillar names every address once the pair exists; each role waits for
+    # its own minions only.
+    assert requires(steps["gdl_pillar"]) == ["gdl_vrrp_pair"]
+    assert requires(steps["gdl_lb_minions"]) == ["gdl_vrrp_pair"]
+    assert step_args(steps["gdl_lb_minions"])["role"] == "lb"
+    assert requires(steps["gdl_lb_role_first"]) == ["gdl_pillar", "gdl_lb_minions"]
+    assert requires(steps["gdl_app_role"]) == ["gdl_pillar", "gdl_app_minions"]
+
+
+def test_a_role_runs_only_while_its_run_is_due_and_a_run_that_succeeded_is_recorded():
+    steps = render_orchestration("build", lock_token="")
+    applied = "/var/lib/gdl/envs/blog-dev.applied"
+    for role_step, run, role in (
+        ("gdl_lb_role_first", "lb-first", "lb"),
+        ("gdl_app_role", "app", "app"),
+        ("gdl_lb_role", "lb", "lb"),
+    ):
+        assert due_file(steps[role_step]) == f"{applied}/due-{run}.json"
+        recorded = steps[f"{role_step}_applied"]
+        assert step_args(recorded)["source"] == f"{applied}/due-{run}.json"
+        assert step_args(recorded)["name"] == f"{applied}/role-{role}.json"
+        assert due_file(recorded) == f"{applied}/due-{run}.json"
+        assert requires(recorded) == [role_step]
+    assert step_args(steps["gdl_lb_role_first"])["sls"] == "gdl.lb"
+    assert step_args(steps["gdl_lb_role"])["sls"] == "gdl.lb"
+
+
+def test_the_due_files_are_under_the_masters_state_dir():
+    source = (REPO_ROOT / "orch" / "build.sls").read_text()
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    text = environment.from_string(source).render(
+        pillar={"app": "blog", "env": "dev"},
+        salt=NoCalls(),
+        grains={},
+        opts={"gdl": {"state_dir": "/srv/gdl-state"}},
+    )
+    steps = yaml.safe_load(text)
+    assert due_file(steps["gdl_app_role"]) == "/srv/gdl-state/envs/blog-dev.applied/due-app.json"
 
 
 class FakeProvider:
@@ -129,6 +187,7 @@ RUNNER_STEPS = {
     "build": [
         "gdl.vrrp_pair",
         "gdl.write_pillar",
+        "gdl.minions_ready",
         "gdl.drain_surplus",
         "gdl.remove_surplus",
         "gdl.check_vip",

@@ -120,7 +120,7 @@ def test_a_build_in_a_terminal_shows_every_step_the_url_and_nothing_else(local_c
         for finished in (
             rf"app servers app-0-{env_id}, app-1-{env_id}: done in \d+\.\d s",
             r"VRRP pair: done in \d+\.\d s \(2 created\)",
-            r"pillar: done in \d+\.\d s \(changed\)",
+            r"pillar and roles due: done in \d+\.\d s \(changed; due: app, lb-first\)",
             rf"module sync on lb-0-{env_id}: done in \d+\.\d s",
             rf"app role on app-[01]-{env_id}: done in \d+\.\d s.*",
             rf"LB role on lb-1-{env_id}: done in \d+\.\d s.*",
