@@ -39,7 +39,11 @@ from gdl.providers.openstack.marks import (
     vip_description,
     vip_port_name,
 )
-from gdl.providers.openstack.security import ensure_rules
+from gdl.providers.openstack.security import (
+    ensure_master_rules,
+    ensure_rules,
+    remove_master_rules,
+)
 
 # soft-anti-affinity came with compute API 2.15; every cloud since Mitaka has it.
 SOFT_ANTI_AFFINITY_VERSION = (2, 15)
@@ -156,7 +160,15 @@ class Parts:
         for role in naming.ROLES:
             if role not in parts.security_groups:
                 parts.security_groups[role] = self._make_security_group(app, env, role)
-        ensure_rules(self.conn, parts.security_groups, self.cloud.cfg.master_address)
+        master_group = self.cloud.master_group()
+        ensure_rules(
+            self.conn,
+            parts.security_groups,
+            self.cloud.cfg.master_source_cidr,
+            master_group.id if master_group is not None else None,
+        )
+        if master_group is not None:
+            ensure_master_rules(self.conn, master_group, parts.security_groups)
         for role in naming.ROLES:
             if role not in parts.server_groups:
                 parts.server_groups[role] = self._make_server_group(app, env, role)
@@ -203,6 +215,9 @@ class Parts:
                     description=group_description(app, env, role),
                 )
             )
+        # Neutron would drop them with the groups; by hand, before, so none outlives them
+        # when a group cannot go yet.
+        remove_master_rules(self.conn, groups)
         for group in groups.values():
             # A port being deleted may still hold the group for a moment: 409, retried.
             retry(
