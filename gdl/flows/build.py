@@ -172,6 +172,8 @@ def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
             missing,
             {"app": app, "env": env, "role": "lb", "size": record.size},
         )
+        for warning in provider.placement_warnings(app, env):
+            ctx.progress(f"warning: {warning}")
     ctx.salt.wait_for_minions(
         [naming.server_name("lb", i, app, env) for i in range(2)],
         provider.minion_timeout,

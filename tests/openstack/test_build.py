@@ -237,7 +237,7 @@ def built(os_master: SaltMaster, demo) -> dict:
     started = time.monotonic()
     code, data, output = build(os_master, ENV, 2, "tls=auto")
     assert code == 0, output
-    return {"result": data, "seconds": time.monotonic() - started}
+    return {"result": data, "seconds": time.monotonic() - started, "output": output}
 
 
 @pytest.fixture(scope="module")
@@ -291,11 +291,20 @@ def test_the_cloud_shows_the_environment(built, rig, os_master, demo):
     assert not list((os_master.pki_dir / "minions_pre").glob("*"))
 
     groups = {g["Name"]: g for g in shown["groups"]}
-    for role in ("app", "lb"):
+
+    def policy_and_members(role: str) -> tuple[str, set[str]]:
         group = groups[group_name(APP, ENV, role)]
-        assert "anti-affinity" in str(group.get("Policy", group))
-        members = {servers[n]["ID"] for n in names if n.startswith(f"{role}-")}
-        assert members <= set(group["Members"] if "Members" in group else group["Member IDs"])
+        members = group["Members"] if "Members" in group else group["Member IDs"]
+        return str(group.get("Policy", group)), set(members)
+
+    policy, members = policy_and_members("app")
+    assert "soft-anti-affinity" in policy
+    assert {servers[n]["ID"] for n in names[:2]} <= members
+    # The rig has one compute host: the pair's hard anti-affinity group had no valid host
+    # for the second LB, which was made again in a soft one (test_the_pair_shares_...).
+    policy, members = policy_and_members("lb")
+    assert "soft-anti-affinity" in policy
+    assert members and members <= {servers[n]["ID"] for n in lb_names}
 
     vip_port = shown["vip_port"]
     vip = vip_port["fixed_ips"][0]["ip_address"]
@@ -313,6 +322,23 @@ def test_the_cloud_shows_the_environment(built, rig, os_master, demo):
 
     rules = shown["rules"]
     assert {(r["IP Protocol"], r["Port Range"]) for r in rules} >= {("tcp", "80:80")}
+
+
+def test_the_pair_shares_the_one_host_in_a_soft_group_with_a_warning_and_both_serve(
+    built, rig, demo, os_master
+):
+    output = built["output"]
+    assert "warning: the load balancers are placed with soft-anti-affinity" in output, output
+    lbs = lb_hosts(rig, demo, ENV)
+    assert "warning: " + " and ".join(sorted(lbs)) + " run on the same host" in output
+    for name, pid in lbs.items():
+        for daemon in ("haproxy", "keepalived"):
+            assert in_host(pid, "pgrep", "-x", daemon).returncode == 0, (name, daemon)
+    # Both serve: each one's haproxy has both app servers in rotation.
+    (status_code, status, shown) = run(os_master, "gdl.status", f"app={APP}", f"env={ENV}")
+    assert status_code == 0, shown
+    assert any("run on the same host" in w for w in status["warnings"]), status
+    assert [b["status"] for b in status["backends"]] == ["UP", "UP"], status
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:

@@ -47,6 +47,12 @@ from gdl.providers.openstack.security import (
 
 # soft-anti-affinity came with compute API 2.15; every cloud since Mitaka has it.
 SOFT_ANTI_AFFINITY_VERSION = (2, 15)
+HARD, SOFT = "anti-affinity", "soft-anti-affinity"
+
+
+def policy_of(group: Any) -> str | None:
+    """A server group's policy (``policy`` from compute API 2.64, ``policies`` before)."""
+    return group.policy or (group.policies or [None])[0]
 
 
 @contextlib.contextmanager
@@ -267,14 +273,42 @@ class Parts:
         )
         return self.conn.network.get_security_group(winner.id)
 
-    def _anti_affinity_policy(self) -> str:
+    def soft_anti_affinity(self) -> bool:
         version = self.conn.compute.get_endpoint_data().max_microversion
-        if version and discover.normalize_version_number(version) >= SOFT_ANTI_AFFINITY_VERSION:
-            return "soft-anti-affinity"
-        return "anti-affinity"
+        return bool(
+            version and discover.normalize_version_number(version) >= SOFT_ANTI_AFFINITY_VERSION
+        )
 
-    def _make_server_group(self, app: str, env: str, role: str) -> Any:
-        policy = self._anti_affinity_policy()
+    def _anti_affinity_policy(self, role: str) -> str:
+        """The load balancer pair on different hosts; app servers apart where they can be."""
+        if role == "lb" or not self.soft_anti_affinity():
+            return HARD
+        return SOFT
+
+    def soften(self, app: str, env: str, role: str) -> Any:
+        """Replace the role's hard anti-affinity group with a soft one; the new group.
+
+        For a cloud that has no valid host for the next member.  Nova cannot change a
+        group's policy nor move a server between groups: the members already running
+        stay where they are, outside any group; the new group takes the servers made
+        from now on.  Several builders falling back at once share one new group.
+        """
+        with parts_lock(self.lock_dir, app, env):
+            name = group_name(app, env, role)
+            named = [g for g in self.conn.compute.server_groups() if g.name == name]
+            soft = [g for g in named if policy_of(g) == SOFT]
+            if soft:
+                return keeper(soft)
+            for group in named:
+                retry(
+                    lambda group=group: self.conn.compute.delete_server_group(
+                        group, ignore_missing=True
+                    )
+                )
+            return self._make_server_group(app, env, role, SOFT)
+
+    def _make_server_group(self, app: str, env: str, role: str, policy: str | None = None) -> Any:
+        policy = policy or self._anti_affinity_policy(role)
         name = group_name(app, env, role)
         group = retry(lambda: self.conn.compute.create_server_group(name=name, policy=policy))
         same = [g for g in self.conn.compute.server_groups() if g.name == name]
