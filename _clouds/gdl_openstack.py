@@ -6,7 +6,8 @@ settings come with salt-cloud's options (salt-cloud reads the master config
 first, then its own); keys of the provider entry override
 ``gdl: openstack:`` (``cloud``, ``clouds_file``, ``image``, ``network``,
 ``external_network``, ``key_name``, ``subnet``, ``boot_from_volume``,
-``volume_size``, ``master_address``, ``availability_zone``, ``flavor``).
+``volume_size``, ``master_address``, ``master_source_cidr``,
+``master_security_group``, ``availability_zone``, ``flavor``).
 
 Provider (``/etc/salt/cloud.providers.d/openstack.conf``)::
 
@@ -64,6 +65,8 @@ PROVIDER_KEYS = (
     "boot_from_volume",
     "volume_size",
     "master_address",
+    "master_source_cidr",
+    "master_security_group",
     "availability_zone",
     "flavor",
 )

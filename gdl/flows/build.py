@@ -187,6 +187,8 @@ def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
         # app, env and role come from each name, the size from the profile; the
         # profile may wait for each minion, the build waits for them in a later step.
         ctx.salt.cloud_create(f"gdl-{record.provider}-lb", missing, {"wait_for_minion": False})
+        for warning in provider.placement_warnings(app, env):
+            ctx.progress(f"warning: {warning}")
     return {"created": missing}
 
 

@@ -31,6 +31,9 @@ def status(ctx: Context, app: str, env: str) -> dict[str, Any]:
         ],
     }
     result["tls"] = tls.describe(ctx.settings.state_dir, record)
+    warnings = provider.placement_warnings(app, env) if lbs else []
+    if warnings:
+        result["warnings"] = warnings
     if network:
         result.update(ctx.salt.lb_status([n for n in lbs if n in answering], network.vip))
     return result

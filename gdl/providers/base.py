@@ -170,6 +170,10 @@ class Provider(abc.ABC):
             "remove floating_ip from the salt-cloud profile",
         )
 
+    def placement_warnings(self, app: str, env: str) -> list[str]:
+        """What the operator should know of where the load balancers were placed."""
+        return []
+
     def list_envs(self) -> list[tuple[str, str]]:
         """The (app, env) pairs that have servers or shared parts here."""
         return sorted({(s.app, s.env) for s in self.list_servers()})

@@ -19,7 +19,9 @@ import ipaddress
 import itertools
 import json
 import os
+import re
 import shutil
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -32,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gdl import naming
+from gdl import certs, naming
 from gdl.providers.openstack import MARK_SERVER, group_name, vip_port_name
 from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster, salt_script
 from tests.support.runs import run, served_by
@@ -102,10 +104,10 @@ def floating_ip(demo, env: str) -> str:
     return fip.floating_ip_address
 
 
-def answers(url: str, timeout: float = 1) -> str | None:
+def answers(url: str, timeout: float = 1, context: ssl.SSLContext | None = None) -> str | None:
     """Who served one request to ``url`` (its X-Served-By), None when nothing answered."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return response.headers["X-Served-By"]
     except OSError:
         return None
@@ -177,7 +179,7 @@ def leftovers(demo, rig: dict[str, Any], app: str, env: str) -> list[str]:
     return found
 
 
-def build(master: SaltMaster, env: str, servers: int) -> tuple[int, Any, str]:
+def build(master: SaltMaster, env: str, servers: int, *more: str) -> tuple[int, Any, str]:
     """``gdl.build`` of the blog on the rig, as the operator types it."""
     return run(
         master,
@@ -186,6 +188,7 @@ def build(master: SaltMaster, env: str, servers: int) -> tuple[int, Any, str]:
         f"env={env}",
         f"servers={servers}",
         "provider=openstack",
+        *more,
         timeout=BUILD_TIMEOUT,
     )
 
@@ -231,10 +234,17 @@ def os_master(tmp_path_factory, rig, admin, openstack_section) -> Iterator[SaltM
 
 @pytest.fixture(scope="module")
 def built(os_master: SaltMaster, demo) -> dict:
+    """The first environment, served over HTTPS with a certificate of the master's CA."""
     started = time.monotonic()
-    code, data, output = build(os_master, ENV, 2)
+    code, data, output = build(os_master, ENV, 2, "tls=auto")
     assert code == 0, output
-    return {"result": data, "seconds": time.monotonic() - started}
+    return {"result": data, "seconds": time.monotonic() - started, "output": output}
+
+
+@pytest.fixture(scope="module")
+def trusted(built, os_master: SaltMaster) -> ssl.SSLContext:
+    """A client that trusts the master's CA, as the operator's browser is told to."""
+    return ssl.create_default_context(cafile=str(certs.ca_paths(os_master.state_dir)[0]))
 
 
 def test_a_request_the_cloud_cannot_carry_is_one_line_and_makes_nothing(os_master, demo, rig):
@@ -249,10 +259,10 @@ def test_a_request_the_cloud_cannot_carry_is_one_line_and_makes_nothing(os_maste
     assert not list((os_master.pki_dir / "minions").glob("*"))
 
 
-def test_build_serves_the_blog_at_its_floating_ip_from_both_app_servers(built, demo):
-    url = f"http://{floating_ip(demo, ENV)}/"
+def test_build_serves_the_blog_at_its_floating_ip_from_both_app_servers(built, demo, trusted):
+    url = f"https://{floating_ip(demo, ENV)}/"
     assert built["result"]["url"] == url
-    hosts = served_by(url, 20)
+    hosts = served_by(url, 20, trusted)
     assert Counter(hosts) == {f"app-0-{APP}-{ENV}": 10, f"app-1-{APP}-{ENV}": 10}
     assert all(a != b for a, b in itertools.pairwise(hosts)), hosts
 
@@ -282,11 +292,20 @@ def test_the_cloud_shows_the_environment(built, rig, os_master, demo):
     assert not list((os_master.pki_dir / "minions_pre").glob("*"))
 
     groups = {g["Name"]: g for g in shown["groups"]}
-    for role in ("app", "lb"):
+
+    def policy_and_members(role: str) -> tuple[str, set[str]]:
         group = groups[group_name(APP, ENV, role)]
-        assert "anti-affinity" in str(group.get("Policy", group))
-        members = {servers[n]["ID"] for n in names if n.startswith(f"{role}-")}
-        assert members <= set(group["Members"] if "Members" in group else group["Member IDs"])
+        members = group["Members"] if "Members" in group else group["Member IDs"]
+        return str(group.get("Policy", group)), set(members)
+
+    policy, members = policy_and_members("app")
+    assert "soft-anti-affinity" in policy
+    assert {servers[n]["ID"] for n in names[:2]} <= members
+    # The rig has one compute host: the pair's hard anti-affinity group had no valid host
+    # for the second LB, which was made again in a soft one (test_the_pair_shares_...).
+    policy, members = policy_and_members("lb")
+    assert "soft-anti-affinity" in policy
+    assert members and members <= {servers[n]["ID"] for n in lb_names}
 
     vip_port = shown["vip_port"]
     vip = vip_port["fixed_ips"][0]["ip_address"]
@@ -300,10 +319,83 @@ def test_the_cloud_shows_the_environment(built, rig, os_master, demo):
         assert not port.allowed_address_pairs
     fips = [f for f in shown["floating_ips"] if f["Port"] == vip_port["id"]]
     assert len(fips) == 1
-    assert built["result"]["url"] == f"http://{fips[0]['Floating IP Address']}/"
+    assert built["result"]["url"] == f"https://{fips[0]['Floating IP Address']}/"
 
     rules = shown["rules"]
     assert {(r["IP Protocol"], r["Port Range"]) for r in rules} >= {("tcp", "80:80")}
+
+
+def test_the_pair_shares_the_one_host_in_a_soft_group_with_a_warning_and_both_serve(
+    built, rig, demo, os_master
+):
+    output = built["output"]
+    assert "warning: the load balancers are placed with soft-anti-affinity" in output, output
+    lbs = lb_hosts(rig, demo, ENV)
+    assert "warning: " + " and ".join(sorted(lbs)) + " run on the same host" in output
+    for name, pid in lbs.items():
+        for daemon in ("haproxy", "keepalived"):
+            assert in_host(pid, "pgrep", "-x", daemon).returncode == 0, (name, daemon)
+    # Both serve: each one's haproxy has both app servers in rotation.
+    (status_code, status, shown) = run(os_master, "gdl.status", f"app={APP}", f"env={ENV}")
+    assert status_code == 0, shown
+    assert any("run on the same host" in w for w in status["warnings"]), status
+    assert [b["status"] for b in status["backends"]] == ["UP", "UP"], status
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    """One request from the master with curl (its exit status tells refused from dropped)."""
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+# curl's exit statuses: nothing listens (a reset) / no answer at all (a dropped packet).
+CURL_REFUSED, CURL_TIMED_OUT = 7, 28
+
+
+def test_https_at_the_floating_ip_verifies_against_the_masters_ca(built, demo, os_master):
+    fip = floating_ip(demo, ENV)
+    url = built["result"]["url"]
+    assert url == f"https://{fip}/"
+    ca_file = certs.ca_paths(os_master.state_dir)[0]
+    done = curl("-w", "%{http_code} %{ssl_verify_result}", "--cacert", str(ca_file), url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "200 0"
+    assert curl(url).returncode != 0  # without the CA the certificate is not trusted
+    done = curl("-w", "%{http_code} %{redirect_url}", f"http://{fip}/posts?page=2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"301 https://{fip}/posts?page=2"
+
+
+def test_metrics_are_on_each_load_balancers_own_address_for_the_master_only(built, rig, demo):
+    servers = env_servers(demo, APP, ENV)
+    lbs = {s.name: server_address(demo, s.id) for s in servers if s.name.startswith("lb-")}
+    vip = demo.network.find_port(vip_port_name(APP, ENV)).fixed_ips[0]["ip_address"]
+    # The floating IP leads to the VIP, where haproxy serves no metrics.
+    assert curl(f"http://{floating_ip(demo, ENV)}:8404/metrics").returncode == CURL_REFUSED
+    # A master outside the cloud reaches the fixed addresses through a route (docs/metrics.md).
+    with route_to_fixed_addresses(demo):
+        for name, address in lbs.items():
+            with urllib.request.urlopen(f"http://{address}:8404/metrics", timeout=10) as got:
+                metrics = got.read().decode()
+            # Both app servers in rotation, as this LB's own haproxy sees them.
+            active = rf'haproxy_backend_active_servers\{{[^}}]*proxy="be_{APP}_{ENV}"[^}}]*\}} 2\b'
+            assert re.search(active, metrics), (name, metrics[-2000:])
+            done = curl("-w", "%{http_code}", f"http://{address}:8404/stats")
+            assert done.stdout == "200", (name, done.stderr)
+        assert curl(f"http://{vip}:8404/metrics").returncode == CURL_REFUSED
+    # From inside the cloud the security group drops it: only the master is admitted.
+    (app_server,) = [s for s in servers if s.name == f"app-0-{APP}-{ENV}"]
+    pid = host_pid(rig, app_server.id)
+    for name, address in lbs.items():
+        fetched = in_host(
+            pid, "curl", "-s", "-o", "/dev/null", "--max-time", "3", f"http://{address}:8404/"
+        )
+        assert fetched.returncode == CURL_TIMED_OUT, (name, fetched.returncode)
 
 
 def test_user_data_carries_the_minion_identity(built, rig, os_master, admin):
@@ -323,7 +415,7 @@ def test_user_data_carries_the_minion_identity(built, rig, os_master, admin):
         assert "PRIVATE KEY" in files["/etc/salt/pki/minion/minion.pem"]
 
 
-def test_a_port_with_no_rule_for_it_refuses(built, rig, demo):
+def test_a_port_with_no_rule_for_it_refuses(built, rig, demo, trusted):
     holder, pid = vip_holder(rig, demo, ENV)
     fip = floating_ip(demo, ENV)
     # Something listens on the load balancer at a port its security group has no rule for
@@ -342,7 +434,7 @@ def test_a_port_with_no_rule_for_it_refuses(built, rig, demo):
             15,
         )
         assert inside is not None, f"nothing listens on {holder}:8089"
-        assert answers(f"http://{fip}/", timeout=5)  # the port with a rule does answer
+        assert answers(f"https://{fip}/", 5, trusted)  # the port with a rule does answer
         assert answers(f"http://{fip}:8089/", timeout=3) is None
     finally:
         listener.kill()
@@ -391,52 +483,58 @@ def server_address(demo, server_id: str) -> str:
     return port.fixed_ips[0]["ip_address"]
 
 
-def test_a_load_balancer_without_the_vip_in_its_pairs_cannot_serve_it(built, rig, demo):
+def test_a_load_balancer_without_the_vip_in_its_pairs_cannot_serve_it(built, rig, demo, trusted):
     holder, _pid = vip_holder(rig, demo, ENV)
-    url = f"http://{floating_ip(demo, ENV)}/"
+    url = f"https://{floating_ip(demo, ENV)}/"
     (port,) = demo.network.ports(tags=f"{MARK_SERVER}={holder}")
     (pair,) = port.allowed_address_pairs
     # As an operator would take it away.
     taken = f"ip-address={pair['ip_address']},mac-address={pair['mac_address']}"
     cli_change(rig, "port", "unset", "--allowed-address", taken, port.id)
     try:
-        assert until(lambda: answers(url) is None, 60) is not None, f"{holder} still serves"
+        assert until(lambda: answers(url, 1, trusted) is None, 60) is not None, (
+            f"{holder} still serves"
+        )
         # Still the VRRP master (keepalived cannot know), and yet nothing is served.
         assert vip_holder(rig, demo, ENV)[0] == holder
-        assert answers(url, timeout=3) is None
+        assert answers(url, 3, trusted) is None
     finally:
         # By id: the port object still lists the pair, so the SDK would send no change.
         demo.network.update_port(port.id, allowed_address_pairs=[pair])
-    assert until(lambda: answers(url) is not None, 60) is not None, "the VIP did not come back"
+    assert until(lambda: answers(url, 1, trusted) is not None, 60) is not None, (
+        "the VIP did not come back"
+    )
 
 
-def test_a_disassociated_floating_ip_stops_answering(built, rig, demo):
+def test_a_disassociated_floating_ip_stops_answering(built, rig, demo, trusted):
     vip_port = demo.network.find_port(vip_port_name(APP, ENV))
     (fip,) = demo.network.ips(port_id=vip_port.id)
-    url = f"http://{fip.floating_ip_address}/"
-    assert answers(url, timeout=5)
+    url = f"https://{fip.floating_ip_address}/"
+    assert answers(url, 5, trusted)
     cli_change(rig, "floating", "ip", "unset", "--port", fip.id)
     try:
-        assert until(lambda: answers(url) is None, 60) is not None, "it still answers"
+        assert until(lambda: answers(url, 1, trusted) is None, 60) is not None, "it still answers"
     finally:
         demo.network.update_ip(fip.id, port_id=vip_port.id)  # by id, as above
-    assert until(lambda: answers(url) is not None, 60) is not None, "it did not answer again"
+    assert until(lambda: answers(url, 1, trusted) is not None, 60) is not None, (
+        "it did not answer again"
+    )
 
 
-def test_killing_the_vrrp_masters_keepalived_moves_the_vip(built, rig, demo, os_master):
+def test_killing_the_vrrp_masters_keepalived_moves_the_vip(built, rig, demo, os_master, trusted):
     vip = demo.network.find_port(vip_port_name(APP, ENV)).fixed_ips[0]["ip_address"]
-    url = f"http://{floating_ip(demo, ENV)}/"
+    url = f"https://{floating_ip(demo, ENV)}/"
     lbs = lb_hosts(rig, demo, ENV)
     holder, _pid = vip_holder(rig, demo, ENV)
     (other,) = set(lbs) - {holder}
-    assert answers(url, timeout=5)
+    assert answers(url, 5, trusted)
     killed = in_host(lbs[holder], "pkill", "-TERM", "-x", "keepalived")
     assert killed.returncode == 0, killed.stderr
     started = time.monotonic()
     moved_after = until(lambda: holds(lbs[other], vip), 10)
     assert moved_after is not None, f"{other} did not take {vip}"
     # The floating IP answers again, through the other load balancer.
-    while answers(url, timeout=0.5) is None and time.monotonic() - started < 10:
+    while answers(url, 0.5, trusted) is None and time.monotonic() - started < 10:
         time.sleep(0.05)
     answered_after = time.monotonic() - started
     assert answered_after <= 4, (
@@ -445,9 +543,10 @@ def test_killing_the_vrrp_masters_keepalived_moves_the_vip(built, rig, demo, os_
     )
     assert not holds(lbs[holder], vip)
     # A re-run converges: keepalived runs again on the old holder.
-    code, _data, output = build(os_master, ENV, 2)
+    code, data, output = build(os_master, ENV, 2)
     assert code == 0, output
     assert in_host(lbs[holder], "pgrep", "-x", "keepalived").returncode == 0
+    assert data["url"] == url  # a build without TLS arguments keeps HTTPS
 
 
 @contextlib.contextmanager

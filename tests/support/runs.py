@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -89,10 +90,10 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> ob
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def served_by(url: str, count: int) -> list[str]:
+def served_by(url: str, count: int, context: ssl.SSLContext | None = None) -> list[str]:
     hosts = []
     for _ in range(count):
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
             hosts.append(response.headers["X-Served-By"])
     return hosts
 

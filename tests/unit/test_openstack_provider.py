@@ -30,9 +30,10 @@ def test_settings_need_image_network_and_master_address():
             provider.OpenStackSettings.from_mapping(section)
 
 
-def test_settings_master_address_must_be_an_address():
-    with pytest.raises(ConfigError, match="not an IP address"):
-        provider.OpenStackSettings.from_mapping({**BASE, "master_address": "salt.example"})
+def test_settings_master_address_must_be_an_address_or_a_name():
+    for bad in ("salt example", "-salt", "salt_master.example"):
+        with pytest.raises(ConfigError, match="is neither an IP address nor a DNS name"):
+            provider.OpenStackSettings.from_mapping({**BASE, "master_address": bad})
 
 
 def test_settings_read_optional_keys():

@@ -63,6 +63,34 @@ def test_an_ipv6_master_address_is_refused_in_one_line():
     assert "is IPv6" in one_line(caught.value)
 
 
+def test_the_masters_source_is_its_address_unless_given():
+    cfg = settings()
+    assert (cfg.master_address, cfg.master_source_cidr) == ("10.0.0.2", "10.0.0.2/32")
+    assert cfg.master_security_group is None
+    # Behind NAT: minions dial the public address, the cloud sees another source.
+    cfg = settings(master_address="198.51.100.4", master_source_cidr="203.0.113.0/28")
+    assert (cfg.master_address, cfg.master_source_cidr) == ("198.51.100.4", "203.0.113.0/28")
+    assert settings(master_source_cidr="203.0.113.7").master_source_cidr == "203.0.113.7/32"
+
+
+def test_a_named_master_needs_its_source_or_its_security_group():
+    cfg = settings(master_address="salt.example.org", master_source_cidr="203.0.113.7/32")
+    assert (cfg.master_address, cfg.master_source_cidr) == ("salt.example.org", "203.0.113.7/32")
+    # A master in the cloud: its group stands for it in the rules.
+    cfg = settings(master_address="salt.internal", master_security_group="salt-master")
+    assert (cfg.master_source_cidr, cfg.master_security_group) == (None, "salt-master")
+    with pytest.raises(ConfigError) as caught:
+        settings(master_address="salt.example.org")
+    assert "master_source_cidr" in one_line(caught.value)
+
+
+def test_a_bad_master_source_is_refused_in_one_line():
+    for bad in ("203.0.113.300/32", "2001:db8::/64", "salt.example.org"):
+        with pytest.raises(ConfigError) as caught:
+            settings(master_source_cidr=bad)
+        assert "master_source_cidr" in one_line(caught.value)
+
+
 # -- the network: by id or name, its subnet, its router's gateway -------------------------
 
 

@@ -56,6 +56,7 @@ def check_request(cloud: Cloud, parts: Parts, spec: EnvSpec) -> None:
         cloud.subnet(network)
         cloud.external_network(network)
         cloud.key_name()
+        cloud.master_group()
         if find(cloud.conn.network.find_extension, "allowed-address-pairs") is None:
             raise ProviderError(
                 "this cloud's Neutron lacks the allowed-address-pairs extension",

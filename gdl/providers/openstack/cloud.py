@@ -179,6 +179,21 @@ class Cloud:
             )
         return self.cfg.key_name
 
+    def master_group(self) -> Any | None:
+        """The master's own security group (``master_security_group``), when set."""
+        if not self.cfg.master_security_group:
+            return None
+        group = self._find_one(
+            "security_group", self.cfg.master_security_group, project_id=self.project_id()
+        )
+        if group is None:
+            raise NotFound(
+                f"security group {self.cfg.master_security_group!r} does not exist in this project",
+                "give the security group of the master's instance (name or id), "
+                "or fix gdl:openstack:master_security_group",
+            )
+        return group
+
     def _find_one(self, kind: str, name_or_id: str, **query: Any) -> Any | None:
         """A Neutron ``kind`` by name or id; a clear error when a name means several."""
         finder = getattr(self.conn.network, f"find_{kind}")

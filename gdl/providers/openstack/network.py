@@ -40,10 +40,20 @@ from gdl.providers.openstack.marks import (
     vip_description,
     vip_port_name,
 )
-from gdl.providers.openstack.security import ensure_rules
+from gdl.providers.openstack.security import (
+    ensure_master_rules,
+    ensure_rules,
+    remove_master_rules,
+)
 
 # soft-anti-affinity came with compute API 2.15; every cloud since Mitaka has it.
 SOFT_ANTI_AFFINITY_VERSION = (2, 15)
+HARD, SOFT = "anti-affinity", "soft-anti-affinity"
+
+
+def policy_of(group: Any) -> str | None:
+    """A server group's policy (``policy`` from compute API 2.64, ``policies`` before)."""
+    return group.policy or (group.policies or [None])[0]
 
 
 @contextlib.contextmanager
@@ -157,7 +167,15 @@ class Parts:
         for role in naming.ROLES:
             if role not in parts.security_groups:
                 parts.security_groups[role] = self._make_security_group(app, env, role)
-        ensure_rules(self.conn, parts.security_groups, self.cloud.cfg.master_address)
+        master_group = self.cloud.master_group()
+        ensure_rules(
+            self.conn,
+            parts.security_groups,
+            self.cloud.cfg.master_source_cidr,
+            master_group.id if master_group is not None else None,
+        )
+        if master_group is not None:
+            ensure_master_rules(self.conn, master_group, parts.security_groups)
         for role in naming.ROLES:
             if role not in parts.server_groups:
                 parts.server_groups[role] = self._make_server_group(app, env, role)
@@ -205,6 +223,9 @@ class Parts:
                     description=group_description(app, env, role),
                 )
             )
+        # Neutron would drop them with the groups; by hand, before, so none outlives them
+        # when a group cannot go yet.
+        remove_master_rules(self.conn, groups)
         for group in groups.values():
             # A port being deleted may still hold the group for a moment: 409, retried.
             retry(
@@ -257,14 +278,42 @@ class Parts:
         )
         return self.conn.network.get_security_group(winner.id)
 
-    def _anti_affinity_policy(self) -> str:
+    def soft_anti_affinity(self) -> bool:
         version = self.conn.compute.get_endpoint_data().max_microversion
-        if version and discover.normalize_version_number(version) >= SOFT_ANTI_AFFINITY_VERSION:
-            return "soft-anti-affinity"
-        return "anti-affinity"
+        return bool(
+            version and discover.normalize_version_number(version) >= SOFT_ANTI_AFFINITY_VERSION
+        )
 
-    def _make_server_group(self, app: str, env: str, role: str) -> Any:
-        policy = self._anti_affinity_policy()
+    def _anti_affinity_policy(self, role: str) -> str:
+        """The load balancer pair on different hosts; app servers apart where they can be."""
+        if role == "lb" or not self.soft_anti_affinity():
+            return HARD
+        return SOFT
+
+    def soften(self, app: str, env: str, role: str) -> Any:
+        """Replace the role's hard anti-affinity group with a soft one; the new group.
+
+        For a cloud that has no valid host for the next member.  Nova cannot change a
+        group's policy nor move a server between groups: the members already running
+        stay where they are, outside any group; the new group takes the servers made
+        from now on.  Several builders falling back at once share one new group.
+        """
+        with parts_lock(self.lock_dir, app, env):
+            name = group_name(app, env, role)
+            named = [g for g in self.conn.compute.server_groups() if g.name == name]
+            soft = [g for g in named if policy_of(g) == SOFT]
+            if soft:
+                return keeper(soft)
+            for group in named:
+                retry(
+                    lambda group=group: self.conn.compute.delete_server_group(
+                        group, ignore_missing=True
+                    )
+                )
+            return self._make_server_group(app, env, role, SOFT)
+
+    def _make_server_group(self, app: str, env: str, role: str, policy: str | None = None) -> Any:
+        policy = policy or self._anti_affinity_policy(role)
         name = group_name(app, env, role)
         group = retry(lambda: self.conn.compute.create_server_group(name=name, policy=policy))
         same = [g for g in self.conn.compute.server_groups() if g.name == name]

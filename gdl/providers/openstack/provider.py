@@ -30,8 +30,8 @@ from gdl.providers.base import (
 from gdl.providers.openstack.api import API_ERRORS, redact_user_data_in_logs, translate
 from gdl.providers.openstack.check import check_request
 from gdl.providers.openstack.cloud import Cloud
-from gdl.providers.openstack.marks import ROLE_VIP, marks_of
-from gdl.providers.openstack.network import Parts
+from gdl.providers.openstack.marks import ROLE_VIP, group_name, keeper, marks_of
+from gdl.providers.openstack.network import SOFT, Parts, policy_of
 from gdl.providers.openstack.servers import Servers
 from gdl.providers.openstack.settings import OpenStackSettings
 from gdl.spec import EnvSpec
@@ -205,6 +205,31 @@ class OpenStackProvider(Provider):
             self.parts.remove(app, env)
         except API_ERRORS as error:
             raise translate(error, f"removing the network parts of {env_id}") from None
+
+    def placement_warnings(self, app: str, env: str) -> list[str]:
+        """The load balancers sharing a host, or kept apart only where the cloud can."""
+        warnings = []
+        lbs = [s for s in self.list_servers(app, env) if s.role == "lb"]
+        hosts = {s.extra.get("host_id") for s in lbs}
+        if len(lbs) == 2 and len(hosts) == 1 and hosts != {None}:
+            warnings.append(
+                f"{lbs[0].name} and {lbs[1].name} run on the same host: "
+                "its failure takes both load balancers, and the VIP, down"
+            )
+        try:
+            name = group_name(app, env, "lb")
+            groups = [g for g in self.conn.compute.server_groups() if g.name == name]
+        except API_ERRORS as error:
+            raise translate(
+                error, f"reading the server groups of {naming.env_id(app, env)}"
+            ) from None
+        if groups and policy_of(keeper(groups)) == SOFT:
+            warnings.append(
+                f"the load balancers are placed with soft-anti-affinity (server group {name}), "
+                "not the hard anti-affinity gdl asks for first: the cloud had no valid host "
+                "to keep them apart, and they may share one"
+            )
+        return warnings
 
     def list_envs(self) -> list[tuple[str, str]]:
         envs = set(super().list_envs())

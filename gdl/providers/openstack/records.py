@@ -88,6 +88,8 @@ def server_record(
         extra={
             "status": status,
             "image": image,
+            # Nova's hash of the project and the compute host: equal on one host.
+            **({"host_id": server.host_id} if getattr(server, "host_id", None) else {}),
             **({"public_address": public} if public else {}),
         },
     )

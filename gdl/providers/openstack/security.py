@@ -1,13 +1,18 @@
-"""What each role's security group admits.
+"""What each role's security group admits, and what the master's own group admits.
 
 Load balancers take HTTP and HTTPS from anywhere and VRRP from each other; app servers take
-HTTP from the load balancers only; both take SSH and Salt's ports from the master alone, and
-the load balancers their metrics port too.
+HTTP from the load balancers only; both take SSH from the master alone, and the load
+balancers their metrics port too.  "The master" is where its traffic comes from as the
+cloud sees it (``master_source_cidr``), and members of its security group when it is an
+instance of the cloud.  Salt's ports are not opened on the servers: minions dial out to
+the master.  A master in the cloud gets them opened in its own group, from the
+environment's groups, and those rules go with the environment.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 import openstack
@@ -22,76 +27,115 @@ SALT_PORTS = (4505, 4506)
 METRICS_PORT = 8404
 
 
+def tcp(low: int, high: int | None = None, **source: Any) -> dict[str, Any]:
+    return {"protocol": "tcp", "port_range_min": low, "port_range_max": high or low, **source}
+
+
 def wanted_rules(
-    security_groups: dict[str, Any], master_address: str
+    security_groups: dict[str, Any],
+    master_cidr: str | None,
+    master_group_id: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Role -> the ingress rules its security group needs."""
-    master = f"{master_address}/32"
     lb = security_groups["lb"].id
-
-    def tcp(low: int, high: int | None = None, **source: Any) -> dict[str, Any]:
-        return {
-            "protocol": "tcp",
-            "port_range_min": low,
-            "port_range_max": high or low,
-            **source,
-        }
-
-    from_master = [tcp(22, remote_ip_prefix=master), tcp(*SALT_PORTS, remote_ip_prefix=master)]
+    masters: list[dict[str, Any]] = []
+    if master_cidr is not None:
+        masters.append({"remote_ip_prefix": master_cidr})
+    if master_group_id is not None:
+        masters.append({"remote_group_id": master_group_id})
+    ssh = [tcp(22, **source) for source in masters]
     return {
         "lb": [
             tcp(80, remote_ip_prefix="0.0.0.0/0"),
             tcp(443, remote_ip_prefix="0.0.0.0/0"),
-            *from_master,
-            tcp(METRICS_PORT, remote_ip_prefix=master),
+            *ssh,
+            *(tcp(METRICS_PORT, **source) for source in masters),
             {"protocol": VRRP_PROTOCOL, "remote_group_id": lb},
         ],
-        "app": [tcp(80, remote_group_id=lb), *from_master],
+        "app": [tcp(80, remote_group_id=lb), *ssh],
     }
+
+
+def _key(rule: Any) -> tuple:
+    get = rule.get if isinstance(rule, dict) else lambda name: getattr(rule, name, None)
+    return (
+        str(get("protocol")),
+        get("port_range_min"),
+        get("port_range_max"),
+        get("remote_ip_prefix"),
+        get("remote_group_id"),
+    )
+
+
+def _is_salt(rule: Any) -> bool:
+    return (rule.protocol, rule.port_range_min, rule.port_range_max) == ("tcp", *SALT_PORTS)
+
+
+def _add(conn: openstack.connection.Connection, group_id: str, rule: dict[str, Any]) -> None:
+    # Another builder of the same environment may add it at the same time.
+    with contextlib.suppress(os_exceptions.ConflictException):
+        retry(
+            lambda: conn.network.create_security_group_rule(
+                security_group_id=group_id, direction="ingress", ethertype="IPv4", **rule
+            )
+        )
+
+
+def _delete(conn: openstack.connection.Connection, rule: Any) -> None:
+    retry(lambda: conn.network.delete_security_group_rule(rule, ignore_missing=True))
 
 
 def ensure_rules(
     conn: openstack.connection.Connection,
     security_groups: dict[str, Any],
-    master_address: str,
+    master_cidr: str | None,
+    master_group_id: str | None = None,
 ) -> None:
-    """Add to each role's security group the wanted rules it lacks."""
+    """Add to each role's security group the wanted rules it lacks.
 
-    def key(rule: dict[str, Any]) -> tuple:
-        return (
-            str(rule.get("protocol")),
-            rule.get("port_range_min"),
-            rule.get("port_range_max"),
-            rule.get("remote_ip_prefix"),
-            rule.get("remote_group_id"),
-        )
-
-    for role, rules in wanted_rules(security_groups, master_address).items():
+    Salt's ports, which environments made by an earlier gdl opened to the master, are
+    closed: minions dial out.
+    """
+    for role, rules in wanted_rules(security_groups, master_cidr, master_group_id).items():
         group = security_groups[role]
-        have = {
-            key(
-                {
-                    "protocol": r.protocol,
-                    "port_range_min": r.port_range_min,
-                    "port_range_max": r.port_range_max,
-                    "remote_ip_prefix": r.remote_ip_prefix,
-                    "remote_group_id": r.remote_group_id,
-                }
-            )
-            for r in conn.network.security_group_rules(
-                security_group_id=group.id, direction="ingress"
-            )
-        }
+        have = list(
+            conn.network.security_group_rules(security_group_id=group.id, direction="ingress")
+        )
+        for rule in have:
+            if _is_salt(rule):
+                _delete(conn, rule)
+        present = {_key(r) for r in have}
         for rule in rules:
-            if key(rule) in have:
-                continue
-            # Another builder of the same environment may add it at the same time.
-            with contextlib.suppress(os_exceptions.ConflictException):
-                retry(
-                    lambda rule=rule, group=group: conn.network.create_security_group_rule(
-                        security_group_id=group.id,
-                        direction="ingress",
-                        ethertype="IPv4",
-                        **rule,
-                    )
-                )
+            if _key(rule) not in present:
+                _add(conn, group.id, rule)
+
+
+def ensure_master_rules(
+    conn: openstack.connection.Connection, master_group: Any, security_groups: dict[str, Any]
+) -> None:
+    """Admit Salt's ports in the master's own group from each of the environment's groups."""
+    present = {
+        _key(r)
+        for r in conn.network.security_group_rules(
+            security_group_id=master_group.id, direction="ingress"
+        )
+    }
+    for group in security_groups.values():
+        rule = tcp(*SALT_PORTS, remote_group_id=group.id)
+        if _key(rule) not in present:
+            _add(conn, master_group.id, {**rule, "description": f"Salt from {group.name}"})
+
+
+def remove_master_rules(conn: openstack.connection.Connection, group_ids: Iterable[str]) -> None:
+    """Remove the rules ``ensure_master_rules`` added for these groups, wherever they are.
+
+    By what they are (Salt's ports from one of these groups, in another group), so a
+    master group renamed or dropped from the settings since the build is cleaned up too.
+    """
+    ours = set(group_ids)
+    for group_id in ours:
+        for rule in conn.network.security_group_rules(
+            remote_group_id=group_id, direction="ingress"
+        ):
+            if rule.security_group_id not in ours and _is_salt(rule):
+                _delete(conn, rule)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,12 +31,19 @@ from gdl.providers.openstack.api import (
 from gdl.providers.openstack.boot import boot_options
 from gdl.providers.openstack.cloud import Cloud
 from gdl.providers.openstack.marks import MARK_SERVER, MARK_SIZE, marks_of, server_description
-from gdl.providers.openstack.network import EnvParts, Parts
+from gdl.providers.openstack.network import HARD, EnvParts, Parts, policy_of
 from gdl.providers.openstack.records import GONE, TRANSITIONAL, server_record
 
 log = logging.getLogger(__name__)
 
 DELETE_TIMEOUT = 300.0
+# Nova's faults when its scheduler finds no host for a server: at once, or after the host
+# it chose refused it (a late anti-affinity check) and no other was left.
+NO_VALID_HOST = re.compile(r"No valid host was found|Exhausted all hosts available")
+
+
+class NoValidHost(ProviderError):
+    """Nova found no host for the server (it was removed)."""
 
 
 class Servers:
@@ -224,6 +232,34 @@ class Servers:
         if server is not None and server.status == "ERROR":
             self._delete_one(request.name, server, deadline)
             server = None
+        try:
+            server = self._boot(request, parts, image, flavor, key_name, server, deadline, source)
+        except NoValidHost as error:
+            group = parts.server_groups[request.role]
+            if policy_of(group) != HARD or not self.parts.soft_anti_affinity():
+                raise
+            # The cloud has no host apart from the other members': the failed server is
+            # gone (see _wait_active); it is made again where the cloud can place it.
+            parts.server_groups[request.role] = self.parts.soften(
+                request.app, request.env, request.role
+            )
+            log.warning("%s; making it again with soft-anti-affinity", error.problem)
+            server = self._boot(request, parts, image, flavor, key_name, None, deadline, source)
+        progress(f"{request.name} is running on OpenStack")
+        return server_record(server, parts.network.name)
+
+    def _boot(
+        self,
+        request: ServerRequest,
+        parts: EnvParts,
+        image: Any,
+        flavor: Any,
+        key_name: str | None,
+        server: Any | None,
+        deadline: float,
+        source: userdata.SaltSource | None = None,
+    ) -> Any:
+        """Make the server unless ``server`` is it, and wait until it is ACTIVE."""
         if server is None:
             port = self.port_for(request, parts)
             metadata = {
@@ -258,9 +294,7 @@ class Servers:
                 ),
             )
             log.info("creating server %s (%s)", request.name, server.id)
-        server = self._wait_active(request.name, server, deadline)
-        progress(f"{request.name} is running on OpenStack")
-        return server_record(server, parts.network.name)
+        return self._wait_active(request.name, server, deadline)
 
     def _wait_active(self, name: str, server: Any, deadline: float) -> Any:
         delays = poll_delays()
@@ -272,7 +306,8 @@ class Servers:
             if status == "ERROR":
                 fault = " ".join(str((server.fault or {}).get("message", "no fault given")).split())
                 self._delete_one(name, server, deadline + DELETE_TIMEOUT)
-                raise ProviderError(
+                error = NoValidHost if NO_VALID_HOST.search(fault) else ProviderError
+                raise error(
                     f"server {name} went to ERROR ({fault}); it was removed",
                     "fix the cause (flavor, image, quota, capacity) and run the build again",
                 )

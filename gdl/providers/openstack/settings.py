@@ -15,7 +15,12 @@
     boot_from_volume: false   # optional: true for flavors with no disk (disk 0)
     volume_size: 20           # optional, GiB: the boot volume's size (default: what the
                               # image needs, at least the flavor's disk)
-    master_address: 10.0.0.2  # what minions connect to
+    master_address: 10.0.0.2  # what minions dial: an IPv4 address or a DNS name
+    master_source_cidr: 203.0.113.7/32   # optional: where the master's traffic comes from
+                              # as the cloud sees it (SSH and metrics rules); default:
+                              # master_address/32 when it is an address
+    master_security_group: salt-master   # optional: the master's own group (a master in
+                              # the cloud): gdl adds Salt's ports from the servers to it
     master_port: 4506         # optional: the master's ports, when not Salt's defaults
     publish_port: 4505
     minion_packages: []       # optional: Debian packages cloud-init installs first (none
@@ -62,6 +67,8 @@ class OpenStackSettings:
     flavors: dict[str, str] = field(default_factory=dict)
     server_timeout: float = 600.0
     minion_timeout: float = 900.0
+    master_source_cidr: str | None = None
+    master_security_group: str | None = None
     master_port: int | None = None
     publish_port: int | None = None
     minion_packages: tuple[str, ...] = userdata.DEFAULT_PACKAGES
@@ -89,20 +96,10 @@ class OpenStackSettings:
             return value
 
         master_address = text("master_address", required=True) or ""
-        try:
-            address = ipaddress.ip_address(master_address)
-        except ValueError:
-            raise ConfigError(
-                f"gdl:openstack:master_address {master_address!r} is not an IP address",
-                "give the address minions use to reach the master (security groups need it)",
-            ) from None
-        if address.version != 4:
-            # The security group rules, the subnet and the VIP are IPv4 only.
-            raise ConfigError(
-                f"gdl:openstack:master_address {master_address} is IPv6, "
-                "which the openstack provider does not support yet",
-                "give the master's IPv4 address",
-            )
+        master_security_group = text("master_security_group")
+        master_source_cidr = source_cidr(
+            master_address, text("master_source_cidr"), master_security_group
+        )
         flavors = section.get("flavor") or {}
         if not isinstance(flavors, dict):
             raise ConfigError(
@@ -166,6 +163,8 @@ class OpenStackSettings:
             image=text("image", required=True) or "",
             network=text("network", required=True) or "",
             master_address=master_address,
+            master_source_cidr=master_source_cidr,
+            master_security_group=master_security_group,
             cloud=text("cloud"),
             clouds_file=text("clouds_file"),
             subnet=text("subnet"),
@@ -191,3 +190,60 @@ def _url(value: str | None, key: str) -> str | None:
             "give a URL such as http://host:port/..., or leave it out",
         )
     return value
+
+
+# A DNS name as minions dial it (RFC 1123 labels).
+LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME = re.compile(rf"(?=.{{1,253}}$){LABEL}(\.{LABEL})*\.?")
+
+
+def source_cidr(
+    master_address: str, configured: str | None, master_security_group: str | None
+) -> str | None:
+    """The IPv4 network the master's traffic comes from, as the cloud sees it.
+
+    ``master_address`` is what minions dial: an address or a name, maybe NAT'd.  The
+    security groups need the source: given, else ``master_address/32`` when it is an
+    address.  A name with neither a source nor the master's security group is refused:
+    the rules for SSH and metrics would have no one to admit.
+    """
+    try:
+        address = ipaddress.ip_address(master_address)
+    except ValueError:
+        address = None
+        if not HOSTNAME.fullmatch(master_address):
+            raise ConfigError(
+                f"gdl:openstack:master_address {master_address!r} is neither an IP address "
+                "nor a DNS name",
+                "give the address or name minions use to reach the master",
+            ) from None
+    if address is not None and address.version != 4:
+        # The security group rules, the subnet and the VIP are IPv4 only.
+        raise ConfigError(
+            f"gdl:openstack:master_address {master_address} is IPv6, "
+            "which the openstack provider does not support yet",
+            "give the master's IPv4 address or a name that resolves to it",
+        )
+    if configured is not None:
+        try:
+            network = ipaddress.ip_network(configured, strict=False)
+        except ValueError:
+            network = None
+        if network is None or network.version != 4:
+            raise ConfigError(
+                f"gdl:openstack:master_source_cidr {configured!r} is not an IPv4 address "
+                "or network",
+                "give the address the cloud sees the master's traffic come from, "
+                "e.g. 203.0.113.7/32",
+            )
+        return str(network)
+    if address is not None:
+        return f"{address}/32"
+    if master_security_group is None:
+        raise ConfigError(
+            f"gdl:openstack:master_address {master_address!r} is a name, and the security "
+            "groups need the address the master's traffic comes from",
+            "set gdl:openstack:master_source_cidr (e.g. 203.0.113.7/32), or "
+            "master_security_group for a master in the cloud",
+        )
+    return None
