@@ -223,12 +223,16 @@ def boot(descriptions: list[dict], timeout: float = 60) -> list[tuple[int, int] 
     if not descriptions:
         return []
     python = descriptions[0].get("python") or sys.executable
+    # The hosts' PID 1 and services keep nothing of the caller's environment (an
+    # operator's OS_PASSWORD, say). PID 1 may be given, by name, what a hypervisor shows
+    # its guests' init (cloud-init reads product_name there); its services never are.
+    init_environment = dict(confine.SERVICE_ENVIRONMENT)
+    for description in descriptions:
+        init_environment.update(description.get("init_environment") or {})
     try:
         result = subprocess.run(
             [python, "-I", "-S", str(HOSTINIT)],
-            # The hosts' PID 1 and services keep nothing of the caller's environment
-            # (an operator's OS_PASSWORD, say).
-            env=dict(confine.SERVICE_ENVIRONMENT),
+            env=init_environment,
             input=json.dumps(descriptions),
             capture_output=True,
             text=True,

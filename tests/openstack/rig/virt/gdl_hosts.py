@@ -267,6 +267,10 @@ class InstanceHost:
                 }
             ],
             "python": sys.executable,
+            # cloud-init recognises OpenStack by this in PID 1's environment when the
+            # machine's DMI says nothing (Nova's libvirt driver gives its LXC guests'
+            # init the same variable).
+            "init_environment": {"product_name": "OpenStack Nova"},
         }
         answer = host.boot([description])[0]
         if isinstance(answer, str):
@@ -354,10 +358,6 @@ if __name__.startswith("nova."):
             super().__init__(virtapi, read_only)
             self.state = Path(CONF.state_path).parent.parent
             self.salt_venv = os.environ.get("GDL_RIG_SALT_VENV", "/opt/gdl/venv")
-            # The instances' PID 1 inherits this: cloud-init recognises OpenStack by it
-            # when the machine's DMI says nothing (Nova's libvirt driver gives its LXC
-            # guests' init the same variable).
-            os.environ["product_name"] = "OpenStack Nova"  # noqa: SIM112 - its real name
 
         def init_host(self, host):
             super().init_host(host)
