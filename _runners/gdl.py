@@ -304,7 +304,7 @@ def _step(name, action, app, env, environment, lock_token, **kwargs):
 def vrrp_pair(app=None, environment=None, env=None, lock_token=None, **kwargs):
     """
     Orchestration step: make the environment's missing load balancers through
-    salt-cloud (profile ``gdl-<provider>-lb``) and wait for their minions.
+    salt-cloud (profile ``gdl-<provider>-lb``); ``minions_ready`` waits for them.
 
     CLI Example:
 
@@ -344,21 +344,6 @@ def write_pillar(app=None, environment=None, env=None, lock_token=None, **kwargs
         salt-run gdl.write_pillar app=blog environment=dev
     """
     return _step("write_pillar", _build.pillar_and_due_roles, app, env, environment, lock_token)
-
-
-def surplus(app=None, environment=None, env=None, **kwargs):
-    """
-    The environment's app servers beyond the requested count (to drain and remove).
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run gdl.surplus app=blog environment=dev
-    """
-    app, env = _support.target(app, env, environment)
-    with _session() as ctx:
-        return _guarded(_build.surplus, ctx, app, env)
 
 
 def drain_surplus(app=None, environment=None, env=None, lock_token=None, **kwargs):
