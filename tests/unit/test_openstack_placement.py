@@ -61,7 +61,7 @@ def maker(parts: FakeParts, outcomes: list[Any]) -> tuple[servers.Servers, list[
     made = servers.Servers(cloud, parts)  # type: ignore[arg-type]
     groups: list[Any] = []
 
-    def boot(req, env_parts, image, flavor, key_name, server, deadline):
+    def boot(req, env_parts, image, flavor, key_name, server, deadline, source=None):
         groups.append(env_parts.server_groups[req.role])
         outcome = outcomes.pop(0)
         if isinstance(outcome, Exception):

@@ -85,6 +85,9 @@ def test_a_master_in_the_cloud_is_admitted_by_its_security_group():
     assert as_tuples(both["app"]) == as_tuples(wanted["app"]) | {("tcp", 22, 22, FROM_MASTER, None)}
 
 
+PROJECT = "project-1"
+
+
 class FakeNetwork:
     """The rule calls the security module makes of ``conn.network``, on a dict of groups."""
 
@@ -96,6 +99,7 @@ class FakeNetwork:
             SimpleNamespace(
                 id=f"rule-{n}",
                 security_group_id=group_id,
+                project_id=PROJECT,
                 **{key: rule.get(key) for key in self.FIELDS},
             )
             for n, (group_id, rule) in enumerate(
@@ -221,7 +225,9 @@ def test_destroy_removes_exactly_the_salt_rules_added_for_its_groups():
             "sg-lb": [{"protocol": VRRP, "remote_group_id": "sg-lb"}],  # the group's own
         }
     )
-    security.remove_master_rules(SimpleNamespace(network=network), ["sg-lb", "sg-app"])
+    security.remove_master_rules(
+        SimpleNamespace(network=network, current_project_id=PROJECT), ["sg-lb", "sg-app"]
+    )
     assert sorted(r.id for r in network.deleted) == ["rule-0", "rule-1"]
 
 

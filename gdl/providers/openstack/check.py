@@ -143,11 +143,14 @@ def rules_to_add(cloud: Cloud, found: EnvParts | None) -> int:
     groups = found.security_groups if found else {}
     # A group still to be made stands in under a placeholder id (rules name the LBs' group).
     named = {role: groups.get(role) or SimpleNamespace(id=f"new-{role}") for role in naming.ROLES}
+    master_group = cloud.master_group()
+    master_group_id = master_group.id if master_group is not None else None
     count = 0
-    for role, rules in wanted_rules(named, cloud.cfg.master_address).items():
+    for role, rules in wanted_rules(named, cloud.cfg.master_source_cidr, master_group_id).items():
         group = groups.get(role)
         if group is None:
-            count += len(rules) + DEFAULT_EGRESS_RULES
+            # and, in the master's own group, Salt's ports from the new group
+            count += len(rules) + DEFAULT_EGRESS_RULES + (master_group is not None)
             continue
         have = {
             rule_key(vars_of(rule))

@@ -135,7 +135,7 @@ def remove_master_rules(conn: openstack.connection.Connection, group_ids: Iterab
     ours = set(group_ids)
     for group_id in ours:
         for rule in conn.network.security_group_rules(
-            remote_group_id=group_id, direction="ingress"
+            remote_group_id=group_id, direction="ingress", project_id=conn.current_project_id
         ):
             if rule.security_group_id not in ours and _is_salt(rule):
                 _delete(conn, rule)
