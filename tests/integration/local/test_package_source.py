@@ -31,7 +31,8 @@ from gdl.providers.base import ServerRequest
 from gdl_harness.local_cloud import LocalCloud
 from gdl_harness.salt_daemons import port_open
 
-pytestmark = pytest.mark.integration
+# Minutes (the wheelhouse is built): it runs in the long session, beside the rest.
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 HOST = "app-0-pkg-src"
 
