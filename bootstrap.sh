@@ -30,7 +30,7 @@ LINKED_COMMANDS=(salt salt-run salt-key salt-cloud salt-call salt-master gdl)
 SALT_PORTS=(4505 4506)
 OS_RELEASE=${GDL_OS_RELEASE:-/etc/os-release}   # overridable so tests can fake another OS
 APT=(apt-get -o DPkg::Lock::Timeout=600 -y -q)
-PACKAGES=(python3-venv python3-dev gcc iproute2 ebtables nginx haproxy keepalived openssl procps psmisc
+PACKAGES=(python3-venv python3-dev gcc iproute2 ebtables iptables nginx haproxy keepalived openssl procps psmisc
           ca-certificates)
 # Installed for the servers gdl makes; the master itself must not run them.
 SERVER_DAEMONS=(nginx haproxy keepalived)

@@ -18,7 +18,7 @@ APT=(apt-get -o DPkg::Lock::Timeout=600 -y -q)
 PACKAGES=(
     python3-venv python3-dev gcc ca-certificates
     iproute2 util-linux ebtables procps psmisc openssl
-    nginx haproxy keepalived
+    nginx haproxy keepalived iptables
     wrk
     chromium chromium-driver
 )
