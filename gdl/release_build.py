@@ -2,8 +2,9 @@
 
 App servers have no internet, so everything they install comes from one
 **release archive** built here from an app's checked manifest
-(:mod:`gdl.apps`): the app's files plus a ``wheelhouse/`` with a wheel for
-every requirement (``pip wheel``), and ``RELEASE.json``.  The archive is
+(:mod:`gdl.apps`): the app's files, ``site-packages/`` with every requirement
+installed from wheels built here (``pip wheel``, then ``pip install --target``),
+and ``RELEASE.json``.  The archive is
 written to ``<state_dir>/files/gdl-releases/<app>/`` (that ``files``
 directory is a ``file_roots`` entry of the master), so minions fetch
 ``salt://gdl-releases/<app>/<app>-<version>.tar.gz`` and check it against the
@@ -37,7 +38,13 @@ import yaml
 
 from gdl.apps import AppManifest, load_manifest, load_manifest_from
 from gdl.errors import GdlError
-from gdl.wheel_build import Runner, build_wheelhouse, requirements_sha256, run_bounded
+from gdl.wheel_build import (
+    Runner,
+    build_site_packages,
+    build_wheelhouse,
+    requirements_sha256,
+    run_bounded,
+)
 
 __all__ = [
     "Release",
@@ -45,6 +52,7 @@ __all__ = [
     "build_release_for",
     "build_release_from",
     "build_release_of",
+    "build_site_packages",
     "build_wheelhouse",
     "files_dir",
     "list_releases",
@@ -61,8 +69,9 @@ if TYPE_CHECKING:
 
 RELEASES_DIR = "gdl-releases"  # under the fileserver's files directory
 # Left out of a release: build and editor leftovers that differ between checkouts.
-SKIPPED_NAMES = {"__pycache__", ".pytest_cache", "wheelhouse", "RELEASE.json"}
+SKIPPED_NAMES = {"__pycache__", ".pytest_cache", "wheelhouse", "site-packages", "RELEASE.json"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
+SITE_SKIPPED = {"__pycache__"}  # in the installed requirements: the servers compile their own
 
 
 @dataclass(frozen=True)
@@ -141,13 +150,20 @@ def _check_link(manifest: AppManifest, root: Path, path: Path) -> None:
 
 
 def _release_members(
-    manifest: AppManifest, wheelhouse: Path, members: list[tuple[str, Path]] | None = None
+    manifest: AppManifest, site_packages: Path, members: list[tuple[str, Path]] | None = None
 ) -> list[tuple[str, Path]]:
     """(name in the archive, file on disk), sorted, for a reproducible archive."""
     found = list(app_members(manifest) if members is None else members)
-    found.extend(
-        (f"wheelhouse/{wheel.name}", wheel) for wheel in wheelhouse.iterdir() if wheel.is_file()
-    )
+    for top, dirs, files in os.walk(site_packages):
+        here = Path(top)
+        dirs[:] = [
+            d for d in dirs if d not in SITE_SKIPPED and not (here == site_packages and d == "bin")
+        ]
+        found.extend(
+            (f"site-packages/{(here / name).relative_to(site_packages).as_posix()}", here / name)
+            for name in files
+            if not name.endswith(SKIPPED_SUFFIXES)
+        )
     return sorted(found)
 
 
@@ -188,10 +204,10 @@ def _add_dir(archive: tarfile.TarFile, name: str) -> None:
 
 
 def release_bytes(
-    manifest: AppManifest, wheelhouse: Path, members: list[tuple[str, Path]] | None = None
+    manifest: AppManifest, site_packages: Path, members: list[tuple[str, Path]] | None = None
 ) -> bytes:
     """The release archive (tar.gz, no top-level directory), reproducibly."""
-    members = _release_members(manifest, wheelhouse, members)
+    members = _release_members(manifest, site_packages, members)
     info = {
         "app": manifest.name,
         "version": manifest.version,
@@ -265,10 +281,10 @@ def build_release_of(
     recorded = _first_word(content_file) if built else None
     if recorded is not None and recorded != content:
         raise _changed_release(manifest)
-    wheelhouse = None
     if recorded is None:
         wheelhouse = build_wheelhouse(manifest, cache_dir, python=python, run=run)
-        data = release_bytes(manifest, wheelhouse, members)
+        site_packages = build_site_packages(manifest, wheelhouse, python=python, run=run)
+        data = release_bytes(manifest, site_packages, members)
         digest = hashlib.sha256(data).hexdigest()
         if built and _first_word(hash_file) != digest:
             # Built before releases recorded their content: its bytes are the check.

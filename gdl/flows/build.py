@@ -148,11 +148,20 @@ def make_servers(
     return names
 
 
-def current_plan(ctx: Context, provider: Provider, app: str, env: str, app_servers: int) -> Plan:
-    """The plan from the servers there now; a server whose minion never joined is replaced."""
+def current_plan(
+    ctx: Context, provider: Provider, app: str, env: str, app_servers: int, role: str = ""
+) -> Plan:
+    """The plan from the servers there now; a server whose minion never joined is replaced.
+
+    With ``role``, only that role's part, and only its servers are judged: the app
+    servers this build just started are not asked whether they joined while the
+    VRRP pair is planned (a new minion cannot answer yet, and the question waits).
+    """
     existing = provider.list_servers(app, env)
-    silent = servers.never_joined(master_keys(ctx), ctx.salt, existing)
-    return make_plan(app, env, app_servers, existing, silent)
+    judged = [s for s in existing if not role or s.role == role]
+    silent = servers.never_joined(master_keys(ctx), ctx.salt, judged)
+    plan = make_plan(app, env, app_servers, existing, silent)
+    return plan.of_role(role) if role else plan
 
 
 def master_keys(ctx: Context) -> keys.MasterKeys:
@@ -176,7 +185,7 @@ def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
     """
     record = require_record(ctx.settings, app, env)
     provider = ctx.provider(record.provider)
-    plan = current_plan(ctx, provider, app, env, record.servers).of_role("lb")
+    plan = current_plan(ctx, provider, app, env, record.servers, role="lb")
     if plan.replace:
         ctx.progress(f"replacing broken servers: {', '.join(plan.replace)}")
         servers.remove(provider, master_keys(ctx), plan.replace, progress=ctx.progress)

@@ -40,11 +40,22 @@ def make_app(root: Path, name: str = "shop", **overrides: object) -> Path:
 
 
 def fake_pip(wheels: dict[str, bytes]):
-    """A stand-in for `pip wheel` that writes the given files into --wheel-dir."""
+    """A stand-in for `pip wheel` that writes the given files into --wheel-dir, and for
+    `pip install --target` that installs each as a package with a script and bytecode."""
     calls: list[list[str]] = []
 
     def run(command, **_kwargs):
         calls.append(command)
+        if "--target" in command:
+            target = Path(command[command.index("--target") + 1])
+            for name, data in wheels.items():
+                package = name.split("-")[0]
+                (target / package / "__pycache__").mkdir(parents=True)
+                (target / package / "__init__.py").write_bytes(data)
+                (target / package / "__pycache__" / "__init__.pyc").write_bytes(b"code")
+                (target / "bin").mkdir(exist_ok=True)
+                (target / "bin" / package).write_text("#!/usr/bin/python3\n")
+            return subprocess.CompletedProcess(command, 0, "", "")
         target = Path(command[command.index("--wheel-dir") + 1])
         for name, data in wheels.items():
             (target / name).write_bytes(data)
@@ -248,7 +259,9 @@ def test_release_is_reproducible_and_idempotent(tmp_path):
         names = archive.getnames()
         assert all(member.mtime == 0 for member in archive.getmembers())
     assert "shop.py" in names and "static/style.css" in names
-    assert "wheelhouse/gunicorn-27.0.1-py3-none-any.whl" in names
+    # The requirements come installed, without bytecode or scripts naming the master's Python.
+    assert "site-packages/gunicorn/__init__.py" in names
+    assert not any(name.startswith(("wheelhouse/", "site-packages/bin")) for name in names)
     assert "RELEASE.json" in names
     assert not any("__pycache__" in name for name in names)
     assert not any(name.startswith("/") or name.startswith("shop/") for name in names)
@@ -297,7 +310,7 @@ def test_a_built_release_never_changes_under_its_version(tmp_path):
             "(version: 1.0.0 is taken)"
         )
         assert first.archive.read_bytes() == before
-    assert len(run.calls) == 1  # refused before any wheel is built
+    assert len(run.calls) == 2  # the first build's `pip wheel` and `pip install`: no more
 
 
 def test_same_release_again_without_the_wheel_cache_changes_nothing(tmp_path):

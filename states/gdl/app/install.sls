@@ -75,23 +75,43 @@ gdl-app-release-extracted:
     - require:
       - archive: gdl-app-release
 
-{#- The virtualenv is complete once its marker exists: a failed install is
-    retried on the next run, a finished one costs a stat. #}
+{#- The release's virtualenv: a venv without pip, the requirements the master
+    installed from its wheels (site-packages/ of the archive) copied in and
+    compiled by this server's Python. It is complete once its marker exists:
+    a failed run is retried on the next, a finished one costs a stat. #}
+{%- set venv = app['release'] ~ '/venv' %}
 gdl-app-virtualenv:
   cmd.run:
     {#- Every value is quoted for the shell, though the runner already refused any
         manifest value with a character a shell would read. #}
     - name: >-
-        {{ role['python'] | quote }} -m venv --clear {{ (app['release'] ~ '/venv') | quote }} &&
-        {{ (app['release'] ~ '/venv/bin/pip') | quote }} install --quiet --no-index
-        --no-cache-dir --disable-pip-version-check
-        --find-links {{ (app['release'] ~ '/wheelhouse') | quote }}
-        --requirement {{ (app['release'] ~ '/' ~ app['manifest']['requirements']) | quote }} &&
-        touch {{ (app['release'] ~ '/venv/.gdl-complete') | quote }}
-    - creates: {{ app['release'] }}/venv/.gdl-complete
+        {{ role['python'] | quote }} -m venv --clear --without-pip {{ venv | quote }} &&
+        {{ (venv ~ '/bin/python') | quote }} -c 'import compileall, shutil, sys, sysconfig;
+        site = sysconfig.get_path("purelib");
+        shutil.copytree(sys.argv[1], site, dirs_exist_ok=True);
+        sys.exit(not compileall.compile_dir(site, quiet=1, workers=0))'
+        {{ (app['release'] ~ '/site-packages') | quote }} &&
+        touch {{ (venv ~ '/.gdl-complete') | quote }}
+    - creates: {{ venv }}/.gdl-complete
     - require:
       - pkg: gdl-app-packages
       - file: gdl-app-release-extracted
+
+{#- What pip would have written for gunicorn's console script: the service runs
+    it, and `ps -C gunicorn` finds it by that name. #}
+gdl-app-gunicorn-script:
+  file.managed:
+    - name: {{ venv }}/bin/gunicorn
+    - contents: |
+        #!{{ venv }}/bin/python
+        import sys
+        from gunicorn.app.wsgiapp import run
+        sys.exit(run())
+    - user: root
+    - group: root
+    - mode: '0755'
+    - require:
+      - cmd: gdl-app-virtualenv
 
 gdl-app-current:
   file.symlink:
@@ -100,3 +120,4 @@ gdl-app-current:
     - force: true
     - require:
       - cmd: gdl-app-virtualenv
+      - file: gdl-app-gunicorn-script

@@ -340,9 +340,18 @@ def _answering_lb(url: str) -> str | None:
 
 
 def test_apps_need_no_internet(environment: Environment) -> None:
-    # The release came from the master's fileserver, and the venv from its wheelhouse.
-    listing = environment.run_on(APP_SERVERS[0], "ls", f"/srv/gdl/{APP}/releases/1.0.0/wheelhouse")
-    assert re.search(r"flask-.*\.whl", listing, re.IGNORECASE), listing
+    # The release came from the master's fileserver, with its requirements installed
+    # there from wheels; the venv has them, compiled by the server's own Python.
+    release = f"/srv/gdl/{APP}/releases/1.0.0"
+    listing = environment.run_on(APP_SERVERS[0], "ls", f"{release}/site-packages")
+    assert re.search(r"^flask-.*\.dist-info$", listing, re.IGNORECASE | re.MULTILINE), listing
+    imported = environment.run_on(
+        APP_SERVERS[0],
+        f"{release}/venv/bin/python",
+        "-c",
+        "import flask, gunicorn, markdown; print('imported')",
+    )
+    assert imported.strip() == "imported", imported
     link = environment.run_on(APP_SERVERS[0], "readlink", f"/srv/gdl/{APP}/current")
     assert link.strip() == f"/srv/gdl/{APP}/releases/1.0.0"
     owner = environment.run_on(APP_SERVERS[0], "ps", "-o", "user=", "-C", "gunicorn")
