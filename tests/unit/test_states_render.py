@@ -95,17 +95,24 @@ def test_app_role_renders_for_a_host_without_systemd(local_salt):
     assert extract["unless"] == f"test -e {marker}"
     assert state_args(states, "gdl-app-release-extracted")[1]["name"] == marker
     _, venv = state_args(states, "gdl-app-virtualenv")
-    # No pip on the server: the master's installed requirements are copied in.
-    words = shlex.split(venv["name"])
-    assert words[:6] == [
+    # No pip on the server: the master's installed requirements are copied in; a
+    # release of an older gdl (wheels, no site-packages/) is installed by pip.
+    release = "/srv/gdl/blog/releases/1.0.0"
+    install, old_install = shlex.split(venv["name"].split("; else ")[0]), venv["name"]
+    assert install[:10] == [
+        "if",
+        "test",
+        "-d",
+        f"{release}/site-packages;",
+        "then",
         "/usr/bin/python3",
         "-m",
         "venv",
         "--clear",
         "--without-pip",
-        "/srv/gdl/blog/releases/1.0.0/venv",
     ]
-    assert "/srv/gdl/blog/releases/1.0.0/site-packages" in words and "pip" not in words
+    assert f"{release}/site-packages" in install and "pip" not in install
+    assert f"--find-links {release}/wheelhouse" in old_install
     assert venv["creates"].endswith("/venv/.gdl-complete")
     function, unit = state_args(states, "gdl-app-gunicorn-unit")
     assert unit["name"] == "/etc/init.d/gdl-blog"
@@ -456,9 +463,10 @@ def test_values_reaching_the_install_command_and_the_init_script_are_quoted(tmp_
     salt = LocalSalt(tmp_path, with_gdl(releases={"1.0.0": entry}), SECRET)
     states = salt.show_sls("app-0-blog-dev", "gdl.app")
     _, venv = state_args(states, "gdl-app-virtualenv")
-    # The requirements file is read on the master only: its name never reaches a shell.
-    assert "reqs" not in venv["name"]
-    assert shlex.split(venv["name"])[:4] == ["/usr/bin/python3", "-m", "venv", "--clear"]
+    # Only a release of an older gdl (wheels to install with pip) names its requirements.
+    assert (
+        "--requirement '/srv/gdl/blog/releases/1.0.0/reqs; touch /tmp/owned.txt';" in (venv["name"])
+    )
     _, unit = state_args(states, "gdl-app-gunicorn-unit")
     args = [*unit["context"]["args"][:-1], "blog:app $(id)"]
     script = render_file({**unit, "context": {**unit["context"], "args": args}})

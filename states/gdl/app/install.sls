@@ -77,20 +77,31 @@ gdl-app-release-extracted:
 
 {#- The release's virtualenv: a venv without pip, the requirements the master
     installed from its wheels (site-packages/ of the archive) copied in and
-    compiled by this server's Python. It is complete once its marker exists:
+    compiled by this server's Python. A release built by an older gdl carries
+    its wheels instead (wheelhouse/): pip installs them, which needs
+    python3-venv on the server. The venv is complete once its marker exists:
     a failed run is retried on the next, a finished one costs a stat. #}
 {%- set venv = app['release'] ~ '/venv' %}
+{%- set site_packages = app['release'] ~ '/site-packages' %}
 gdl-app-virtualenv:
   cmd.run:
     {#- Every value is quoted for the shell, though the runner already refused any
         manifest value with a character a shell would read. #}
     - name: >-
+        if test -d {{ site_packages | quote }}; then
         {{ role['python'] | quote }} -m venv --clear --without-pip {{ venv | quote }} &&
         {{ (venv ~ '/bin/python') | quote }} -c 'import compileall, shutil, sys, sysconfig;
         site = sysconfig.get_path("purelib");
         shutil.copytree(sys.argv[1], site, dirs_exist_ok=True);
         sys.exit(not compileall.compile_dir(site, quiet=1, workers=0))'
-        {{ (app['release'] ~ '/site-packages') | quote }} &&
+        {{ site_packages | quote }};
+        else
+        {{ role['python'] | quote }} -m venv --clear {{ venv | quote }} &&
+        {{ (venv ~ '/bin/pip') | quote }} install --quiet --no-index
+        --no-cache-dir --disable-pip-version-check
+        --find-links {{ (app['release'] ~ '/wheelhouse') | quote }}
+        --requirement {{ (app['release'] ~ '/' ~ app['manifest']['requirements']) | quote }};
+        fi &&
         touch {{ (venv ~ '/.gdl-complete') | quote }}
     - creates: {{ venv }}/.gdl-complete
     - require:
