@@ -215,6 +215,13 @@ def install_script(source: SaltSource) -> str:
     )
 
 
+# A state with onlyif, unless or creates makes Salt's loader look for a function no
+# module has; by default it then imports every module it knows before it gives up, a
+# second of CPU in every state run. Narrowed to the modules whose file name holds the
+# name looked for (as Salt's own test suites run), the search ends at once.
+STRICT_LOADER = {"lazy_loader_strict_matching": True}
+
+
 def minion_config(
     request: ServerRequest, master_port: int | None = None, publish_port: int | None = None
 ) -> str:
@@ -224,6 +231,7 @@ def minion_config(
         "id": request.name,
         # The key is preseeded and accepted: a rejected key is a fault, not a wait.
         "acceptance_wait_time": 5,
+        **STRICT_LOADER,
         "grains": {"gdl": {"app": request.app, "env": request.env, "role": request.role}},
     }
     if request.master_finger:

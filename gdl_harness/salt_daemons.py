@@ -326,6 +326,8 @@ class SaltMaster(_Daemon):
                 "file_ignore_regex": list(FILE_IGNORE_REGEX),
                 "auto_accept": False,
                 "open_mode": False,
+                # As bootstrap.sh writes it.
+                "lazy_loader_strict_matching": True,
                 "worker_threads": 2,
                 "job_cache": True,
                 "keep_jobs_seconds": 3600,

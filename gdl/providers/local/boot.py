@@ -135,6 +135,8 @@ def minion_config(settings: HostSettings, request: ServerRequest) -> str:
             "recon_randomize: false",
             # fqdn grains do reverse lookups; there is no resolver here.
             "enable_fqdns_grains: false",
+            # See STRICT_LOADER in gdl/userdata.py: a second of CPU less per state run.
+            "lazy_loader_strict_matching: true",
             # The minion checks the master's key against it before it trusts it.
             *([f"master_finger: '{request.master_finger}'"] if request.master_finger else []),
             "grains:",
