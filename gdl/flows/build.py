@@ -89,16 +89,22 @@ def build(
 
             make_servers(ctx, provider, record, network, plan.of_role("app"))
 
-            with step(ctx.progress, f"{spec.env_id}: orchestration orch.build"):
-                # The orchestration's runner steps present the token: they run under
-                # this lock, anything else on the environment meanwhile is refused.
-                ok, result = ctx.salt.orchestrate(
-                    "orch.build",
-                    {"app": spec.app, "env": spec.env, "lock_token": lock_token},
-                    test=False,
-                )
-                if not ok:
-                    raise orchestration_failure(spec.env_id, result)
+            if not plan.changes and not pillar_and_due_roles(ctx, spec.app, spec.env)["due"]:
+                # Every server is there and no role is due: the orchestration would only
+                # find that out again, asking each minion. What remains is the VIP check.
+                ctx.progress(f"{spec.env_id}: nothing to change, no orchestration needed")
+                check_vip(ctx, spec.app, spec.env)
+            else:
+                with step(ctx.progress, f"{spec.env_id}: orchestration orch.build"):
+                    # The orchestration's runner steps present the token: they run under
+                    # this lock, anything else on the environment meanwhile is refused.
+                    ok, result = ctx.salt.orchestrate(
+                        "orch.build",
+                        {"app": spec.app, "env": spec.env, "lock_token": lock_token},
+                        test=False,
+                    )
+                    if not ok:
+                        raise orchestration_failure(spec.env_id, result)
         made = provider.list_servers(spec.app, spec.env)
     return {
         "url": env_url(network, https=record.tls != "off"),

@@ -78,6 +78,8 @@ def test_unchanged_build_changes_nothing_and_is_quick(local_cloud, built):
     seconds = time.monotonic() - started
     assert code == 0, output
     assert data["changes"] is False
+    # Nothing to make and no role due: no orchestration, no minion asked to do anything.
+    assert "nothing to change, no orchestration needed" in output
     print(f"first build {built['seconds']:.1f} s, unchanged re-run {seconds:.1f} s")
 
 
