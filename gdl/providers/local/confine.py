@@ -15,7 +15,7 @@ as the machine's root.  What Linux gives without one is applied here:
 - a bounding capability set holding only what the roles' daemons use
   (:data:`KEPT_CAPABILITIES`), and none of it inheritable or ambient, so no
   process of the host can load modules, mount, change the clock, reach raw
-  I/O, trace processes or make device nodes;
+  I/O, trace processes, make device nodes or open files by handle;
 - services started with a fixed environment (:data:`SERVICE_ENVIRONMENT`),
   never the one of whoever made the host.
 """
@@ -100,9 +100,11 @@ CAPABILITIES = {
 # What the roles use, and why; everything else is dropped from the bounding set.
 KEPT_CAPABILITIES = (
     # Salt's file, user and pip states; dpkg's and init scripts' file handling.
+    # (Not dac_read_search: dac_override already reads any file, and it would
+    # allow open_by_handle_at, which reaches files of the machine's filesystems
+    # that the host's mounts do not show.)
     "chown",
     "dac_override",
-    "dac_read_search",
     "fowner",
     "fsetid",
     # Init scripts and salt stop daemons; PID 1 ends the host.
