@@ -10,6 +10,7 @@ reaches, so the test also shows that the servers after it are never touched.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import urllib.request
@@ -69,6 +70,8 @@ def test_a_full_disk_stops_the_deploy_and_traffic_keeps_flowing(
         shutil.copytree(local_cloud.settings.apps_dir / APP, source)
         manifest = source / "app.yaml"
         manifest.write_text(manifest.read_text().replace("version: 1.0.0", "version: 1.0.1"))
+        # Data that does not compress: the new release can never fit in the few MiB left.
+        (source / "payload.bin").write_bytes(os.urandom(16 << 20))
 
         full = names("app", 2)[0]
         pid = int(provider.get_server(full).extra["pid"])
