@@ -12,6 +12,8 @@ import yaml
 
 from gdl import keys, servers, userdata
 from gdl.errors import MinionsSilent, NameClash, ProviderError
+from gdl.flows import build
+from gdl.flows.context import Context
 from gdl.providers.base import RUNNING, EnvNetwork, Provider, Server, ServerRequest, no_progress
 
 
@@ -225,3 +227,18 @@ def test_servers_whose_minion_never_joined_are_the_ones_to_replace(master_keys):
     assert pinger.asked == [["app-1-blog-dev", "app-2-blog-dev"]]
     # Only running servers are judged (a broken one is replaced anyway).
     assert servers.never_joined(master_keys, pinger, []) == []
+
+
+def test_the_vrrp_pairs_plan_asks_nothing_of_the_app_servers_still_booting(
+    master_keys, monkeypatch
+):
+    provider = FakeProvider()
+    names = ["app-0-blog-dev", "app-1-blog-dev", "lb-0-blog-dev", "lb-1-blog-dev"]
+    servers.make(provider, master_keys, [new(n) for n in names], master_address="")
+    # No minion has joined yet: the app servers were made a moment ago, the pair before.
+    pinger = Pinger(set())
+    monkeypatch.setattr(build, "master_keys", lambda ctx: master_keys)
+    ctx = Context(settings=None, salt=pinger, progress=lambda line: None)  # type: ignore[arg-type]
+    plan = build.current_plan(ctx, provider, "blog", "dev", 2, role="lb")
+    assert pinger.asked == [["lb-0-blog-dev", "lb-1-blog-dev"]]
+    assert plan.replace == ("lb-0-blog-dev", "lb-1-blog-dev") and plan.create == ()
