@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -28,6 +29,7 @@ START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
 # The most lines of evidence a salt-cloud failure carries below its line.
 EVIDENCE_LINES = 60
 RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 class SaltOps(Protocol):
@@ -239,7 +241,7 @@ def _each_in_a_process(
     try:
         for name, args in calls.items():
             receive, send = context.Pipe(duplex=False)
-            process = context.Process(target=_answer_through, args=(send, work, args))
+            process = context.Process(target=_answer_through, args=(send, work, args, os.getpid()))
             process.start()
             send.close()
             started[name] = (process, receive)
@@ -264,10 +266,20 @@ def _each_in_a_process(
 
 
 def _answer_through(
-    send: multiprocessing.connection.Connection, work: Callable[..., str], args: tuple[Any, ...]
+    send: multiprocessing.connection.Connection,
+    work: Callable[..., str],
+    args: tuple[Any, ...],
+    parent: int,
 ) -> None:
-    """Run ``work`` in a process group of its own and send back its answer."""
+    """Run ``work`` in a process group of its own and send back its answer.
+
+    It dies with ``parent`` too: a caller killed outright (its lock gone with it)
+    leaves no worker making servers on.
+    """
     os.setpgid(0, 0)
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
     try:
         answer = work(*args)
     except BaseException as error:  # every failure is reported, by server name

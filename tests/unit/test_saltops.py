@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +24,9 @@ def fake_profile(cloud_config: str, profile: str, name: str, overrides: dict) ->
         return "the cloud said no\nits console: kernel panic"
     if name == HUNG:
         child = subprocess.Popen(["sleep", "600"])
-        Path(overrides["pids"], name).write_text(f"{os.getpid()} {child.pid}")
+        written = Path(overrides["pids"], f".{name}")
+        written.write_text(f"{os.getpid()} {child.pid}")
+        written.rename(Path(overrides["pids"], name))  # whole, or not there
         time.sleep(600)
     return ""
 
@@ -66,3 +71,31 @@ def test_a_hung_salt_cloud_is_stopped_at_the_deadline_and_named(master, tmp_path
 def test_servers_made_in_time_are_no_error(master, tmp_path):
     master.cloud_create("gdl-local-lb", [MADE], {"pids": str(tmp_path)}, timeout=30)
     master.cloud_create("gdl-local-lb", [], {}, timeout=30)
+
+
+def test_a_caller_killed_outright_leaves_no_worker(master, tmp_path):
+    def caller() -> None:
+        master.cloud_create("gdl-local-lb", [HUNG], {"pids": str(tmp_path)}, timeout=600)
+
+    # The caller (a salt-run holding the environment's lock) is killed with SIGKILL:
+    # no finally runs in it, and the lock goes with it.
+    process = multiprocessing.get_context("fork").Process(target=caller)
+    process.start()
+    pids = tmp_path / HUNG
+    deadline = time.monotonic() + 10
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker, child = (int(pid) for pid in pids.read_text().split())
+    try:
+        process.kill()
+        process.join()
+        deadline = time.monotonic() + 5
+        while not gone(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(worker)
+    finally:
+        # The worker's own children end by their own timeouts; this one never would.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
