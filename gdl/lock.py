@@ -25,12 +25,13 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from gdl import naming
-from gdl.errors import LockHeld
+from gdl.errors import GdlError, LockHeld
 
 
 @dataclass
@@ -174,6 +175,32 @@ def env_lock(
             os.ftruncate(handle, 0)
     finally:
         os.close(handle)  # closing drops the lock
+
+
+def lock_within(
+    handle: int | IO[Any],
+    timeout: float,
+    refusal: Callable[[], GdlError],
+    record_lock: bool = False,
+    poll: float = 0.2,
+) -> None:
+    """Lock the open file ``handle`` exclusively, waiting at most ``timeout`` seconds.
+
+    An ``flock``, or with ``record_lock`` a POSIX record lock (``lockf``: not shared
+    with children the holder forks).  When the holder keeps it past ``timeout``,
+    raises ``refusal()``: a caller holding an environment's lock never waits forever.
+    """
+    take = fcntl.lockf if record_lock else fcntl.flock
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            take(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: held elsewhere
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise refusal() from None
+            time.sleep(min(poll, left))
 
 
 def remove_lock_file(lock_dir: str | os.PathLike[str], app: str, env: str) -> None:

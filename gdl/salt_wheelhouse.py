@@ -34,8 +34,17 @@ import salt.version
 
 from gdl import userdata
 from gdl.config import Settings
-from gdl.errors import GdlError
-from gdl.wheel_build import Runner, Workspace, last_line, run_bounded, run_pip, workspace
+from gdl.errors import GdlError, LockHeld
+from gdl.lock import lock_within
+from gdl.wheel_build import (
+    WHEEL_TIMEOUT,
+    Runner,
+    Workspace,
+    last_line,
+    run_bounded,
+    run_pip,
+    workspace,
+)
 
 PACKAGE_SOURCE_DIR = "package-source"  # under the state dir: what the package source serves
 OLDEST_MANYLINUX = 17  # manylinux_2_17 (manylinux2014): the oldest glibc wheels are built for
@@ -43,6 +52,14 @@ OLDEST_MANYLINUX = 17  # manylinux_2_17 (manylinux2014): the oldest glibc wheels
 MAX_SOURCE_BUILDS = 8
 _NO_MATCH = re.compile(r"No matching distribution found for ([A-Za-z0-9_.\-\[\]<>=!~, ]+)")
 PIP_OPTIONS = ["--disable-pip-version-check", "--no-input", "--quiet", "--no-cache-dir"]
+# How long a process waits for another one's build of the same wheelhouse.  The
+# holder runs pip for up to WHEEL_TIMEOUT per step, and a build takes up to
+# MAX_SOURCE_BUILDS rounds of two steps (build one package from source, then
+# download): waiting less could give up on a build that is slow but still going,
+# waiting this long still ends if the holder is stuck outside pip.
+WHEELHOUSE_LOCK_TIMEOUT = 2 * MAX_SOURCE_BUILDS * WHEEL_TIMEOUT + 60
+# Asking an interpreter whether it has pip takes a second; one that hangs has none.
+PROBE_TIMEOUT = 60
 
 
 @dataclass(frozen=True)
@@ -123,11 +140,27 @@ def wheelhouse_path(root: Path | str, target: Target) -> Path:
 
 
 @contextlib.contextmanager
-def _exclusive(root: Path, target: Target) -> Iterator[None]:
-    """One build of a wheelhouse at a time on this master (others wait, then find it)."""
+def _exclusive(
+    root: Path, target: Target, timeout: float = WHEELHOUSE_LOCK_TIMEOUT
+) -> Iterator[None]:
+    """One build of a wheelhouse at a time on this master (others wait, then find it).
+
+    Raises LockHeld, one line naming the lock file, when another build holds it past
+    ``timeout`` seconds.
+    """
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{target.name}.lock", "a") as handle:
-        fcntl.lockf(handle, fcntl.LOCK_EX)
+    path = root / f".{target.name}.lock"
+    with open(path, "a") as handle:
+        lock_within(
+            handle,
+            timeout,
+            lambda: LockHeld(
+                f"another process has been building the wheelhouse {target.name} for more "
+                f"than {timeout:.0f} s (lock file {path})",
+                f"stop it if it is stuck (fuser -v {path} names it), then run this again",
+            ),
+            record_lock=True,
+        )
         try:
             yield
         finally:
@@ -139,16 +172,18 @@ def ensure_salt_wheelhouse(
     target: Target,
     python: str = sys.executable,
     run: Runner = run_bounded,
+    lock_timeout: float = WHEELHOUSE_LOCK_TIMEOUT,
 ) -> Path:
     """The wheelhouse of ``target`` under ``root``, built when missing.
 
-    Raises GdlError, one line, when a build fails; nothing is left half-made.
+    Raises GdlError, one line, when a build fails or another process's build of it
+    holds it past ``lock_timeout`` seconds; nothing is left half-made.
     """
     root = Path(root)
     path = wheelhouse_path(root, target)
     if path.is_dir():
         return path
-    with _exclusive(root, target):
+    with _exclusive(root, target, lock_timeout):
         if path.is_dir():  # another process built it while this one waited
             return path
         with workspace(path, target.name) as space:
@@ -215,15 +250,18 @@ def builder_python(target: Target, master_python: str = sys.executable) -> str:
     if f"{sys.version_info.major}.{sys.version_info.minor}" == target.python:
         return master_python
     candidate = shutil.which(f"python{target.python}")
-    if (
-        candidate
-        and subprocess.run(
-            [candidate, "-m", "pip", "--version"], capture_output=True, check=False
-        ).returncode
-        == 0
-    ):
-        return candidate
-    return master_python
+    if candidate is None:
+        return master_python
+    try:
+        probe = subprocess.run(
+            [candidate, "-m", "pip", "--version"],
+            capture_output=True,
+            check=False,
+            timeout=PROBE_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        return master_python
+    return candidate if probe.returncode == 0 else master_python
 
 
 def _build_wheel(

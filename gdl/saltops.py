@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
+import ctypes
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -26,6 +29,7 @@ START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
 # The most lines of evidence a salt-cloud failure carries below its line.
 EVIDENCE_LINES = 60
 RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 class SaltOps(Protocol):
@@ -45,8 +49,10 @@ class SaltOps(Protocol):
     ) -> dict[str, Any]:
         """{minion: state return} of ``sls`` applied with ``pillar`` on ``minions``."""
 
-    def cloud_create(self, profile: str, names: list[str], overrides: dict[str, Any]) -> None:
-        """Make servers through salt-cloud's profile."""
+    def cloud_create(
+        self, profile: str, names: list[str], overrides: dict[str, Any], timeout: float
+    ) -> None:
+        """Make servers through salt-cloud's profile, within ``timeout`` seconds."""
 
     def orchestrate(self, sls: str, pillar: dict[str, Any], test: bool) -> tuple[bool, Any]:
         """Run an orchestrate SLS; (succeeded, its return)."""
@@ -161,11 +167,15 @@ class MasterOps:
             or {}
         )
 
-    def cloud_create(self, profile: str, names: list[str], overrides: dict[str, Any]) -> None:
+    def cloud_create(
+        self, profile: str, names: list[str], overrides: dict[str, Any], timeout: float
+    ) -> None:
         """Make ``names`` through salt-cloud's ``profile``, one process each, and wait for all.
 
         Not salt-cloud's own parallel mode: it returns before the servers exist and
-        leaves their errors in a log, with processes that outlive the caller.
+        leaves their errors in a log, with processes that outlive the caller.  A
+        server not made within ``timeout`` seconds fails: its process, and whatever
+        that started and left in its process group, is killed before this returns.
         """
         config_dir = os.path.dirname(self.opts.get("conf_file") or "/etc/salt/master")
         cloud_config = os.path.join(config_dir, "cloud")
@@ -174,24 +184,14 @@ class MasterOps:
         # Made once here first: it creates salt-cloud's cache dir, which the
         # workers would otherwise race to create.
         salt.cloud.CloudClient(path=cloud_config)
-        with concurrent.futures.ProcessPoolExecutor(
-            max_workers=len(names), mp_context=multiprocessing.get_context("fork")
-        ) as pool:
-            answers = dict(
-                zip(
-                    names,
-                    pool.map(
-                        _profile_one,
-                        [cloud_config] * len(names),
-                        [profile] * len(names),
-                        names,
-                        [overrides] * len(names),
-                    ),
-                    strict=True,
-                )
-            )
+        answers = _each_in_a_process(
+            _profile_one,
+            {name: (cloud_config, profile, name, overrides) for name in names},
+            timeout,
+        )
         failed, evidence = [], []
-        for name, error in answers.items():
+        for name in names:
+            error = answers.get(name, f"not made within {timeout:.0f} s (stopped)")
             if error:
                 line, *below = error.splitlines()
                 failed.append(f"{name}: {line}")
@@ -224,6 +224,78 @@ class MasterOps:
         if self._client is not None:
             self._client.destroy()
             self._client = None
+
+
+def _each_in_a_process(
+    work: Callable[..., str], calls: dict[str, tuple[Any, ...]], timeout: float
+) -> dict[str, str]:
+    """``work(*args)`` for each name in a forked process of its own; {name: its answer}.
+
+    A name missing from the answers did not answer within ``timeout`` seconds.  Every
+    process's group (the process and the children it did not move to a session of
+    their own) is killed before this returns, answered or not: none outlives the caller.
+    """
+    context = multiprocessing.get_context("fork")
+    started: dict[str, tuple[Any, multiprocessing.connection.Connection]] = {}
+    answers: dict[str, str] = {}
+    try:
+        for name, args in calls.items():
+            receive, send = context.Pipe(duplex=False)
+            process = context.Process(target=_answer_through, args=(send, work, args, os.getpid()))
+            process.start()
+            send.close()
+            started[name] = (process, receive)
+        deadline = time.monotonic() + timeout
+        waiting: dict[Any, str] = {receive: name for name, (_, receive) in started.items()}
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for ready in multiprocessing.connection.wait(list(waiting), timeout=left):
+                name = waiting.pop(ready)
+                try:
+                    answers[name] = ready.recv()
+                except EOFError:  # it died before answering (killed, or os._exit)
+                    answers[name] = "its salt-cloud process ended without an answer"
+    finally:
+        for process, receive in started.values():
+            _kill_group(process.pid)
+            process.join()
+            receive.close()
+    return answers
+
+
+def _answer_through(
+    send: multiprocessing.connection.Connection,
+    work: Callable[..., str],
+    args: tuple[Any, ...],
+    parent: int,
+) -> None:
+    """Run ``work`` in a process group of its own and send back its answer.
+
+    It dies with ``parent`` too: a caller killed outright (its lock gone with it)
+    leaves no worker making servers on.
+    """
+    os.setpgid(0, 0)
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+    try:
+        answer = work(*args)
+    except BaseException as error:  # every failure is reported, by server name
+        answer = " ".join(str(error).split())[:300] or type(error).__name__
+    send.send(answer)
+    send.close()
+
+
+def _kill_group(pid: int | None) -> None:
+    """Kill process ``pid`` and its process group (it leads one: :func:`_answer_through`)."""
+    if pid is None:
+        return
+    # The process may not have made its group yet; then it has no children either.
+    for kill, target in ((os.killpg, pid), (os.kill, pid)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            kill(target, signal.SIGKILL)
 
 
 def _profile_one(cloud_config: str, profile: str, name: str, overrides: dict[str, Any]) -> str:

@@ -97,7 +97,7 @@ if [[ ${GDL_SKIP_LINT:-0} != 1 ]]; then
     "$VENV/bin/ruff" format --check .
     # Medium and high findings fail the run; a false positive carries "# nosec BXXX" with a reason.
     say "bandit (medium and high)"
-    "$VENV/bin/bandit" -q -r -ll gdl gdl_harness _runners _modules _clouds _output
+    "$VENV/bin/bandit" -q -r -ll gdl gdl_harness _runners _modules _clouds _output _engines
 fi
 
 started=$SECONDS

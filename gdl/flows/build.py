@@ -201,7 +201,14 @@ def ensure_vrrp_pair(ctx: Context, app: str, env: str) -> dict[str, Any]:
             ctx.progress(f"creating {name} (VRRP pair) ...")
         # app, env and role come from each name, the size from the profile; the
         # profile may wait for each minion, the build waits for them in a later step.
-        ctx.salt.cloud_create(f"gdl-{record.provider}-lb", missing, {"wait_for_minion": False})
+        # The bound is generous (a server made and its minion booted): it is only there
+        # so that a hung salt-cloud never holds the environment's lock.
+        ctx.salt.cloud_create(
+            f"gdl-{record.provider}-lb",
+            missing,
+            {"wait_for_minion": False},
+            timeout=provider.server_timeout + provider.minion_timeout,
+        )
         for warning in provider.placement_warnings(app, env):
             ctx.progress(f"warning: {warning}")
     return {"created": missing}

@@ -90,6 +90,8 @@ class Provider(abc.ABC):
     # How long a new server's minion may take to answer the master: booting, and on
     # a cloud image also installing Salt, happen in this time.
     minion_timeout: float = 120.0
+    # How long making a server may take until it runs (its minion not waited for).
+    server_timeout: float = 600.0
 
     @abc.abstractmethod
     def sizes(self) -> list[str]:

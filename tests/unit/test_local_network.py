@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import os
+import time
 
 import pytest
 
-from gdl.errors import CapacityError
+from gdl.errors import CapacityError, LockHeld
 from gdl.providers.local import network
 
 net = ipaddress.ip_network
@@ -106,3 +109,21 @@ def test_choose_cidr_skips_a_clash_that_starts_before_the_seed() -> None:
     # A taken network larger than the pool ends the pool, not the search.
     two = [net("10.9.0.0/23"), net("172.20.0.0/23")]
     assert network.choose_cidr([net("10.0.0.0/8")], seed=1, pools=two) == net("172.20.0.0/24")
+
+
+def test_allocation_lock_held_too_long_is_one_line_naming_the_lock(tmp_path) -> None:
+    holder = os.open(tmp_path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another open file: as another process would
+        started = time.monotonic()
+        with pytest.raises(LockHeld) as refused, network.locked(tmp_path, timeout=0.3):
+            pytest.fail("the lock was taken while another holder had it")
+        assert time.monotonic() - started < 5
+        line = str(refused.value)
+        assert "\n" not in line
+        assert str(tmp_path / "lock") in line
+        assert "held the local cloud's allocation lock" in line
+    finally:
+        os.close(holder)  # closing drops the holder's lock
+    with network.locked(tmp_path, timeout=0.3):
+        pass

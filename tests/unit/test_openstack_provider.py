@@ -6,6 +6,7 @@ rig cannot produce on demand (5xx answers, lost connections) and the pure helper
 
 import logging
 
+import openstack.connection
 import pytest
 from keystoneauth1 import exceptions as ks_exceptions
 from openstack import exceptions as os_exceptions
@@ -107,6 +108,29 @@ def test_unknown_cloud_name_lists_the_known_ones(tmp_path, monkeypatch):
     )
     with pytest.raises(ConfigError, match=r"cloud 'theirs' is not in clouds.yaml.*mine"):
         provider.connect(cfg)
+
+
+def test_the_connection_bounds_every_request(tmp_path, monkeypatch):
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n  mine:\n    api_timeout: 3600\n    auth:\n"
+        "      auth_url: http://127.0.0.1:1/v3\n"
+        "      username: u\n      password: p\n      project_name: x\n"
+    )
+    made = []
+    # Only the SDK's connection is faked: the configuration is the SDK's own.
+    monkeypatch.setattr(openstack.connection, "Connection", lambda config: made.append(config))
+    for extra, expected in (({}, 60), ({"api_timeout": 15}, 15)):
+        cfg = provider.OpenStackSettings.from_mapping(
+            {**BASE, "cloud": "mine", "clouds_file": str(clouds), **extra}
+        )
+        provider.connect(cfg)
+        # keystoneauth's session passes it to every request it sends.
+        assert made.pop().get_session().timeout == expected
+    for bad in ("soon", 0, True):
+        with pytest.raises(ConfigError, match=r"api_timeout .* is not a number of seconds"):
+            provider.OpenStackSettings.from_mapping({**BASE, "api_timeout": bad})
 
 
 def test_tags_round_trip_marks():

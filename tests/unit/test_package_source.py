@@ -5,14 +5,15 @@ from __future__ import annotations
 import http.client
 import os
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from gdl import package_source, salt_wheelhouse
+from gdl import package_source, salt_wheelhouse, wheel_build
 from gdl.config import Settings
-from gdl.errors import ConfigError, GdlError
+from gdl.errors import ConfigError, GdlError, LockHeld
 
 TARGET = salt_wheelhouse.Target(salt_version="3008.4", python="3.11", arch="x86_64")
 
@@ -88,6 +89,41 @@ def test_a_wheel_the_servers_cannot_run_is_refused_in_one_line(tmp_path):
     assert "has no wheel for the servers' cp311 x86_64" in str(caught.value)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / TARGET.name).exists()
+
+
+def test_a_build_held_by_another_process_too_long_is_refused_in_one_line(tmp_path):
+    lock = tmp_path / f".{TARGET.name}.lock"
+    holding = (
+        "import fcntl, sys, time\n"
+        "handle = open(sys.argv[1], 'a')\n"
+        "fcntl.lockf(handle, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    # A record lock is per process: the holder must be another process.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", holding, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        run = fake_pip()
+        with pytest.raises(LockHeld) as caught:
+            salt_wheelhouse.ensure_salt_wheelhouse(tmp_path, TARGET, run=run, lock_timeout=0.3)
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"building the wheelhouse {TARGET.name} for more than 0 s" in message
+    assert str(lock) in message
+    assert run.calls == []  # nothing built while another build holds it
+    # The holder gone, the build goes ahead.
+    assert salt_wheelhouse.ensure_salt_wheelhouse(tmp_path, TARGET, run=run, lock_timeout=0.3)
+
+
+def test_waiting_for_the_wheelhouse_outlasts_every_step_its_builder_may_take():
+    steps = 2 * salt_wheelhouse.MAX_SOURCE_BUILDS  # a build and a download per round
+    assert steps * wheel_build.WHEEL_TIMEOUT < salt_wheelhouse.WHEELHOUSE_LOCK_TIMEOUT
 
 
 def test_a_failed_download_says_so_in_one_line_and_leaves_nothing(tmp_path):

@@ -22,13 +22,17 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from gdl.errors import CapacityError, ConfigError, ProviderError
+from gdl.errors import CapacityError, ConfigError, LockHeld, ProviderError
+from gdl.lock import lock_within
 
 # Where choose_cidr looks for a free /24: private ranges, probed from an
 # offset so two machines (or test sessions) rarely start at the same one.
 CANDIDATE_POOLS = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("172.16.0.0/12"))
 DEFAULT_PREFIX = 24
 MAX_ROUTER_ID = 255
+# Holders of the allocation lock only read and write small records (and load the
+# cloud's filter rules): a wait this long means a holder is stuck, not busy.
+ALLOCATION_LOCK_TIMEOUT = 60.0
 
 
 def choose_cidr(
@@ -207,12 +211,26 @@ def remove_bridge(bridge: str) -> bool:
 
 
 @contextlib.contextmanager
-def locked(state_dir: Path) -> Iterator[None]:
-    """Hold the local cloud's allocation lock (across processes)."""
+def locked(state_dir: Path, timeout: float = ALLOCATION_LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the local cloud's allocation lock (across processes).
+
+    Raises LockHeld, one line naming the lock file, when another process holds it
+    past ``timeout`` seconds.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    path = state_dir / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        lock_within(
+            fd,
+            timeout,
+            lambda: LockHeld(
+                f"another process has held the local cloud's allocation lock {path} "
+                f"for more than {timeout:.0f} s",
+                f"stop the stuck salt-cloud or gdl process that holds it (fuser -v {path} "
+                "names it), then run this again",
+            ),
+        )
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -274,7 +274,7 @@ class LocalProvider(Provider):
         if not requests:
             return []
         if timeout is None:
-            timeout = 600
+            timeout = self.server_timeout
         sizes = {r.name: self.size(r.size) for r in requests}
         names = [r.name for r in requests]
         if len(set(names)) != len(names):

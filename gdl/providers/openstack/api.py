@@ -240,7 +240,9 @@ def connect(cfg: OpenStackSettings) -> openstack.connection.Connection:
             config_files=[cfg.clouds_file] if cfg.clouds_file else None,
             app_name="gdl",
         )
-        region = loader.get_one(cloud=cloud)
+        # api_timeout bounds each request (keystoneauth's session timeout): a cloud
+        # that stops answering fails the call instead of holding the build's lock.
+        region = loader.get_one(cloud=cloud, api_timeout=cfg.api_timeout)
     except os_exceptions.ConfigException as error:
         if cloud and "was not found" in str(error):
             names = ", ".join(sorted(loader.get_cloud_names())) or "none"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from openstack import exceptions as os_exceptions
 
 from gdl import naming
 from gdl.errors import CapacityError, LockHeld
+from gdl.lock import lock_within
 from gdl.providers.base import EnvNetwork
 from gdl.providers.openstack.api import create_once, retry
 from gdl.providers.openstack.cloud import Cloud
@@ -69,19 +69,15 @@ def parts_lock(lock_dir: Path | None, app: str, env: str, timeout: float = 300) 
     lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = lock_dir / f"openstack-parts-{naming.env_id(app, env)}.lock"
     with open(path, "a") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockHeld(
-                        f"another process has been making the parts of "
-                        f"{naming.env_id(app, env)} for {timeout:.0f} s",
-                        "wait for it to finish, then run this again",
-                    ) from None
-                time.sleep(0.2)
+        lock_within(
+            handle,
+            timeout,
+            lambda: LockHeld(
+                f"another process has been making the parts of "
+                f"{naming.env_id(app, env)} for {timeout:.0f} s",
+                "wait for it to finish, then run this again",
+            ),
+        )
         try:
             yield
         finally:

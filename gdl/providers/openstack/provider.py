@@ -55,6 +55,7 @@ class OpenStackProvider(Provider):
         # Where first boot gets Salt (the master's package source, made ready on each call).
         self.salt_source = salt_source
         self.minion_timeout = cfg.minion_timeout
+        self.server_timeout = cfg.server_timeout
         self.lock_dir = lock_dir
         redact_user_data_in_logs()
         self.cloud = Cloud(cfg, connection)

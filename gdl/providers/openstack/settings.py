@@ -30,6 +30,8 @@
     http_proxy: http://proxy.example:3128   # optional: the servers' proxy for pip
     salt_in_image: false      # optional: true for an image with Salt in /opt/gdl/salt
                               # already: the master builds no wheelhouse for it
+    api_timeout: 60           # optional: seconds one API request may take (openstacksdk's
+                              # api_timeout; it replaces one set in clouds.yaml)
     server_timeout: 600       # optional: seconds for Nova to make a server ACTIVE
     minion_timeout: 900       # optional: seconds from ACTIVE until its minion answers
                               # (first boot installs Salt from the master)
@@ -65,6 +67,8 @@ class OpenStackSettings:
     key_name: str | None = None
     availability_zone: str | None = None
     flavors: dict[str, str] = field(default_factory=dict)
+    # Without it keystoneauth waits for an answer forever, while the build holds its lock.
+    api_timeout: float = 60.0
     server_timeout: float = 600.0
     minion_timeout: float = 900.0
     master_source_cidr: str | None = None
@@ -175,6 +179,7 @@ class OpenStackSettings:
             key_name=text("key_name"),
             availability_zone=text("availability_zone"),
             flavors={str(k): str(v) for k, v in flavors.items()},
+            api_timeout=seconds("api_timeout", 60),
             server_timeout=seconds("server_timeout", 600),
             minion_timeout=seconds("minion_timeout", 900),
         )
