@@ -209,7 +209,8 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
     again = "fix the cause and run the build again"
     done: list[str] = []
     for server in servers:
-        with step(ctx.progress, f"app role on {server.name}"):
+        # The app role's own lines come from its job on the minion (gdl.relay).
+        with step(ctx.progress, f"{server.name}: drain"):
             lbcalls.drain_and_wait(
                 ctx.salt,
                 lbs,
@@ -218,21 +219,22 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
                 ctx.progress,
                 unknown_is_done=True,
             )
-            # Queued, as the orchestration's role steps: a re-run may meet the
-            # state run of a build cut short still going on the minion.
-            answers = ctx.salt.apply_state(
-                [server.name], rollout.APP_STATE, {}, timeout=rollout.STATE_TIMEOUT, queue=True
-            )
-            failure = rollout.state_failure(answers.get(server.name))
-            # Back in rotation even when the role failed: haproxy's health
-            # checks keep a server out that does not answer.
+        # Queued, as the orchestration's role steps: a re-run may meet the
+        # state run of a build cut short still going on the minion.
+        answers = ctx.salt.apply_state(
+            [server.name], rollout.APP_STATE, {}, timeout=rollout.STATE_TIMEOUT, queue=True
+        )
+        failure = rollout.state_failure(answers.get(server.name))
+        # Back in rotation even when the role failed: haproxy's health checks
+        # keep a server out that does not answer.
+        with step(ctx.progress, f"{server.name}: back in rotation"):
             why = lbcalls.ready_and_wait(ctx.salt, lbs, server.name, unknown_is_done=True)
-            after = ", ".join(s.name for s in servers[len(done) + 1 :])
-            untouched = f"; {after} not changed" if after else ""
-            if failure:
-                raise GdlError(f"the app role failed on {server.name}: {failure}{untouched}", again)
-            if why:
-                raise GdlError(f"{server.name} got the app role, but {why}{untouched}", again)
+        after = ", ".join(s.name for s in servers[len(done) + 1 :])
+        untouched = f"; {after} not changed" if after else ""
+        if failure:
+            raise GdlError(f"the app role failed on {server.name}: {failure}{untouched}", again)
+        if why:
+            raise GdlError(f"{server.name} got the app role, but {why}{untouched}", again)
         done.append(server.name)
     return done
 
