@@ -54,6 +54,19 @@ def routing(ops: SaltOps, lbs: Sequence[str], timeout: float = CALL_TIMEOUT) -> 
     return [lb for lb in lbs if NO_HAPROXY not in str(answers.get(lb, ""))]
 
 
+def others_up(ops: SaltOps, lbs: Sequence[str], server: str, timeout: float = CALL_TIMEOUT) -> bool:
+    """Whether every LB counts a server other than ``server`` UP: one serves while it is out."""
+    answers = ops.call(list(lbs), "gdl_lb.servers", [], timeout=timeout)
+
+    def serving(rows: Any) -> bool:
+        return isinstance(rows, list) and any(
+            isinstance(row, dict) and row.get("name") != server and row.get("status") == "UP"
+            for row in rows
+        )
+
+    return bool(lbs) and all(serving(answers.get(lb)) for lb in lbs)
+
+
 def drain(
     ops: SaltOps, lbs: Sequence[str], server: str, then: str, unknown_is_done: bool = False
 ) -> None:

@@ -194,10 +194,11 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
     Each server is drained on both load balancers (its requests in flight
     finish), gets the role (gunicorn restarts when its inputs changed), and is
     back in rotation and counted UP by haproxy before the next one is drained:
-    haproxy always has servers that serve. A server the load balancers do not
-    have yet (added by this build) gets no requests: it is neither drained nor
-    waited for. The first server that fails stops the step; those after it are
-    not touched. Returns the names, in order.
+    haproxy always has servers that serve. A server is drained only while
+    another one is UP (never the last that serves). A server the load
+    balancers do not have yet (added by this build) gets no requests: it is
+    neither drained nor waited for. The first server that fails stops the
+    step; those after it are not touched. Returns the names, in order.
     """
     servers = sorted(role_servers(ctx, app, env, "app"), key=_index)
     pair = [s.name for s in role_servers(ctx, app, env, "lb")]
@@ -210,15 +211,20 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
     done: list[str] = []
     for server in servers:
         # The app role's own lines come from its job on the minion (gdl.relay).
-        with step(ctx.progress, f"{server.name}: drain"):
-            lbcalls.drain_and_wait(
-                ctx.salt,
-                lbs,
-                server.name,
-                f"check salt-run gdl.status app={app} env={env}, then run the build again",
-                ctx.progress,
-                unknown_is_done=True,
-            )
+        if lbcalls.others_up(ctx.salt, lbs, server.name):
+            with step(ctx.progress, f"{server.name}: drain"):
+                lbcalls.drain_and_wait(
+                    ctx.salt,
+                    lbs,
+                    server.name,
+                    f"check salt-run gdl.status app={app} env={env}, then run the build again",
+                    ctx.progress,
+                    unknown_is_done=True,
+                )
+        else:
+            # Out of rotation, it would leave none: a role that changes nothing
+            # then costs no request; one that restarts gunicorn cannot help it.
+            ctx.progress(f"{server.name}: no other server serves, not drained")
         # Queued, as the orchestration's role steps: a re-run may meet the
         # state run of a build cut short still going on the minion.
         answers = ctx.salt.apply_state(

@@ -41,7 +41,13 @@ class FakeSalt:
         self.out_while_applied: dict[str, set[str]] = {}
         self.failing_state: set[str] = set()
         self.never_up: set[str] = set()
+        self.down: set[str] = set()  # failing haproxy's checks until they get the role
         self.no_haproxy: set[str] = set()
+
+    def status(self, name: str) -> str:
+        if name in self.down:
+            return "DOWN"
+        return "DRAIN" if name in self.out else "UP"
 
     def call(self, minions, function, args, timeout=10):
         answers: dict[str, Any] = {}
@@ -50,11 +56,13 @@ class FakeSalt:
             if lb in self.no_haproxy:
                 answers[lb] = NO_SOCKET
             elif function == "gdl_lb.servers":
-                answers[lb] = [{"name": name} for name in sorted(self.known)]
+                answers[lb] = [
+                    {"name": name, "status": self.status(name)} for name in sorted(self.known)
+                ]
             elif args[0] not in self.known:
                 answers[lb] = f"ERROR: haproxy has no server {args[0]!r}: use one of ..."
             elif function == "gdl_lb.wait_up":
-                answers[lb] = args[0] not in self.never_up
+                answers[lb] = self.status(args[0]) == "UP" and args[0] not in self.never_up
             else:
                 if function == "gdl_lb.drain":
                     self.out.add(args[0])
@@ -71,6 +79,8 @@ class FakeSalt:
             self.calls.append((minion, "state.apply", sls))
             self.out_while_applied[minion] = set(self.out)
             result = minion not in self.failing_state
+            if result:
+                self.down.discard(minion)
             answers[minion] = {
                 "service_|-gdl-app-gunicorn-running_|-gdl-blog_|-running": {
                     "result": result,
@@ -124,6 +134,27 @@ def test_each_server_leaves_rotation_alone_and_is_up_again_before_the_next(tmp_p
     ]
     assert lines[-1].startswith("app role, one server at a time: done in ")
     assert lines[-1].endswith("(3 servers)")
+
+
+def test_the_last_server_that_serves_is_never_drained(tmp_path):
+    salt = FakeSalt(APPS)
+    # Two servers fail their checks: the one that serves keeps serving during its
+    # role, the others are drained while it serves (and are UP again after theirs).
+    salt.down.update(APPS[1:])
+    ctx, lines = context(tmp_path, salt)
+    assert converge.roll_app_role(ctx, "blog", "dev") == APPS
+    assert "app-0-blog-dev: no other server serves, not drained" in lines
+    assert salt.out_while_applied == {APPS[0]: set(), APPS[1]: {APPS[1]}, APPS[2]: {APPS[2]}}
+    assert salt.down == set() and salt.out == set()
+
+
+def test_an_environment_of_one_server_gets_the_role_in_place(tmp_path):
+    salt = FakeSalt(APPS[2:])
+    ctx, lines = context(tmp_path, salt, apps=1)
+    assert converge.roll_app_role(ctx, "blog", "dev") == ["app-10-blog-dev"]
+    assert "app-10-blog-dev: no other server serves, not drained" in lines
+    assert not [c for c in salt.calls if c[1] == "gdl_lb.drain"]
+    assert salt.out_while_applied == {"app-10-blog-dev": set()}
 
 
 def test_a_server_haproxy_does_not_have_yet_gets_the_role_without_waiting(tmp_path):
