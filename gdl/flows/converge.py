@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -47,6 +48,8 @@ SERVER_LABELS = {"app": "app servers", "lb": "VRRP pair"}
 HTTP_PORT = 80
 CHECK_TIMEOUT = 2.0  # seconds per server for the checks made from the master
 VIP_PROBE_TIMEOUT = 0.5  # seconds; an address nobody holds yet does not answer sooner
+HEALTH_TIMEOUT = 30.0  # seconds for an app server to answer its health URL after its role
+HEALTH_INTERVAL = 0.5  # seconds between two asks
 SYNC_TIMEOUT = 300  # a busy master answers many syncs late: wait rather than fail
 # What a role's "due" line adds for the runs other than the plain one.
 RUN_NOTES = {
@@ -192,8 +195,9 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
     """Apply the app role to each app server in turn, out of haproxy's rotation meanwhile.
 
     Each server is drained on both load balancers (its requests in flight
-    finish), gets the role (gunicorn restarts when its inputs changed), and is
-    back in rotation and counted UP by haproxy before the next one is drained:
+    finish), gets the role (gunicorn restarts when its inputs changed), answers
+    its health URL, and is back in rotation and counted UP by haproxy before
+    the next one is drained:
     haproxy always has servers that serve. A server is drained only while
     another one is UP (never the last that serves). A server the load
     balancers do not have yet (added by this build) gets no requests: it is
@@ -208,6 +212,7 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
         idle = ", ".join(sorted(set(pair) - set(lbs)))
         ctx.progress(f"{idle}: haproxy does not run there, nothing to drain on it")
     again = "fix the cause and run the build again"
+    health = apps.load_manifest(ctx.settings.apps_dir, app).health
     done: list[str] = []
     for server in servers:
         # The app role's own lines come from its job on the minion (gdl.relay).
@@ -231,10 +236,16 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
             [server.name], rollout.APP_STATE, {}, timeout=rollout.STATE_TIMEOUT, queue=True
         )
         failure = rollout.state_failure(answers.get(server.name))
-        # Back in rotation even when the role failed: haproxy's health checks
-        # keep a server out that does not answer.
+        # Answering before it is back: haproxy may not have seen a restart yet
+        # and count it UP from before.
+        url = f"http://{server.address}:{HTTP_PORT}{health}"
+        unhealthy = not failure and not _healthy_within(url, HEALTH_TIMEOUT)
+        # Back in rotation even when it failed: haproxy's health checks keep a
+        # server out that does not answer.
         with step(ctx.progress, f"{server.name}: back in rotation"):
             why = lbcalls.ready_and_wait(ctx.salt, lbs, server.name, unknown_is_done=True)
+        if unhealthy:
+            why = f"{url} did not answer 200 within {HEALTH_TIMEOUT:.0f} s"
         after = ", ".join(s.name for s in servers[len(done) + 1 :])
         untouched = f"; {after} not changed" if after else ""
         if failure:
@@ -243,6 +254,15 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
             raise GdlError(f"{server.name} got the app role, but {why}{untouched}", again)
         done.append(server.name)
     return done
+
+
+def _healthy_within(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _http_ok(url):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(HEALTH_INTERVAL)
+    return True
 
 
 def _index(server: Server) -> int:

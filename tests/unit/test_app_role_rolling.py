@@ -92,6 +92,27 @@ class FakeSalt:
         return answers
 
 
+class Health:
+    """The health URLs the master asked; those in ``failing`` never answer 200."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.failing: set[str] = set()
+
+    def http_ok(self, url: str) -> bool:
+        self.asked.append(url)
+        return url not in self.failing
+
+
+@pytest.fixture(autouse=True)
+def health(monkeypatch: pytest.MonkeyPatch) -> Health:
+    found = Health()
+    monkeypatch.setattr(converge, "_http_ok", found.http_ok)
+    monkeypatch.setattr(converge, "HEALTH_TIMEOUT", 0.2)
+    monkeypatch.setattr(converge, "HEALTH_INTERVAL", 0.05)
+    return found
+
+
 def context(tmp_path: Path, salt: FakeSalt, apps: int = 3) -> tuple[Context, list[str]]:
     settings = Settings(state_dir=tmp_path)
     envstore.save(tmp_path, envstore.new_record("blog", "dev", "local", apps, "m1.small"))
@@ -111,7 +132,7 @@ def context(tmp_path: Path, salt: FakeSalt, apps: int = 3) -> tuple[Context, lis
 APPS = ["app-0-blog-dev", "app-2-blog-dev", "app-10-blog-dev"]
 
 
-def test_each_server_leaves_rotation_alone_and_is_up_again_before_the_next(tmp_path):
+def test_each_server_leaves_rotation_alone_and_is_up_again_before_the_next(tmp_path, health):
     salt = FakeSalt(APPS)
     ctx, lines = context(tmp_path, salt)
     assert converge.roll_app_role(ctx, "blog", "dev") == APPS
@@ -134,6 +155,8 @@ def test_each_server_leaves_rotation_alone_and_is_up_again_before_the_next(tmp_p
     ]
     assert lines[-1].startswith("app role, one server at a time: done in ")
     assert lines[-1].endswith("(3 servers)")
+    # Each answered its health URL, asked from the master, before it was back.
+    assert health.asked == [f"http://10.9.0.{n}:80/healthz" for n in (0, 2, 10)]
 
 
 def test_the_last_server_that_serves_is_never_drained(tmp_path):
@@ -218,3 +241,18 @@ def test_a_server_haproxy_does_not_count_up_stops_the_rollout(tmp_path):
     with pytest.raises(GdlError, match="app-0-blog-dev got the app role, but haproxy does not"):
         converge.roll_app_role(ctx, "blog", "dev")
     assert [c[0] for c in salt.calls if c[1] == "state.apply"] == APPS[:1]
+
+
+def test_a_server_that_does_not_answer_after_its_role_stops_the_rollout(tmp_path, health):
+    salt = FakeSalt(APPS)
+    health.failing.add("http://10.9.0.0:80/healthz")
+    ctx, _ = context(tmp_path, salt)
+    with pytest.raises(GdlError) as failed:
+        converge.roll_app_role(ctx, "blog", "dev")
+    assert str(failed.value).startswith(
+        "app-0-blog-dev got the app role, but http://10.9.0.0:80/healthz did not answer 200 "
+        "within 0 s; app-2-blog-dev, app-10-blog-dev not changed"
+    )
+    assert [c[0] for c in salt.calls if c[1] == "state.apply"] == APPS[:1]
+    # Back in rotation: haproxy's own checks keep it out.
+    assert salt.out == set()
