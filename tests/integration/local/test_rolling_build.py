@@ -9,6 +9,7 @@ client asks the VIP every 50 ms: no request fails.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,8 @@ def test_a_changed_app_role_restarts_one_server_at_a_time_without_a_failed_reque
     assert -1 not in found, list(zip(order, found, strict=True))
     assert found == sorted(found), list(zip(order, found, strict=True))
     assert "app role, one server at a time: done in " in output
+    rolled = re.findall(r"(?:app role on )?app-\d-blog-dev: [^\"]*done in [^\"]*", output)
+    print(f"{poller.ok} requests answered during the build, none failed:", *rolled, sep="\n  ")
     for name in APP_SERVERS:
         lines = gunicorn_args(local_cloud, name)
         assert lines and all("--workers 3 " in line for line in lines), (name, lines)
