@@ -45,18 +45,9 @@ class SaltOps(Protocol):
         """{minion: return} of an execution function run on ``minions``."""
 
     def apply_state(
-        self,
-        minions: list[str],
-        sls: str,
-        pillar: dict[str, Any],
-        timeout: float = 600,
-        queue: bool = False,
+        self, minions: list[str], sls: str, pillar: dict[str, Any], timeout: float = 600
     ) -> dict[str, Any]:
-        """{minion: state return} of ``sls`` applied with ``pillar`` on ``minions``.
-
-        With ``queue``, a minion still running another state run starts this one
-        after it instead of refusing.
-        """
+        """{minion: state return} of ``sls`` applied with ``pillar`` on ``minions``."""
 
     def cloud_create(
         self, profile: str, names: list[str], overrides: dict[str, Any], timeout: float
@@ -160,24 +151,16 @@ class MasterOps:
         )
 
     def apply_state(
-        self,
-        minions: list[str],
-        sls: str,
-        pillar: dict[str, Any],
-        timeout: float = 600,
-        queue: bool = False,
+        self, minions: list[str], sls: str, pillar: dict[str, Any], timeout: float = 600
     ) -> dict[str, Any]:
         if not minions:
             return {}
-        kwarg: dict[str, Any] = {"pillar": pillar}
-        if queue:
-            kwarg["queue"] = True
         return (
             self.client.cmd(
                 minions,
                 "state.apply",
                 arg=[sls],
-                kwarg=kwarg,
+                kwarg={"pillar": pillar},
                 tgt_type="list",
                 timeout=int(timeout),
             )
