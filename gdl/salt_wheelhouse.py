@@ -37,6 +37,7 @@ from gdl.config import Settings
 from gdl.errors import GdlError, LockHeld
 from gdl.lock import lock_within
 from gdl.wheel_build import (
+    PIP_OPTIONS,
     WHEEL_TIMEOUT,
     Runner,
     Workspace,
@@ -51,7 +52,6 @@ OLDEST_MANYLINUX = 17  # manylinux_2_17 (manylinux2014): the oldest glibc wheels
 # Rounds of "download, build what has no wheel": each round builds one source-only package.
 MAX_SOURCE_BUILDS = 8
 _NO_MATCH = re.compile(r"No matching distribution found for ([A-Za-z0-9_.\-\[\]<>=!~, ]+)")
-PIP_OPTIONS = ["--disable-pip-version-check", "--no-input", "--quiet", "--no-cache-dir"]
 # How long a process waits for another one's build of the same wheelhouse.  The
 # holder runs pip for up to WHEEL_TIMEOUT per step, and a build takes up to
 # MAX_SOURCE_BUILDS rounds of two steps (build one package from source, then

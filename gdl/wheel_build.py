@@ -37,6 +37,8 @@ WHEEL_TIMEOUT = 600.0  # seconds for one app's `pip wheel`
 USER_PIP_CONFIGS = ("~/.config/pip/pip.conf", "~/.pip/pip.conf")
 
 Runner = Callable[..., subprocess.CompletedProcess]
+# Every pip run of a build: no prompt, no cache, no chatter.
+PIP_OPTIONS = ["--disable-pip-version-check", "--no-input", "--quiet", "--no-cache-dir"]
 
 
 def requirements_sha256(manifest: AppManifest) -> str:
@@ -244,10 +246,7 @@ def build_wheelhouse(
             python,
             [
                 "wheel",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--quiet",
-                "--no-cache-dir",
+                *PIP_OPTIONS,
                 "--requirement",
                 str(requirements),
                 "--wheel-dir",
@@ -294,10 +293,7 @@ def build_site_packages(
             python,
             [
                 "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--quiet",
-                "--no-cache-dir",
+                *PIP_OPTIONS,
                 "--no-index",
                 "--no-compile",
                 "--find-links",
