@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import salt.client
 import salt.cloud
 import salt.utils.event
+import salt.utils.jid
 
 from gdl.errors import MinionsSilent, ProviderError
 from gdl.progress import Heartbeat
@@ -30,6 +31,10 @@ START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
 EVIDENCE_LINES = 60
 RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+# How often Salt asks a minion whether a state run still goes on. Salt asks first
+# only when the caller's timeout has passed; so a run that died without returning
+# (a full disk can kill the return itself) would hold a deploy for all of it.
+JOB_CHECK_INTERVAL = 60.0
 
 
 class SaltOps(Protocol):
@@ -153,19 +158,39 @@ class MasterOps:
     def apply_state(
         self, minions: list[str], sls: str, pillar: dict[str, Any], timeout: float = 600
     ) -> dict[str, Any]:
+        """{minion: state return}; a minion missing did not return within ``timeout`` seconds.
+
+        Its run is asked after every :data:`JOB_CHECK_INTERVAL`: one found gone
+        is given up then, one still going at ``timeout`` is killed.
+        """
         if not minions:
             return {}
-        return (
-            self.client.cmd(
-                minions,
-                "state.apply",
-                arg=[sls],
-                kwarg={"pillar": pillar},
-                tgt_type="list",
-                timeout=int(timeout),
-            )
-            or {}
+        jid = salt.utils.jid.gen_jid(self.opts)
+        deadline = time.monotonic() + timeout
+        returns: dict[str, Any] = {}
+        answers = self.client.cmd_iter_no_block(
+            minions,
+            "state.apply",
+            arg=[sls],
+            kwarg={"pillar": pillar},
+            tgt_type="list",
+            timeout=int(min(JOB_CHECK_INTERVAL, timeout)),
+            jid=jid,
         )
+        with contextlib.closing(answers):
+            for answer in answers:
+                if answer:
+                    returns.update({minion: data.get("ret") for minion, data in answer.items()})
+                elif time.monotonic() >= deadline:
+                    break
+                else:
+                    time.sleep(0.05)
+        running = [minion for minion in minions if minion not in returns]
+        if running and time.monotonic() >= deadline:
+            self.client.run_job(
+                running, "saltutil.kill_job", arg=[jid], tgt_type="list", listen=False
+            )
+        return returns
 
     def cloud_create(
         self, profile: str, names: list[str], overrides: dict[str, Any], timeout: float

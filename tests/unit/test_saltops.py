@@ -1,4 +1,4 @@
-"""MasterOps.cloud_create: salt-cloud's servers made one process each, within a bound."""
+"""MasterOps: salt-cloud's servers made one process each, and state runs, within a bound."""
 
 from __future__ import annotations
 
@@ -99,3 +99,34 @@ def test_a_caller_killed_outright_leaves_no_worker(master, tmp_path):
             os.kill(child, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker, signal.SIGKILL)
+
+
+class SilentJobClient:
+    """A LocalClient whose state run never returns: its job died on the minion."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[list[str], str, list]] = []
+
+    def cmd_iter_no_block(self, minions, function, arg, kwarg, tgt_type, timeout, jid):
+        self.published.append((minions, function, arg))
+        self.jid = jid
+        yield {"app-1-blog-dev": {"ret": {"a state": {"result": True}}, "retcode": 0}}
+        while True:
+            yield None
+
+    def run_job(self, minions, function, arg, tgt_type, listen):
+        self.published.append((minions, function, arg))
+        return {"jid": "2", "minions": minions}
+
+
+def test_a_state_run_that_never_returns_is_given_up_at_the_deadline_and_killed(tmp_path):
+    client = SilentJobClient()
+    master = saltops.MasterOps({"conf_file": str(tmp_path / "master")})
+    master._client = client
+    started = time.monotonic()
+    returns = master.apply_state(["app-0-blog-dev", "app-1-blog-dev"], "gdl.app", {}, timeout=0.5)
+    assert 0.5 <= time.monotonic() - started < 5
+    assert returns == {"app-1-blog-dev": {"a state": {"result": True}}}
+    state_run, kill = client.published
+    assert state_run == (["app-0-blog-dev", "app-1-blog-dev"], "state.apply", ["gdl.app"])
+    assert kill == (["app-0-blog-dev"], "saltutil.kill_job", [client.jid])
