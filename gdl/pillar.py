@@ -50,9 +50,9 @@ def built_releases(settings: Settings, app: str) -> dict[str, dict[str, Any]]:
     """Every release of ``app`` built on the master, by version: what the roles need of it.
 
     Each carries its archive's ``salt://`` address, its SHA-256 from the
-    ``.sha256`` file beside it, and the values of its own manifest (else the
-    app's). A release without its hash file cannot be checked by the servers,
-    and is left out.
+    ``.sha256`` file beside it, the free space a server needs to take it
+    (``room``), and the values of its own manifest (else the app's). A release
+    without its hash file cannot be checked by the servers, and is left out.
     """
     files_dir = release_build.files_dir(settings)
     found: dict[str, dict[str, Any]] = {}
@@ -69,6 +69,7 @@ def built_releases(settings: Settings, app: str) -> dict[str, dict[str, Any]]:
         found[version] = {
             "source": release_build.release_url(app, version),
             "sha256": digest,
+            "room": releases.room_needed(archive, digest),
             **{key: manifest.get(key) for key in MANIFEST_KEYS},
         }
     return found

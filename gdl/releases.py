@@ -8,6 +8,8 @@ and makes sure it is there.
 
 from __future__ import annotations
 
+import contextlib
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,49 @@ def release_manifest(settings: Settings, app: str, version: str) -> dict[str, An
     if isinstance(data, dict) and data.get("health"):
         return data
     return apps.load_manifest(settings.apps_dir, app).as_dict()
+
+
+BLOCK = 4096  # what a file or directory takes on a server's disk at least
+# Free space a server keeps beyond the release: its minion must still write its
+# job's files and logs, and return the job, once the release is unpacked.
+JOB_HEADROOM = 16 << 20
+
+
+def _blocks(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
+def room_needed(archive: Path, sha256: str) -> int:
+    """Bytes an app server needs free to take the release ``archive``, about.
+
+    Its minion's cached copy of the archive, the unpacked tree, the
+    requirements copied again into the virtualenv with their byte code
+    (counted as large as their sources), and :data:`JOB_HEADROOM`.  Reading
+    the archive costs a decompression, so the figure is kept beside it in a
+    ``.room`` file that names the archive's SHA-256.  0 when the archive
+    cannot be read.
+    """
+    kept = archive.with_name(archive.name + ".room")
+    try:
+        recorded, figure = kept.read_text(encoding="utf-8").split()
+        if recorded == sha256:
+            return int(figure)
+    except (OSError, ValueError):
+        pass
+    unpacked = venv = 0
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            for member in tar:
+                size = _blocks(member.size) if member.isfile() else BLOCK
+                unpacked += size
+                if member.name.startswith("site-packages/") and member.isfile():
+                    venv += size * (2 if member.name.endswith(".py") else 1)
+    except (OSError, tarfile.TarError):
+        return 0  # not measured: the server's own check of the archive refuses it
+    figure = _blocks(archive.stat().st_size) + unpacked + venv + JOB_HEADROOM
+    with contextlib.suppress(OSError):  # else computed again next time
+        kept.write_text(f"{sha256} {figure}\n", encoding="utf-8")
+    return figure
 
 
 def release_exists(settings: Settings, app: str, version: str) -> bool:

@@ -258,5 +258,5 @@ class Roller:
         return DeployFailed(
             f"deploy of {rollout.app} {rollout.version} to {rollout.env_id} stopped: "
             f"{first.name} failed, {failures[first.name]} ({where}; {others})",
-            "fix the release and deploy again",
+            f"fix what failed on {first.name} (the release or the server), then deploy again",
         )

@@ -171,6 +171,27 @@ def test_app_role_renders_for_systemd_and_for_another_app(tmp_path):
     assert "location /static/" not in render_file(state_args(states, "gdl-app-nginx-site")[1])
 
 
+def test_a_release_that_does_not_fit_is_refused_before_it_is_unpacked(tmp_path):
+    """The space is read where the release goes; a release that fits adds no state."""
+    base = tmp_path / "srv"
+    (base / "blog" / "releases").mkdir(parents=True)
+    huge = {**release_entry("blog", "1.0.0"), "room": 1 << 50}
+    pillar = with_gdl(releases={"1.0.0": huge}, roles={"app": {"base_dir": str(base)}})
+    states = LocalSalt(tmp_path / "short", pillar, SECRET).show_sls("app-0-blog-dev", "gdl.app")
+    function, room = state_args(states, "gdl-app-release-room")
+    assert function == "test.fail_without_changes"
+    free = shutil.disk_usage(base).free / (1 << 20)
+    assert room["comment"].startswith(f"{base}/blog/releases has ")
+    assert f"release 1.0.0 needs about {float(1 << 30)} MiB: free space on" in room["comment"]
+    assert abs(float(room["comment"].split()[2]) - free) < 64  # MiB, as the disk moves
+    assert {"test": "gdl-app-release-room"} in state_args(states, "gdl-app-release")[1]["require"]
+
+    fits = {**release_entry("blog", "1.0.0"), "room": 1}
+    pillar = with_gdl(releases={"1.0.0": fits}, roles={"app": {"base_dir": str(base)}})
+    states = LocalSalt(tmp_path / "fits", pillar, SECRET).show_sls("app-0-blog-dev", "gdl.app")
+    assert "gdl-app-release-room" not in states
+
+
 def test_lb_role_renders_and_its_configs_pass_their_checkers(local_salt):
     states = local_salt.show_sls("lb-0-blog-dev", "gdl.lb")
     assert "gdl-common-packages" in states  # gdl.lb includes gdl.common

@@ -50,6 +50,29 @@ gdl-app-log-dir:
     a clean directory, its old virtualenv gone with it. #}
 {%- set extracted = app['release'] ~ '/.gdl-release-' ~ app['archive_sha256'][:16] %}
 
+{#- A release that does not fit is refused before any of it is written: a disk
+    filled by the unpacking leaves the minion unable even to return its job.
+    The space is read on the deepest existing directory the release goes under. #}
+{%- set short = namespace(free=none, path='/') %}
+{%- if app['room'] and not salt['file.file_exists'](extracted) %}
+{%-   for candidate in [app['dir'] ~ '/releases', app['dir'], role['base_dir'], '/'] %}
+{%-     if short.free is none and salt['file.directory_exists'](candidate) %}
+{%-       set short.path = candidate %}
+{%-       set short.free = salt['status.diskusage'](candidate)[candidate]['available'] %}
+{%-     endif %}
+{%-   endfor %}
+{%- endif %}
+{%- if short.free is not none and short.free < app['room'] %}
+
+gdl-app-release-room:
+  test.fail_without_changes:
+    - name: {{ short.path }}
+    - comment: >-
+        {{ short.path }} has {{ (short.free / 1048576) | round(1) }} MiB free and release
+        {{ app['version'] }} needs about {{ (app['room'] / 1048576) | round(1) }} MiB:
+        free space on this server, then run this again
+{%- endif %}
+
 gdl-app-release:
   archive.extracted:
     - name: {{ app['release'] }}
@@ -63,6 +86,9 @@ gdl-app-release:
     - unless: test -e {{ extracted | quote }}
     - require:
       - file: gdl-app-releases-dir
+{%- if short.free is not none and short.free < app['room'] %}
+      - test: gdl-app-release-room
+{%- endif %}
 
 gdl-app-release-extracted:
   file.managed:
