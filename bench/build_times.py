@@ -25,7 +25,7 @@ from pathlib import Path
 from svgplot import build_time_series, write_line_chart
 
 from gdl_harness.local_cloud import running_local_cloud
-from gdl_harness.salt_daemons import salt_script
+from gdl_harness.salt_process import salt_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

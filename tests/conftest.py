@@ -23,7 +23,7 @@ if str(REPO_ROOT) not in sys.path:
     # So tests import the shared support code as ``tests.support``.
     sys.path.insert(0, str(REPO_ROOT))
 
-from gdl_harness import salt_daemons  # noqa: E402
+from gdl_harness import salt_process  # noqa: E402
 from gdl_harness.salt_daemons import SaltMaster, SaltMinion  # noqa: E402
 
 MINION_ID = "app-1-harness-test"
@@ -38,7 +38,7 @@ def _short_root(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
 def salt_daemon_safety_net() -> Iterator[None]:
     """At the end of the session, stop every daemon the harness started and still runs."""
     yield
-    leftovers = salt_daemons.stop_all()
+    leftovers = salt_process.stop_all()
     if leftovers:
         sys.stderr.write(
             "\nsalt daemons still running at the end of the session were stopped:\n  "

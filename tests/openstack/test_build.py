@@ -36,7 +36,8 @@ import yaml
 
 from gdl import certs, naming
 from gdl.providers.openstack import MARK_SERVER, group_name, vip_port_name
-from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster, salt_script
+from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster
+from gdl_harness.salt_process import salt_script
 from tests.support.runs import run, served_by
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gdl_harness.salt_daemons import SaltMaster, free_port
+from gdl_harness.salt_daemons import SaltMaster
+from gdl_harness.salt_process import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -31,9 +31,10 @@ import yaml
 from gdl import envstore, keys
 from gdl import pillar as env_pillar
 from gdl.providers.local import LocalProvider
-from gdl_harness import salt_daemons
+from gdl_harness import salt_daemons, salt_process
 from gdl_harness.local_cloud import LocalCloud, running_local_cloud
-from gdl_harness.salt_daemons import SaltMaster, SaltMinion, salt_script
+from gdl_harness.salt_daemons import SaltMaster, SaltMinion
+from gdl_harness.salt_process import salt_script
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ class StrangerMinion(SaltMinion):
     """A salt-minion with a key of its own that nobody accepted on the master."""
 
     def __init__(self, root: Path, master: SaltMaster, minion_id: str) -> None:
-        salt_daemons._Daemon.__init__(self, root)
+        salt_process.SaltDaemon.__init__(self, root)
         self.master = master
         self.minion_id = minion_id
         self.extra_config = {}

@@ -14,7 +14,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from gdl_harness.salt_daemons import SaltMaster, salt_script
+from gdl_harness.salt_daemons import SaltMaster
+from gdl_harness.salt_process import salt_script
 
 
 def documents(text: str) -> list[object]:
@@ -107,7 +108,7 @@ def restart_master_daemon(master: SaltMaster, grace: float = 20) -> None:
     import os
     import signal
 
-    from gdl_harness import salt_daemons
+    from gdl_harness import salt_process
 
     process = master.process
     assert process is not None and process.poll() is None
@@ -118,12 +119,12 @@ def restart_master_daemon(master: SaltMaster, grace: float = 20) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    salt_daemons._running.pop(process.pid, None)
+    salt_process._running.pop(process.pid, None)
     # Same ports again: the minions know no others.
     wait_until(
         lambda: (
-            not salt_daemons.port_open(master.interface, master.ret_port)
-            and not salt_daemons.port_open(master.interface, master.publish_port)
+            not salt_process.port_open(master.interface, master.ret_port)
+            and not salt_process.port_open(master.interface, master.publish_port)
         ),
         30,
         "the master's ports to close",

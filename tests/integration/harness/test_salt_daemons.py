@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gdl_harness import salt_daemons
-from gdl_harness.salt_daemons import SaltMaster, SaltMinion, port_open
+from gdl_harness import salt_daemons, salt_process
+from gdl_harness.salt_daemons import SaltMaster, SaltMinion
+from gdl_harness.salt_process import port_open
 
 
 def _pids_naming(config_dir: Path) -> set[int]:
@@ -110,7 +111,7 @@ def test_stop_leaves_no_process(tmp_path_factory: pytest.TempPathFactory) -> Non
     assert _pids_naming(master.config_dir) == set()
     assert _pids_naming(minion.config_dir) == set()
     assert not port_open("127.0.0.1", master.ret_port)
-    assert master not in salt_daemons.running_daemons()
+    assert master not in salt_process.running_daemons()
     master.stop()  # idempotent
     minion.stop()
 
@@ -137,6 +138,6 @@ def test_daemons_left_running_are_stopped_at_exit(
 
 def test_a_master_that_cannot_start_says_why(tmp_path_factory: pytest.TempPathFactory) -> None:
     master = SaltMaster(tmp_path_factory.mktemp("master"), extra_config={"user": "no-such-user"})
-    with pytest.raises(salt_daemons.DaemonError, match="did not start"):
+    with pytest.raises(salt_process.DaemonError, match="did not start"):
         master.start(timeout=30)
     assert _pids_naming(master.config_dir) == set()

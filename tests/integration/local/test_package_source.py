@@ -29,7 +29,7 @@ import salt.version
 from gdl import salt_wheelhouse, userdata
 from gdl.providers.base import ServerRequest
 from gdl_harness.local_cloud import LocalCloud
-from gdl_harness.salt_daemons import port_open
+from gdl_harness.salt_process import port_open
 
 # Minutes (the wheelhouse is built): it runs in the long session, beside the rest.
 pytestmark = [pytest.mark.integration, pytest.mark.long]

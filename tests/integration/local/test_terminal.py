@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from gdl_harness.salt_daemons import salt_script
+from gdl_harness.salt_process import salt_script
 
 pytestmark = pytest.mark.integration
 
