@@ -41,6 +41,9 @@ SERVER_LABELS = {"app": "app servers", "lb": "VRRP pair"}
 HTTP_PORT = 80
 CHECK_TIMEOUT = 2.0  # seconds per server for the checks made from the master
 VIP_PROBE_TIMEOUT = 0.5  # seconds; an address nobody holds yet does not answer sooner
+# The roles whose servers run gdl's execution modules (gdl_lb, called by the
+# runner on the load balancers); an app server runs none, so it is never synced.
+MODULE_ROLES = ("lb",)
 SYNC_TIMEOUT = 300  # a busy master answers many syncs late: wait rather than fail
 
 
@@ -81,14 +84,37 @@ def role_digest(ctx: Context, app: str, env: str, role: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+def sync_modules(ctx: Context, app: str, env: str, servers: list[Server]) -> list[Server]:
+    """Sync gdl's execution modules to those of ``servers`` that lack their current version.
+
+    What each server was last synced with is recorded, so a re-run, or a
+    deploy, asks nothing of a server already current.  The servers synced.
+    """
+    state_dir = ctx.settings.state_dir
+    digest = modules_digest(ctx)
+    synced = applied.synced_modules(state_dir, app, env)
+    stale = [s for s in servers if synced.get(s.provider_id) != digest]
+    if stale:
+        returns = ctx.salt.call(
+            [s.name for s in stale], "saltutil.sync_modules", [], timeout=SYNC_TIMEOUT
+        )
+        failed = [s.name for s in stale if not isinstance(returns.get(s.name), list)]
+        if failed:
+            raise GdlError(
+                f"the modules could not be synced to {', '.join(failed)}",
+                "check those servers' minion log, then run this again",
+            )
+        applied.record_synced(state_dir, app, env, [s.provider_id for s in stale], digest)
+    return stale
+
+
 def minions_ready(ctx: Context, app: str, env: str, role: str) -> dict[str, Any]:
-    """Wait for the minions of ``role``'s servers; sync modules where they are not current."""
+    """Wait for the minions of ``role``'s servers; sync modules where the role uses them."""
     role = _check_role(role)
     servers = role_servers(ctx, app, env, role)
     names = [s.name for s in servers]
     record = require_record(ctx.settings, app, env)
     provider = ctx.provider(record.provider)
-    state_dir = ctx.settings.state_dir
     with step(ctx.progress, f"minions of the {SERVER_LABELS[role]}") as note:
         servers_module.wait_explained(
             provider,
@@ -96,22 +122,12 @@ def minions_ready(ctx: Context, app: str, env: str, role: str) -> dict[str, Any]
             names,
             provider.minion_timeout,
         )
-        digest = modules_digest(ctx)
-        synced = applied.synced_modules(state_dir, app, env)
-        stale = [s for s in servers if synced.get(s.provider_id) != digest]
-        if stale:
-            returns = ctx.salt.call(
-                [s.name for s in stale], "saltutil.sync_modules", [], timeout=SYNC_TIMEOUT
-            )
-            failed = [s.name for s in stale if not isinstance(returns.get(s.name), list)]
-            if failed:
-                raise GdlError(
-                    f"the modules could not be synced to {', '.join(failed)}",
-                    "check those servers' minion log, then run the build again",
-                )
-            applied.record_synced(state_dir, app, env, [s.provider_id for s in stale], digest)
-        note.text = f"{len(names)} answering, modules synced to {len(stale)}"
-    return {"servers": names, "synced": [s.name for s in stale]}
+        note.text = f"{len(names)} answering"
+        synced = []
+        if role in MODULE_ROLES:
+            synced = sync_modules(ctx, app, env, servers)
+            note.text += f", modules synced to {len(synced)}"
+    return {"servers": names, "synced": [s.name for s in synced]}
 
 
 def mark_due_roles(ctx: Context, app: str, env: str) -> list[str]:

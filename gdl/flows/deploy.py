@@ -32,6 +32,7 @@ from typing import Any
 
 from gdl import apps, envstore, naming, releases
 from gdl.errors import GdlError, NotFound
+from gdl.flows import converge
 from gdl.flows.build import write_env_pillar
 from gdl.flows.context import Context, require_record
 from gdl.lock import env_lock
@@ -85,8 +86,10 @@ def _roll(
     started = time.monotonic()
     previous = record.release or apps.load_manifest(settings.apps_dir, record.app).version
     lbs, members = _members(ctx, record)
-    with step(ctx.progress, "module sync on the load balancers"):
-        ctx.salt.call(list(lbs), "saltutil.sync_modules", [], timeout=120)
+    with step(ctx.progress, "modules on the load balancers") as note:
+        lb_servers = converge.role_servers(ctx, record.app, record.env, "lb")
+        synced = converge.sync_modules(ctx, record.app, record.env, lb_servers)
+        note.text = f"synced to {len(synced)}" if synced else "current"
     # The release's archive and manifest values reach the pillar (gdl:releases)
     # before a server switches to it: the switch's pillar names the version alone.
     write_env_pillar(ctx, record.app, record.env)

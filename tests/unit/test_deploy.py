@@ -46,6 +46,8 @@ class FakeOps:
             elif function == "gdl_lb.ready":
                 self.in_rotation.add(args[0])
                 answers[minion] = True
+            elif function == "saltutil.sync_modules":
+                answers[minion] = ["modules.gdl_lb"]
             elif function in ("gdl_lb.wait_drained", "gdl_lb.wait_up"):
                 answers[minion] = True
             elif function == "gdl_lb.check_http":
