@@ -346,6 +346,21 @@ def write_pillar(app=None, environment=None, env=None, lock_token=None, **kwargs
     return _step("write_pillar", _build.pillar_and_due_roles, app, env, environment, lock_token)
 
 
+def roll_app_role(app=None, environment=None, env=None, lock_token=None, **kwargs):
+    """
+    Orchestration step: apply the app role to each app server in turn, each
+    drained on the load balancers meanwhile (an environment that serves).
+    Returns the names, in order.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.roll_app_role app=blog environment=dev
+    """
+    return _step("roll_app_role", _converge.roll_app_role, app, env, environment, lock_token)
+
+
 def drain_surplus(app=None, environment=None, env=None, lock_token=None, **kwargs):
     """
     Orchestration step: drain the app servers beyond the requested count on

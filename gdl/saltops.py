@@ -45,9 +45,18 @@ class SaltOps(Protocol):
         """{minion: return} of an execution function run on ``minions``."""
 
     def apply_state(
-        self, minions: list[str], sls: str, pillar: dict[str, Any], timeout: float = 600
+        self,
+        minions: list[str],
+        sls: str,
+        pillar: dict[str, Any],
+        timeout: float = 600,
+        queue: bool = False,
     ) -> dict[str, Any]:
-        """{minion: state return} of ``sls`` applied with ``pillar`` on ``minions``."""
+        """{minion: state return} of ``sls`` applied with ``pillar`` on ``minions``.
+
+        With ``queue``, a minion still running another state run starts this one
+        after it instead of refusing.
+        """
 
     def cloud_create(
         self, profile: str, names: list[str], overrides: dict[str, Any], timeout: float
@@ -151,16 +160,24 @@ class MasterOps:
         )
 
     def apply_state(
-        self, minions: list[str], sls: str, pillar: dict[str, Any], timeout: float = 600
+        self,
+        minions: list[str],
+        sls: str,
+        pillar: dict[str, Any],
+        timeout: float = 600,
+        queue: bool = False,
     ) -> dict[str, Any]:
         if not minions:
             return {}
+        kwarg: dict[str, Any] = {"pillar": pillar}
+        if queue:
+            kwarg["queue"] = True
         return (
             self.client.cmd(
                 minions,
                 "state.apply",
                 arg=[sls],
-                kwarg={"pillar": pillar},
+                kwarg=kwarg,
                 tgt_type="list",
                 timeout=int(timeout),
             )
