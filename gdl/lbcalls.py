@@ -54,6 +54,18 @@ def routing(ops: SaltOps, lbs: Sequence[str], timeout: float = CALL_TIMEOUT) -> 
     return [lb for lb in lbs if NO_HAPROXY not in str(answers.get(lb, ""))]
 
 
+def known_servers(ops: SaltOps, lbs: Sequence[str], timeout: float = CALL_TIMEOUT) -> set[str]:
+    """The servers the haproxy of any of ``lbs`` has in its backend (those it may send to)."""
+    answers = ops.call(list(lbs), "gdl_lb.servers", [], timeout=timeout)
+    return {
+        str(row.get("name"))
+        for rows in answers.values()
+        if isinstance(rows, list)
+        for row in rows
+        if isinstance(row, dict) and row.get("name")
+    }
+
+
 def others_up(ops: SaltOps, lbs: Sequence[str], server: str, timeout: float = CALL_TIMEOUT) -> bool:
     """Whether every LB counts a server other than ``server`` UP: one serves while it is out."""
     answers = ops.call(list(lbs), "gdl_lb.servers", [], timeout=timeout)

@@ -200,9 +200,10 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
     the next one is drained:
     haproxy always has servers that serve. A server is drained only while
     another one is UP (never the last that serves). A server the load
-    balancers do not have yet (added by this build) gets no requests: it is
-    neither drained nor waited for. The first server that fails stops the
-    step; those after it are not touched. Returns the names, in order.
+    balancers do not have yet (added by this build) gets no requests: those
+    get the role all at once, first, neither drained nor waited for. The first
+    server that fails stops the step; those after it are not touched. Returns
+    the names, in the order they got the role.
     """
     servers = sorted(role_servers(ctx, app, env, "app"), key=_index)
     pair = [s.name for s in role_servers(ctx, app, env, "lb")]
@@ -213,7 +214,24 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
         ctx.progress(f"{idle}: haproxy does not run there, nothing to drain on it")
     again = "fix the cause and run the build again"
     health = apps.load_manifest(ctx.settings.apps_dir, app).health
-    done: list[str] = []
+    # Servers no haproxy has yet (added by this build) get no requests: they all
+    # get the role at once, before the others are rolled one by one.
+    known = lbcalls.known_servers(ctx.salt, lbs)
+    fresh = [s for s in servers if s.name not in known]
+    servers = [s for s in servers if s.name in known]
+    if fresh:
+        answers = ctx.salt.apply_state(
+            [s.name for s in fresh],
+            rollout.APP_STATE,
+            {},
+            timeout=rollout.STATE_TIMEOUT,
+            queue=True,
+        )
+        for server in fresh:
+            failure = rollout.state_failure(answers.get(server.name))
+            if failure:
+                raise GdlError(f"the app role failed on {server.name}: {failure}", again)
+    done: list[str] = [s.name for s in fresh]
     for server in servers:
         # The app role's own lines come from its job on the minion (gdl.relay).
         if lbcalls.others_up(ctx.salt, lbs, server.name):
@@ -246,7 +264,7 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
             why = lbcalls.ready_and_wait(ctx.salt, lbs, server.name, unknown_is_done=True)
         if unhealthy:
             why = f"{url} did not answer 200 within {HEALTH_TIMEOUT:.0f} s"
-        after = ", ".join(s.name for s in servers[len(done) + 1 :])
+        after = ", ".join(s.name for s in servers[len(done) - len(fresh) + 1 :])
         untouched = f"; {after} not changed" if after else ""
         if failure:
             raise GdlError(f"the app role failed on {server.name}: {failure}{untouched}", again)

@@ -183,9 +183,19 @@ def test_an_environment_of_one_server_gets_the_role_in_place(tmp_path):
 def test_a_server_haproxy_does_not_have_yet_gets_the_role_without_waiting(tmp_path):
     salt = FakeSalt(APPS[:2])
     ctx, _ = context(tmp_path, salt)
-    assert converge.roll_app_role(ctx, "blog", "dev") == APPS
-    assert (APPS[2], "state.apply", "gdl.app") in salt.calls
+    # The new server first, with nothing out of rotation; then the others in turn.
+    assert converge.roll_app_role(ctx, "blog", "dev") == [APPS[2], *APPS[:2]]
+    applied = [call for call in salt.calls if call[1] == "state.apply"]
+    assert applied[0] == (APPS[2], "state.apply", "gdl.app")
+    assert salt.out_while_applied[APPS[2]] == set()
     assert salt.out == set()
+
+
+def test_servers_haproxy_does_not_have_yet_get_the_role_together(tmp_path):
+    salt = FakeSalt(APPS[:1])
+    ctx, _ = context(tmp_path, salt)
+    assert converge.roll_app_role(ctx, "blog", "dev") == [*APPS[1:], APPS[0]]
+    assert all(salt.out_while_applied[name] == set() for name in APPS[1:])
 
 
 def test_a_load_balancer_without_haproxy_is_left_out(tmp_path):
