@@ -54,16 +54,9 @@ def routing(ops: SaltOps, lbs: Sequence[str], timeout: float = CALL_TIMEOUT) -> 
     return [lb for lb in lbs if NO_HAPROXY not in str(answers.get(lb, ""))]
 
 
-def known_servers(ops: SaltOps, lbs: Sequence[str], timeout: float = CALL_TIMEOUT) -> set[str]:
-    """The servers the haproxy of any of ``lbs`` has in its backend (those it may send to)."""
-    answers = ops.call(list(lbs), "gdl_lb.servers", [], timeout=timeout)
-    return {
-        str(row.get("name"))
-        for rows in answers.values()
-        if isinstance(rows, list)
-        for row in rows
-        if isinstance(row, dict) and row.get("name")
-    }
+def backend_rows(ops: SaltOps, lbs: Sequence[str], timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+    """Each LB's ``gdl_lb.servers`` answer: its backend servers, their status and address."""
+    return ops.call(list(lbs), "gdl_lb.servers", [], timeout=timeout) if lbs else {}
 
 
 def others_up(ops: SaltOps, lbs: Sequence[str], server: str, timeout: float = CALL_TIMEOUT) -> bool:

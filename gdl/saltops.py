@@ -30,6 +30,7 @@ START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
 EVIDENCE_LINES = 60
 RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+ANSWER_POLL = 0.1  # seconds between two looks for a state run's answers
 
 
 class SaltOps(Protocol):
@@ -51,11 +52,16 @@ class SaltOps(Protocol):
         pillar: dict[str, Any],
         timeout: float = 600,
         queue: bool = False,
+        silent_after: float | None = None,
     ) -> dict[str, Any]:
         """{minion: state return} of ``sls`` applied with ``pillar`` on ``minions``.
 
-        With ``queue``, a minion still running another state run starts this one
-        after it instead of refusing.
+        Returns within ``timeout`` seconds, without the minions that had not
+        answered by then. A minion that has not answered after ``silent_after``
+        seconds (default: ``timeout``) is asked whether its run still goes; one
+        that does not say so (its host died) is given up then. With ``queue``,
+        a minion still running another state run starts this one after it
+        instead of refusing.
         """
 
     def cloud_create(
@@ -166,23 +172,37 @@ class MasterOps:
         pillar: dict[str, Any],
         timeout: float = 600,
         queue: bool = False,
+        silent_after: float | None = None,
     ) -> dict[str, Any]:
         if not minions:
             return {}
         kwarg: dict[str, Any] = {"pillar": pillar}
         if queue:
             kwarg["queue"] = True
-        return (
-            self.client.cmd(
-                minions,
-                "state.apply",
-                arg=[sls],
-                kwarg=kwarg,
-                tgt_type="list",
-                timeout=int(timeout),
-            )
-            or {}
+        # LocalClient.cmd waits as long as a minion says its run still goes:
+        # its answers are read here instead, up to a deadline of our own.
+        deadline = time.monotonic() + timeout
+        answers = self.client.cmd_iter_no_block(
+            minions,
+            "state.apply",
+            arg=[sls],
+            kwarg=kwarg,
+            tgt_type="list",
+            timeout=max(1, int(silent_after if silent_after is not None else timeout)),
         )
+        returns: dict[str, Any] = {}
+        try:
+            for answer in answers:
+                for minion, data in (answer or {}).items():
+                    if isinstance(data, dict) and "ret" in data:
+                        returns[minion] = data["ret"]
+                if set(minions) <= set(returns) or time.monotonic() >= deadline:
+                    break
+                if not answer:
+                    time.sleep(ANSWER_POLL)
+        finally:
+            answers.close()
+        return returns
 
     def cloud_create(
         self, profile: str, names: list[str], overrides: dict[str, Any], timeout: float

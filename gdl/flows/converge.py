@@ -18,8 +18,8 @@ cannot tell (docs/failure.md, "What a re-run does, and what it skips"):
   records the run once it succeeded (:mod:`gdl.applied`).
 
 In an environment that serves, the app role never restarts every app server
-at once: :func:`roll_app_role` applies it one server at a time, each out of
-haproxy's rotation meanwhile.
+at once: :func:`gdl.flows.app_role.roll_app_role` applies it one server at a
+time, each out of haproxy's rotation meanwhile.
 """
 
 from __future__ import annotations
@@ -27,17 +27,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import socket
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gdl import applied, apps, lbcalls, naming, pillar, rollout
+from gdl import applied, apps, pillar
 from gdl import servers as servers_module
 from gdl.errors import GdlError
-from gdl.flows.context import Context, require_record, timed_step
+from gdl.flows.context import Context, require_record
 from gdl.progress import step
 from gdl.providers.base import RUNNING, Server
 
@@ -48,8 +47,6 @@ SERVER_LABELS = {"app": "app servers", "lb": "VRRP pair"}
 HTTP_PORT = 80
 CHECK_TIMEOUT = 2.0  # seconds per server for the checks made from the master
 VIP_PROBE_TIMEOUT = 0.5  # seconds; an address nobody holds yet does not answer sooner
-HEALTH_TIMEOUT = 30.0  # seconds for an app server to answer its health URL after its role
-HEALTH_INTERVAL = 0.5  # seconds between two asks
 SYNC_TIMEOUT = 300  # a busy master answers many syncs late: wait rather than fail
 # What a role's "due" line adds for the runs other than the plain one.
 RUN_NOTES = {
@@ -190,104 +187,6 @@ def role_due(
     return run
 
 
-@timed_step("app role, one server at a time", lambda done: f"{len(done)} servers")
-def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
-    """Apply the app role to each app server in turn, out of haproxy's rotation meanwhile.
-
-    Each server is drained on both load balancers (its requests in flight
-    finish), gets the role (gunicorn restarts when its inputs changed), answers
-    its health URL, and is back in rotation and counted UP by haproxy before
-    the next one is drained:
-    haproxy always has servers that serve. A server is drained only while
-    another one is UP (never the last that serves). A server the load
-    balancers do not have yet (added by this build) gets no requests: those
-    get the role all at once, first, neither drained nor waited for. The first
-    server that fails stops the step; those after it are not touched. Returns
-    the names, in the order they got the role.
-    """
-    servers = sorted(role_servers(ctx, app, env, "app"), key=_index)
-    pair = [s.name for s in role_servers(ctx, app, env, "lb")]
-    lbs = lbcalls.routing(ctx.salt, pair)
-    if len(lbs) < len(pair):
-        # The LB role, after this step, starts it again with every server in rotation.
-        idle = ", ".join(sorted(set(pair) - set(lbs)))
-        ctx.progress(f"{idle}: haproxy does not run there, nothing to drain on it")
-    again = "fix the cause and run the build again"
-    health = apps.load_manifest(ctx.settings.apps_dir, app).health
-    # Servers no haproxy has yet (added by this build) get no requests: they all
-    # get the role at once, before the others are rolled one by one.
-    known = lbcalls.known_servers(ctx.salt, lbs)
-    fresh = [s for s in servers if s.name not in known]
-    servers = [s for s in servers if s.name in known]
-    if fresh:
-        answers = ctx.salt.apply_state(
-            [s.name for s in fresh],
-            rollout.APP_STATE,
-            {},
-            timeout=rollout.STATE_TIMEOUT,
-            queue=True,
-        )
-        for server in fresh:
-            failure = rollout.state_failure(answers.get(server.name))
-            if failure:
-                raise GdlError(f"the app role failed on {server.name}: {failure}", again)
-    done: list[str] = [s.name for s in fresh]
-    for server in servers:
-        # The app role's own lines come from its job on the minion (gdl.relay).
-        if lbcalls.others_up(ctx.salt, lbs, server.name):
-            with step(ctx.progress, f"{server.name}: drain"):
-                lbcalls.drain_and_wait(
-                    ctx.salt,
-                    lbs,
-                    server.name,
-                    f"check salt-run gdl.status app={app} env={env}, then run the build again",
-                    ctx.progress,
-                    unknown_is_done=True,
-                )
-        else:
-            # Out of rotation, it would leave none: a role that changes nothing
-            # then costs no request; one that restarts gunicorn cannot help it.
-            ctx.progress(f"{server.name}: no other server serves, not drained")
-        # Queued, as the orchestration's role steps: a re-run may meet the
-        # state run of a build cut short still going on the minion.
-        answers = ctx.salt.apply_state(
-            [server.name], rollout.APP_STATE, {}, timeout=rollout.STATE_TIMEOUT, queue=True
-        )
-        failure = rollout.state_failure(answers.get(server.name))
-        # Answering before it is back: haproxy may not have seen a restart yet
-        # and count it UP from before.
-        url = f"http://{server.address}:{HTTP_PORT}{health}"
-        unhealthy = not failure and not _healthy_within(url, HEALTH_TIMEOUT)
-        # Back in rotation even when it failed: haproxy's health checks keep a
-        # server out that does not answer.
-        with step(ctx.progress, f"{server.name}: back in rotation"):
-            why = lbcalls.ready_and_wait(ctx.salt, lbs, server.name, unknown_is_done=True)
-        if unhealthy:
-            why = f"{url} did not answer 200 within {HEALTH_TIMEOUT:.0f} s"
-        after = ", ".join(s.name for s in servers[len(done) - len(fresh) + 1 :])
-        untouched = f"; {after} not changed" if after else ""
-        if failure:
-            raise GdlError(f"the app role failed on {server.name}: {failure}{untouched}", again)
-        if why:
-            raise GdlError(f"{server.name} got the app role, but {why}{untouched}", again)
-        done.append(server.name)
-    return done
-
-
-def _healthy_within(url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not _http_ok(url):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(HEALTH_INTERVAL)
-    return True
-
-
-def _index(server: Server) -> int:
-    parsed = naming.parse_server_name(server.name)
-    return parsed.index if parsed else 0
-
-
 def _vip_serves(ctx: Context, app: str, env: str) -> bool:
     """Whether the environment's address answers at all: it serves (or was built before
     the master kept what it applied); a new one fails fast."""
@@ -307,7 +206,7 @@ def _failing_checks(ctx: Context, app: str, role: str, servers: list[Server]) ->
     """
     if role == "app":
         health = apps.load_manifest(ctx.settings.apps_dir, app).health
-        return [s.name for s in servers if not _http_ok(f"http://{s.address}:{HTTP_PORT}{health}")]
+        return [s.name for s in servers if not http_ok(f"http://{s.address}:{HTTP_PORT}{health}")]
     names = [s.name for s in servers]
     answers = ctx.salt.call(names, "gdl_lb.running", [], timeout=CHECK_TIMEOUT * 5)
     return [
@@ -319,7 +218,8 @@ def _failing_checks(ctx: Context, app: str, role: str, servers: list[Server]) ->
     ]
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """Whether ``url`` answers 2xx to the master within :data:`CHECK_TIMEOUT`."""
     try:
         # The URL is built above from the provider's address: always http://.
         with urllib.request.urlopen(url, timeout=CHECK_TIMEOUT) as response:  # noqa: S310  # nosec B310

@@ -1,4 +1,4 @@
-"""MasterOps.cloud_create: salt-cloud's servers made one process each, within a bound."""
+"""MasterOps: salt-cloud's servers made one process each, and state runs, within a bound."""
 
 from __future__ import annotations
 
@@ -99,3 +99,54 @@ def test_a_caller_killed_outright_leaves_no_worker(master, tmp_path):
             os.kill(child, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker, signal.SIGKILL)
+
+
+class SilentClient:
+    """LocalClient.cmd_iter_no_block with one minion that answers and one that never does."""
+
+    def __init__(self) -> None:
+        self.asked: list[dict] = []
+        self.closed = False
+
+    def cmd_iter_no_block(self, minions, fun, arg=(), kwarg=None, tgt_type="glob", timeout=None):
+        self.asked.append({"fun": fun, "arg": arg, "kwarg": kwarg, "timeout": timeout})
+        try:
+            yield {MADE: {"ret": {"a_state": {"result": True}}, "retcode": 0}}
+            while True:  # the other minion's run "still goes": Salt would wait on
+                yield None
+        finally:
+            self.closed = True
+
+
+def test_a_state_run_that_never_ends_is_given_up_at_the_deadline(master, monkeypatch):
+    client = SilentClient()
+    master._client = client
+    monkeypatch.setattr(saltops, "ANSWER_POLL", 0.01)
+    started = time.monotonic()
+    answers = master.apply_state(
+        [MADE, HUNG], "gdl.app", {}, timeout=0.5, queue=True, silent_after=0.2
+    )
+    assert 0.5 <= time.monotonic() - started < 5
+    # The minion that answered keeps its answer; the silent one has none.
+    assert answers == {MADE: {"a_state": {"result": True}}}
+    assert client.closed
+    # Salt asks the silent minion whether its run still goes after silent_after.
+    assert client.asked == [
+        {
+            "fun": "state.apply",
+            "arg": ["gdl.app"],
+            "kwarg": {"pillar": {}, "queue": True},
+            "timeout": 1,
+        }
+    ]
+
+
+def test_a_state_run_returns_as_soon_as_every_minion_answered(master):
+    client = SilentClient()
+    master._client = client
+    started = time.monotonic()
+    assert master.apply_state([MADE], "gdl.app", {"x": 1}, timeout=60) == {
+        MADE: {"a_state": {"result": True}}
+    }
+    assert time.monotonic() - started < 5
+    assert client.asked[0]["timeout"] == 60 and client.asked[0]["kwarg"] == {"pillar": {"x": 1}}
