@@ -30,7 +30,10 @@ START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
 EVIDENCE_LINES = 60
 RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
-ANSWER_POLL = 0.1  # seconds between two looks for a state run's answers
+ANSWER_POLL = 0.1  # seconds between two looks for a job's answers
+# Seconds a call waits past its timeout: Salt then asks a silent minion whether
+# the job still runs there (its gather_job_timeout) before giving it up.
+CALL_GRACE = 15.0
 
 
 class SaltOps(Protocol):
@@ -158,12 +161,9 @@ class MasterOps:
         return str(job["jid"])
 
     def call(self, minions: list[str], function: str, args: list[Any], timeout: float = 10) -> dict:
-        if not minions:
-            return {}
-        return (
-            self.client.cmd(minions, function, arg=args, tgt_type="list", timeout=int(timeout))
-            or {}
-        )
+        # A minion that has not answered after ``timeout`` is asked whether the
+        # job still runs; past the grace after that, it is left out.
+        return self._gather(minions, function, args, None, timeout + CALL_GRACE, timeout)
 
     def apply_state(
         self,
@@ -174,21 +174,38 @@ class MasterOps:
         queue: bool = False,
         silent_after: float | None = None,
     ) -> dict[str, Any]:
-        if not minions:
-            return {}
         kwarg: dict[str, Any] = {"pillar": pillar}
         if queue:
             kwarg["queue"] = True
-        # LocalClient.cmd waits as long as a minion says its run still goes:
-        # its answers are read here instead, up to a deadline of our own.
-        deadline = time.monotonic() + timeout
+        asked = silent_after if silent_after is not None else timeout
+        return self._gather(minions, "state.apply", [sls], kwarg, timeout, asked)
+
+    def _gather(
+        self,
+        minions: list[str],
+        function: str,
+        args: list[Any],
+        kwarg: dict[str, Any] | None,
+        limit: float,
+        silent_after: float,
+    ) -> dict[str, Any]:
+        """{minion: return} of ``function`` on ``minions``: those that answered within ``limit`` s.
+
+        LocalClient.cmd asks a minion that has not answered after its timeout
+        whether the job still runs there, and waits on as long as it says so:
+        the answers are read here instead, up to a deadline of our own.
+        """
+        if not minions:
+            return {}
+        deadline = time.monotonic() + limit
+        extra = {"kwarg": kwarg} if kwarg is not None else {}
         answers = self.client.cmd_iter_no_block(
             minions,
-            "state.apply",
-            arg=[sls],
-            kwarg=kwarg,
+            function,
+            arg=args,
             tgt_type="list",
-            timeout=max(1, int(silent_after if silent_after is not None else timeout)),
+            timeout=max(1, int(silent_after)),
+            **extra,
         )
         returns: dict[str, Any] = {}
         try:

@@ -150,3 +150,15 @@ def test_a_state_run_returns_as_soon_as_every_minion_answered(master):
     }
     assert time.monotonic() - started < 5
     assert client.asked[0]["timeout"] == 60 and client.asked[0]["kwarg"] == {"pillar": {"x": 1}}
+
+
+def test_a_call_whose_job_never_ends_is_given_up_past_its_grace(master, monkeypatch):
+    client = SilentClient()
+    master._client = client
+    monkeypatch.setattr(saltops, "ANSWER_POLL", 0.01)
+    monkeypatch.setattr(saltops, "CALL_GRACE", 0.3)
+    started = time.monotonic()
+    answers = master.call([MADE, HUNG], "gdl_lb.servers", [], timeout=0.2)
+    assert 0.5 <= time.monotonic() - started < 5
+    assert answers == {MADE: {"a_state": {"result": True}}}
+    assert client.asked == [{"fun": "gdl_lb.servers", "arg": [], "kwarg": None, "timeout": 1}]
