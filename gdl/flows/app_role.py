@@ -95,7 +95,7 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
     rows = lbcalls.backend_rows(ctx.salt, lbs)
     rolled = [s for s in servers if serving(s, rows, http_ok(_health_url(s, health)))]
     idle_servers = [s for s in servers if s not in rolled]
-    done = _all_at_once(ctx, idle_servers, lbs, rows)
+    done = _all_at_once(ctx, idle_servers, lbs, rows, rolled)
     for position, server in enumerate(rolled):
         _roll_one(ctx, app, env, server, lbs, health, rolled[position + 1 :])
         done.append(server.name)
@@ -103,18 +103,23 @@ def roll_app_role(ctx: Context, app: str, env: str) -> list[str]:
 
 
 def _all_at_once(
-    ctx: Context, servers: Sequence[Server], lbs: Sequence[str], rows: Mapping[str, Any]
+    ctx: Context,
+    servers: Sequence[Server],
+    lbs: Sequence[str],
+    rows: Mapping[str, Any],
+    after: Sequence[Server],
 ) -> list[str]:
     """The role on the servers that serve nothing, together, none waited for."""
     if not servers:
         return []
     names = [s.name for s in servers]
+    untouched = f"; {', '.join(s.name for s in after)} not changed" if after else ""
     with step(ctx.progress, f"app role on {', '.join(names)} (not serving now), all at once"):
         answers = _apply(ctx, names)
         for name in names:
             failure = rollout.state_failure(answers.get(name))
             if failure:
-                raise GdlError(f"the app role failed on {name}: {failure}", AGAIN)
+                raise GdlError(f"the app role failed on {name}: {failure}{untouched}", AGAIN)
         # One left out of rotation by a build cut short would stay out: back in,
         # haproxy's own checks decide when it gets requests.
         for name in (name for name in names if _known(name, rows)):
@@ -122,7 +127,7 @@ def _all_at_once(
             if refused:
                 raise GdlError(
                     f"{name} got the app role, but haproxy did not take it back "
-                    f"({'; '.join(refused)})",
+                    f"({'; '.join(refused)}){untouched}",
                     AGAIN,
                 )
     return names

@@ -346,7 +346,10 @@ def test_a_host_that_dies_during_the_role_stops_the_step_in_one_line(tmp_path, h
     with pytest.raises(GdlError) as failed:
         app_role.roll_app_role(ctx, "blog", "dev")
     message = str(failed.value)
-    assert message.startswith(f"the app role failed on {APPS[2]}: its minion did not answer")
+    assert message.startswith(
+        f"the app role failed on {APPS[2]}: its minion did not answer; "
+        f"{APPS[0]}, {APPS[1]} not changed"
+    )
     assert "\n" not in message
     assert salt.apply_timeouts == [(app_role.STATE_TIMEOUT, app_role.SILENT_AFTER)]
     # Nothing that serves was touched.
