@@ -26,6 +26,7 @@ try:
     from gdl import spec as _spec
     from gdl import tls as _tls
     from gdl import tuning as _tuning
+    from gdl.flows import app_role as _app_role
     from gdl.flows import build as _build
     from gdl.flows import converge as _converge
     from gdl.flows import deploy as _deploy
@@ -344,6 +345,21 @@ def write_pillar(app=None, environment=None, env=None, lock_token=None, **kwargs
         salt-run gdl.write_pillar app=blog environment=dev
     """
     return _step("write_pillar", _build.pillar_and_due_roles, app, env, environment, lock_token)
+
+
+def roll_app_role(app=None, environment=None, env=None, lock_token=None, **kwargs):
+    """
+    Orchestration step: apply the app role to each app server in turn, each
+    drained on the load balancers meanwhile (an environment that serves).
+    Returns the names, in order.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.roll_app_role app=blog environment=dev
+    """
+    return _step("roll_app_role", _app_role.roll_app_role, app, env, environment, lock_token)
 
 
 def drain_surplus(app=None, environment=None, env=None, lock_token=None, **kwargs):

@@ -26,9 +26,12 @@ from typing import Any
 
 from gdl import naming
 
-# The role runs a build may find due: the LB role runs beside the app role
-# ("lb-first") only in a pair never configured, else after the app role ("lb").
-RUNS = {"app": "app", "lb-first": "lb", "lb": "lb"}
+# The role runs a build may find due, and the role each applies. While nothing
+# is served through the pair, the app role runs on every app server at once
+# ("app") and the LB role beside it ("lb-first"); in an environment that serves,
+# the app role runs one server at a time out of haproxy's rotation
+# ("app-rolling") and the LB role after it ("lb").
+RUNS = {"app": "app", "app-rolling": "app", "lb-first": "lb", "lb": "lb"}
 
 
 def applied_dir(state_dir: str | os.PathLike[str], app: str, env: str) -> Path:

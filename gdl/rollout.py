@@ -17,9 +17,9 @@ from gdl.progress import step
 from gdl.providers.base import Progress
 from gdl.saltops import SaltOps
 
-DRAIN_TIMEOUT = 60.0  # seconds for a drained server's requests in flight to finish
+DRAIN_TIMEOUT = lbcalls.DRAIN_TIMEOUT
 HEALTH_TIMEOUT = 30.0  # seconds for a switched server to answer its health check
-UP_TIMEOUT = 30.0  # seconds for haproxy to count a readied server UP
+UP_TIMEOUT = lbcalls.UP_TIMEOUT
 STATE_TIMEOUT = 900.0  # seconds for gdl.app to switch a release (virtualenv included)
 APP_STATE = "gdl.app"
 
@@ -104,37 +104,21 @@ class Roller:
         self.health_timeout = health_timeout
         self.up_timeout = up_timeout
 
-    def _on_lbs(self, function: str, args: list[Any], timeout: float) -> list[str]:
-        """Run ``function`` on every LB; the LBs whose answer was not True."""
-        return lbcalls.refusals(self.ops, self.rollout.lbs, function, args, timeout=timeout)
-
     def drain(self, member: Member) -> None:
-        lbcalls.drain(
-            self.ops, self.rollout.lbs, member.name, "check salt-run gdl.status, then deploy again"
+        lbcalls.drain_and_wait(
+            self.ops,
+            self.rollout.lbs,
+            member.name,
+            "check salt-run gdl.status, then deploy again",
+            self.progress,
+            timeout=self.drain_timeout,
         )
-        slow = self._on_lbs(
-            "gdl_lb.wait_drained",
-            [member.name, self.drain_timeout],
-            timeout=self.drain_timeout + 15,
-        )
-        if slow:
-            # Requests still running after the wait are cut by the restart;
-            # say so, but carry on: a stuck client must not stop a deploy.
-            self.progress(
-                f"{member.name}: requests still in flight after {self.drain_timeout:.0f} s"
-            )
 
     def ready(self, member: Member) -> str | None:
         """Back in rotation on both LBs; why not, or None once haproxy counts it UP."""
-        refused = self._on_lbs("gdl_lb.ready", [member.name], timeout=30)
-        if refused:
-            return f"haproxy did not take it back ({'; '.join(refused)})"
-        down = self._on_lbs(
-            "gdl_lb.wait_up", [member.name, self.up_timeout], timeout=self.up_timeout + 15
+        return lbcalls.ready_and_wait(
+            self.ops, self.rollout.lbs, member.name, timeout=self.up_timeout
         )
-        if down:
-            return f"haproxy does not count it UP after {self.up_timeout:.0f} s"
-        return None
 
     def check(
         self, member: Member, version: str | None, health: str, timeout: float

@@ -31,6 +31,10 @@ START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
 EVIDENCE_LINES = 60
 RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+ANSWER_POLL = 0.1  # seconds between two looks for a job's answers
+# Seconds a call waits past its timeout: Salt then asks a silent minion whether
+# the job still runs there (its gather_job_timeout) before giving it up.
+CALL_GRACE = 15.0
 # How often Salt asks a minion whether a state run still goes on. Salt asks first
 # only when the caller's timeout has passed; so a run that died without returning
 # (a full disk can kill the return itself) would hold a deploy for all of it.
@@ -50,9 +54,24 @@ class SaltOps(Protocol):
         """{minion: return} of an execution function run on ``minions``."""
 
     def apply_state(
-        self, minions: list[str], sls: str, pillar: dict[str, Any], timeout: float = 600
+        self,
+        minions: list[str],
+        sls: str,
+        pillar: dict[str, Any],
+        timeout: float = 600,
+        queue: bool = False,
+        silent_after: float | None = None,
     ) -> dict[str, Any]:
-        """{minion: state return} of ``sls`` applied with ``pillar`` on ``minions``."""
+        """{minion: state return} of ``sls`` applied with ``pillar`` on ``minions``.
+
+        Returns within ``timeout`` seconds, without the minions that had not
+        answered by then. A minion that has not answered after ``silent_after``
+        seconds (default: the lesser of ``timeout`` and
+        :data:`JOB_CHECK_INTERVAL`) is asked whether its run still goes; one
+        that does not say so (its host died) is given up then. With ``queue``,
+        a minion still running another state run starts this one after it
+        instead of refusing.
+        """
 
     def cloud_create(
         self, profile: str, names: list[str], overrides: dict[str, Any], timeout: float
@@ -148,43 +167,67 @@ class MasterOps:
         return str(job["jid"])
 
     def call(self, minions: list[str], function: str, args: list[Any], timeout: float = 10) -> dict:
-        if not minions:
-            return {}
-        return (
-            self.client.cmd(minions, function, arg=args, tgt_type="list", timeout=int(timeout))
-            or {}
-        )
+        # A minion that has not answered after ``timeout`` is asked whether the
+        # job still runs; past the grace after that, it is left out.
+        return self._gather(minions, function, args, None, timeout + CALL_GRACE, timeout)
 
     def apply_state(
-        self, minions: list[str], sls: str, pillar: dict[str, Any], timeout: float = 600
+        self,
+        minions: list[str],
+        sls: str,
+        pillar: dict[str, Any],
+        timeout: float = 600,
+        queue: bool = False,
+        silent_after: float | None = None,
     ) -> dict[str, Any]:
-        """{minion: state return}; a minion missing did not return within ``timeout`` seconds.
+        kwarg: dict[str, Any] = {"pillar": pillar}
+        if queue:
+            kwarg["queue"] = True
+        asked = silent_after if silent_after is not None else min(JOB_CHECK_INTERVAL, timeout)
+        return self._gather(minions, "state.apply", [sls], kwarg, timeout, asked)
 
-        Its run is asked after every :data:`JOB_CHECK_INTERVAL`: one found gone
-        is given up then, one still going at ``timeout`` is killed.
+    def _gather(
+        self,
+        minions: list[str],
+        function: str,
+        args: list[Any],
+        kwarg: dict[str, Any] | None,
+        limit: float,
+        silent_after: float,
+    ) -> dict[str, Any]:
+        """{minion: return} of ``function`` on ``minions``: those that answered within ``limit`` s.
+
+        LocalClient.cmd asks a minion that has not answered after its timeout
+        whether the job still runs there, and waits on as long as it says so:
+        the answers are read here instead, up to a deadline of our own.  A job
+        still running on a minion at the deadline is killed there.
         """
         if not minions:
             return {}
+        deadline = time.monotonic() + limit
         jid = salt.utils.jid.gen_jid(self.opts)
-        deadline = time.monotonic() + timeout
-        returns: dict[str, Any] = {}
+        extra = {"kwarg": kwarg} if kwarg is not None else {}
         answers = self.client.cmd_iter_no_block(
             minions,
-            "state.apply",
-            arg=[sls],
-            kwarg={"pillar": pillar},
+            function,
+            arg=args,
             tgt_type="list",
-            timeout=int(min(JOB_CHECK_INTERVAL, timeout)),
+            timeout=max(1, int(silent_after)),
             jid=jid,
+            **extra,
         )
-        with contextlib.closing(answers):
+        returns: dict[str, Any] = {}
+        try:
             for answer in answers:
-                if answer:
-                    returns.update({minion: data.get("ret") for minion, data in answer.items()})
-                elif time.monotonic() >= deadline:
+                for minion, data in (answer or {}).items():
+                    if isinstance(data, dict) and "ret" in data:
+                        returns[minion] = data["ret"]
+                if set(minions) <= set(returns) or time.monotonic() >= deadline:
                     break
-                else:
-                    time.sleep(0.05)
+                if not answer:
+                    time.sleep(ANSWER_POLL)
+        finally:
+            answers.close()
         running = [minion for minion in minions if minion not in returns]
         if running and time.monotonic() >= deadline:
             self.client.run_job(

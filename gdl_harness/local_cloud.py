@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gdl.config import Settings
 from gdl.providers.local import LocalProvider, network
-from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster
+from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster, file_roots
 
 
 @dataclass
@@ -70,8 +70,15 @@ def remove_cloud(provider: LocalProvider) -> None:
 
 
 @contextlib.contextmanager
-def running_local_cloud(root: Path, tag: str = "gdlt") -> Iterator[LocalCloud]:
-    """A bridge, and a master bound to its address with the repository's cloud config."""
+def running_local_cloud(
+    root: Path, tag: str = "gdlt", first_file_root: Path | None = None
+) -> Iterator[LocalCloud]:
+    """A bridge, and a master bound to its address with the repository's cloud config.
+
+    ``first_file_root`` is searched before the repository's states: a file put
+    there later (a changed ``gdl/parameters/defaults.yaml``) is what the
+    minions get instead.
+    """
     bridge, cidr = make_bridge(tag=tag)
     master = None
     cloud = None
@@ -82,6 +89,10 @@ def running_local_cloud(root: Path, tag: str = "gdlt") -> Iterator[LocalCloud]:
             gateway,
             gdl_settings={"provider": "local", "local": {"bridge": bridge, "cidr": cidr}},
         )
+        if first_file_root is not None:
+            roots = file_roots(master.state_dir)["base"]
+            master.extra_config["file_roots"] = {"base": [str(first_file_root), *roots]}
+            master.write_config()
         for kind, source in (
             ("cloud.providers.d", REPO_ROOT / "cloud.providers.d" / "local.conf.example"),
             ("cloud.profiles.d", REPO_ROOT / "cloud.profiles.d" / "local.conf"),

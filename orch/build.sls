@@ -90,6 +90,9 @@ gdl_lb_role_first_applied:
     - require:
       - salt: gdl_lb_role_first
 
+{#- The app role on every app server at once: only while nothing is served
+    through the pair (gdl.write_pillar decides). In an environment that serves,
+    gdl_app_role_rolling below runs it instead, one server at a time. #}
 gdl_app_role:
   salt.state:
     - tgt: '{{ app_servers }}'
@@ -122,6 +125,35 @@ gdl_app_role_applied:
     - require:
       - salt: gdl_app_role
 
+{#- Each app server in turn: drained on both LBs, the app role, back in rotation
+    and UP before the next, so a restarting gunicorn is never sent a request. #}
+gdl_app_role_rolling:
+  salt.runner:
+    - name: gdl.roll_app_role
+    - app: {{ app }}
+    - environment: {{ env }}
+    - lock_token: '{{ lock_token }}'
+    - parallel: True
+    - onlyif:
+      - fun: file.file_exists
+        path: {{ applied }}/due-app-rolling.json
+    - require:
+      - salt: gdl_pillar
+      - salt: gdl_app_minions
+      - salt: gdl_lb_minions
+
+gdl_app_role_rolling_applied:
+  file.rename:
+    - name: {{ applied }}/role-app.json
+    - source: {{ applied }}/due-app-rolling.json
+    - force: True
+    - parallel: True
+    - onlyif:
+      - fun: file.file_exists
+        path: {{ applied }}/due-app-rolling.json
+    - require:
+      - salt: gdl_app_role_rolling
+
 {#- Servers beyond the requested count leave haproxy's rotation on both LBs
     before the lb role rewrites its backend without them: requests in flight
     finish, new ones go elsewhere. #}
@@ -135,6 +167,8 @@ gdl_drain_surplus:
     - require:
       - salt: gdl_app_role
       - file: gdl_app_role_applied
+      - salt: gdl_app_role_rolling
+      - file: gdl_app_role_rolling_applied
       - file: gdl_lb_role_first_applied
 
 gdl_lb_role:

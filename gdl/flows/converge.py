@@ -16,14 +16,20 @@ cannot tell (docs/failure.md, "What a re-run does, and what it skips"):
   LB's haproxy port, and which of its daemons run, asked in one Salt job).
   The orchestration runs a role while its ``due-*.json`` file exists and
   records the run once it succeeded (:mod:`gdl.applied`).
+
+In an environment that serves, the app role never restarts every app server
+at once: :func:`gdl.flows.app_role.roll_app_role` applies it one server at a
+time, each out of haproxy's rotation meanwhile.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +51,11 @@ VIP_PROBE_TIMEOUT = 0.5  # seconds; an address nobody holds yet does not answer 
 # runner on the load balancers); an app server runs none, so it is never synced.
 MODULE_ROLES = ("lb",)
 SYNC_TIMEOUT = 300  # a busy master answers many syncs late: wait rather than fail
+# What a role's "due" line adds for the runs other than the plain one.
+RUN_NOTES = {
+    "app-rolling": " (one server at a time, out of rotation)",
+    "lb-first": " (beside the app role)",
+}
 
 
 def _check_role(role: str) -> str:
@@ -133,8 +144,10 @@ def minions_ready(ctx: Context, app: str, env: str, role: str) -> dict[str, Any]
 def mark_due_roles(ctx: Context, app: str, env: str) -> list[str]:
     """Leave a ``due-*.json`` file for each role run this build must make; the runs due."""
     due = []
+    # Asked once, and only if a role is due: a new environment's address takes a while to fail.
+    serves = functools.cache(lambda: _vip_serves(ctx, app, env))
     for role in ROLE_LABELS:
-        run = role_due(ctx, app, env, role)
+        run = role_due(ctx, app, env, role, serves)
         for name in applied.RUNS:
             if applied.RUNS[name] == role and name != run:
                 applied.due_path(ctx.settings.state_dir, app, env, name).unlink(missing_ok=True)
@@ -143,8 +156,14 @@ def mark_due_roles(ctx: Context, app: str, env: str) -> list[str]:
     return due
 
 
-def role_due(ctx: Context, app: str, env: str, role: str) -> str | None:
-    """Which run of ``role`` is due (``app``, ``lb-first``, ``lb``), written down; says why."""
+def role_due(
+    ctx: Context, app: str, env: str, role: str, serves: Callable[[], bool] | None = None
+) -> str | None:
+    """Which run of ``role`` is due (one of :data:`gdl.applied.RUNS`), written down; says why.
+
+    ``serves`` says whether the environment serves through its address
+    (default: asked now).
+    """
     role = _check_role(role)
     label = ROLE_LABELS[role]
     state_dir = ctx.settings.state_dir
@@ -167,19 +186,25 @@ def role_due(ctx: Context, app: str, env: str, role: str) -> str | None:
     if not why:
         ctx.progress(f"{label} on {names}: unchanged since it last succeeded, not run again")
         return None
-    # Beside the app role only while nothing is served through the pair: the
-    # backend may then name app servers still being set up.
-    run = "lb-first" if role == "lb" and last is None and not _vip_serves(ctx, app, env) else role
+    if serves is None:
+        serves = functools.partial(_vip_serves, ctx, app, env)
+    if role == "app":
+        # Where requests are served, never every gunicorn restarting at once.
+        run = "app-rolling" if serves() else "app"
+    else:
+        # Beside the app role only while nothing is served through the pair: the
+        # backend may then name app servers still being set up.
+        run = "lb-first" if last is None and not serves() else "lb"
     applied.write(
         applied.due_path(state_dir, app, env, run), {"digest": digest, "servers": current}
     )
-    when = " (beside the app role)" if run == "lb-first" else ""
+    when = RUN_NOTES.get(run, "")
     ctx.progress(f"{label} on {names}: due, {why}{when}")
     return run
 
 
 def _vip_serves(ctx: Context, app: str, env: str) -> bool:
-    """Whether the environment's address answers at all (an environment built before
+    """Whether the environment's address answers at all: it serves (or was built before
     the master kept what it applied); a new one fails fast."""
     record = require_record(ctx.settings, app, env)
     network = ctx.provider(record.provider).find_env(app, env)
@@ -197,7 +222,7 @@ def _failing_checks(ctx: Context, app: str, role: str, servers: list[Server]) ->
     """
     if role == "app":
         health = apps.load_manifest(ctx.settings.apps_dir, app).health
-        return [s.name for s in servers if not _http_ok(f"http://{s.address}:{HTTP_PORT}{health}")]
+        return [s.name for s in servers if not http_ok(f"http://{s.address}:{HTTP_PORT}{health}")]
     names = [s.name for s in servers]
     answers = ctx.salt.call(names, "gdl_lb.running", [], timeout=CHECK_TIMEOUT * 5)
     return [
@@ -209,7 +234,8 @@ def _failing_checks(ctx: Context, app: str, role: str, servers: list[Server]) ->
     ]
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """Whether ``url`` answers 2xx to the master within :data:`CHECK_TIMEOUT`."""
     try:
         # The URL is built above from the provider's address: always http://.
         with urllib.request.urlopen(url, timeout=CHECK_TIMEOUT) as response:  # noqa: S310  # nosec B310

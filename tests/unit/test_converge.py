@@ -171,12 +171,52 @@ def test_the_lb_role_goes_beside_the_app_role_only_while_nothing_is_served(setup
     ctx, _, _, _, lines, _ = setup
     # An environment built before the master kept what it applied: its VIP serves.
     monkeypatch.setattr(converge, "_vip_serves", lambda ctx, app, env: True)
-    assert converge.mark_due_roles(ctx, "blog", "dev") == ["app", "lb"]
+    assert converge.mark_due_roles(ctx, "blog", "dev") == ["app-rolling", "lb"]
     assert "(beside the app role)" not in lines[-1]
     monkeypatch.setattr(converge, "_vip_serves", lambda ctx, app, env: False)
     assert converge.mark_due_roles(ctx, "blog", "dev") == ["app", "lb-first"]
     assert lines[-1].endswith("due, first run (beside the app role)")
     assert due_runs(ctx) == ["app", "lb-first"]
+
+
+def test_the_app_role_goes_one_server_at_a_time_where_the_environment_serves(setup, monkeypatch):
+    ctx, _, _, files, lines, _ = setup
+    asked: list[str] = []
+
+    def serves(ctx, app, env):
+        asked.append(env)
+        return True
+
+    monkeypatch.setattr(converge, "_vip_serves", serves)
+    assert converge.mark_due_roles(ctx, "blog", "dev") == ["app-rolling", "lb"]
+    assert (
+        "app role on app-0-blog-dev, app-1-blog-dev: due, first run "
+        "(one server at a time, out of rotation)"
+    ) in lines
+    # Asked once for both roles.
+    assert asked == ["dev"]
+    succeeded(ctx, "app-rolling")
+    succeeded(ctx, "lb")
+    assert converge.mark_due_roles(ctx, "blog", "dev") == []
+    assert asked == ["dev"]
+
+    # The app role's inputs change (a new gunicorn setting): one server at a time again.
+    (files / "gdl" / "app" / "init.sls").write_text("# app, gunicorn settings changed\n")
+    assert converge.mark_due_roles(ctx, "blog", "dev") == ["app-rolling", "lb"]
+    assert due_runs(ctx) == ["app-rolling", "lb"]
+    # Nothing served any more: all at once, and the other run's file is gone.
+    monkeypatch.setattr(converge, "_vip_serves", lambda ctx, app, env: False)
+    assert converge.mark_due_roles(ctx, "blog", "dev") == ["app", "lb"]
+    assert due_runs(ctx) == ["app", "lb"]
+
+
+def test_the_address_is_not_asked_when_no_role_is_due(setup, monkeypatch):
+    ctx = setup[0]
+    converge.mark_due_roles(ctx, "blog", "dev")
+    succeeded(ctx, "app")
+    succeeded(ctx, "lb-first")
+    monkeypatch.setattr(converge, "_vip_serves", lambda ctx, app, env: pytest.fail("asked"))
+    assert converge.mark_due_roles(ctx, "blog", "dev") == []
 
 
 def test_an_unknown_role_is_refused(setup):

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from gdl import envstore
+from gdl.applied import RUNS
 from gdl.config import Settings
 from gdl.errors import GdlError
 from gdl.flows import build
@@ -62,6 +63,8 @@ def test_surplus_is_drained_after_the_app_role_and_before_the_lb_role():
     assert requires(steps["gdl_drain_surplus"]) == [
         "gdl_app_role",
         "gdl_app_role_applied",
+        "gdl_app_role_rolling",
+        "gdl_app_role_rolling_applied",
         "gdl_lb_role_first_applied",
     ]
     assert requires(steps["gdl_lb_role"]) == ["gdl_drain_surplus"]
@@ -89,6 +92,12 @@ def test_every_step_runs_as_soon_as_what_it_requires_is_done():
     assert step_args(steps["gdl_lb_minions"])["role"] == "lb"
     assert requires(steps["gdl_lb_role_first"]) == ["gdl_pillar", "gdl_lb_minions"]
     assert requires(steps["gdl_app_role"]) == ["gdl_pillar", "gdl_app_minions"]
+    # One server at a time, drained on the LBs meanwhile: it needs their minions too.
+    assert requires(steps["gdl_app_role_rolling"]) == [
+        "gdl_pillar",
+        "gdl_app_minions",
+        "gdl_lb_minions",
+    ]
 
 
 def test_a_role_runs_only_while_its_run_is_due_and_a_run_that_succeeded_is_recorded():
@@ -97,6 +106,7 @@ def test_a_role_runs_only_while_its_run_is_due_and_a_run_that_succeeded_is_recor
     for role_step, run, role in (
         ("gdl_lb_role_first", "lb-first", "lb"),
         ("gdl_app_role", "app", "app"),
+        ("gdl_app_role_rolling", "app-rolling", "app"),
         ("gdl_lb_role", "lb", "lb"),
     ):
         assert due_file(steps[role_step]) == f"{applied}/due-{run}.json"
@@ -107,6 +117,15 @@ def test_a_role_runs_only_while_its_run_is_due_and_a_run_that_succeeded_is_recor
         assert requires(recorded) == [role_step]
     assert step_args(steps["gdl_lb_role_first"])["sls"] == "gdl.lb"
     assert step_args(steps["gdl_lb_role"])["sls"] == "gdl.lb"
+    assert step_args(steps["gdl_app_role"])["sls"] == "gdl.app"
+    assert step_args(steps["gdl_app_role_rolling"])["name"] == "gdl.roll_app_role"
+    # Every run a build may find due has a step that runs while its file exists.
+    guarded = {
+        due_file(step)
+        for name, step in steps.items()
+        if not name.endswith("_applied") and "onlyif" in step_args(step)
+    }
+    assert guarded == {f"{applied}/due-{run}.json" for run in RUNS}
 
 
 def test_the_due_files_are_under_the_masters_state_dir():
@@ -188,6 +207,7 @@ RUNNER_STEPS = {
         "gdl.vrrp_pair",
         "gdl.write_pillar",
         "gdl.minions_ready",
+        "gdl.roll_app_role",
         "gdl.drain_surplus",
         "gdl.remove_surplus",
         "gdl.check_vip",

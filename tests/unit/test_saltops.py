@@ -101,32 +101,78 @@ def test_a_caller_killed_outright_leaves_no_worker(master, tmp_path):
             os.kill(worker, signal.SIGKILL)
 
 
-class SilentJobClient:
-    """A LocalClient whose state run never returns: its job died on the minion."""
+class SilentClient:
+    """LocalClient.cmd_iter_no_block with one minion that answers and one that never does."""
 
     def __init__(self) -> None:
-        self.published: list[tuple[list[str], str, list]] = []
+        self.asked: list[dict] = []
+        self.killed: list[tuple[list[str], str, list]] = []
+        self.closed = False
 
-    def cmd_iter_no_block(self, minions, function, arg, kwarg, tgt_type, timeout, jid):
-        self.published.append((minions, function, arg))
+    def cmd_iter_no_block(
+        self, minions, fun, arg=(), kwarg=None, tgt_type="glob", timeout=None, jid=""
+    ):
+        self.asked.append({"fun": fun, "arg": arg, "kwarg": kwarg, "timeout": timeout})
         self.jid = jid
-        yield {"app-1-blog-dev": {"ret": {"a state": {"result": True}}, "retcode": 0}}
-        while True:
-            yield None
+        try:
+            yield {MADE: {"ret": {"a_state": {"result": True}}, "retcode": 0}}
+            while True:  # the other minion's run "still goes": Salt would wait on
+                yield None
+        finally:
+            self.closed = True
 
-    def run_job(self, minions, function, arg, tgt_type, listen):
-        self.published.append((minions, function, arg))
+    def run_job(self, minions, fun, arg, tgt_type, listen):
+        self.killed.append((minions, fun, arg))
         return {"jid": "2", "minions": minions}
 
 
-def test_a_state_run_that_never_returns_is_given_up_at_the_deadline_and_killed(tmp_path):
-    client = SilentJobClient()
-    master = saltops.MasterOps({"conf_file": str(tmp_path / "master")})
+def test_a_state_run_that_never_ends_is_given_up_at_the_deadline_and_killed(master, monkeypatch):
+    client = SilentClient()
+    master._client = client
+    monkeypatch.setattr(saltops, "ANSWER_POLL", 0.01)
+    started = time.monotonic()
+    answers = master.apply_state(
+        [MADE, HUNG], "gdl.app", {}, timeout=0.5, queue=True, silent_after=0.2
+    )
+    assert 0.5 <= time.monotonic() - started < 5
+    # The minion that answered keeps its answer; the silent one has none.
+    assert answers == {MADE: {"a_state": {"result": True}}}
+    assert client.closed
+    # Salt asks the silent minion whether its run still goes after silent_after.
+    assert client.asked == [
+        {
+            "fun": "state.apply",
+            "arg": ["gdl.app"],
+            "kwarg": {"pillar": {}, "queue": True},
+            "timeout": 1,
+        }
+    ]
+    # Its run is stopped there, not left going.
+    assert client.killed == [([HUNG], "saltutil.kill_job", [client.jid])]
+
+
+def test_a_state_run_returns_as_soon_as_every_minion_answered(master):
+    client = SilentClient()
     master._client = client
     started = time.monotonic()
-    returns = master.apply_state(["app-0-blog-dev", "app-1-blog-dev"], "gdl.app", {}, timeout=0.5)
+    assert master.apply_state([MADE], "gdl.app", {"x": 1}, timeout=60) == {
+        MADE: {"a_state": {"result": True}}
+    }
+    assert time.monotonic() - started < 5
+    assert client.asked[0]["kwarg"] == {"pillar": {"x": 1}}
+    # Salt asks every JOB_CHECK_INTERVAL whether the run still goes: one whose
+    # return died (a full disk) is given up within a minute, not at the deadline.
+    assert client.asked[0]["timeout"] == saltops.JOB_CHECK_INTERVAL
+    assert client.killed == []
+
+
+def test_a_call_whose_job_never_ends_is_given_up_past_its_grace(master, monkeypatch):
+    client = SilentClient()
+    master._client = client
+    monkeypatch.setattr(saltops, "ANSWER_POLL", 0.01)
+    monkeypatch.setattr(saltops, "CALL_GRACE", 0.3)
+    started = time.monotonic()
+    answers = master.call([MADE, HUNG], "gdl_lb.servers", [], timeout=0.2)
     assert 0.5 <= time.monotonic() - started < 5
-    assert returns == {"app-1-blog-dev": {"a state": {"result": True}}}
-    state_run, kill = client.published
-    assert state_run == (["app-0-blog-dev", "app-1-blog-dev"], "state.apply", ["gdl.app"])
-    assert kill == (["app-0-blog-dev"], "saltutil.kill_job", [client.jid])
+    assert answers == {MADE: {"a_state": {"result": True}}}
+    assert client.asked == [{"fun": "gdl_lb.servers", "arg": [], "kwarg": None, "timeout": 1}]
