@@ -319,7 +319,7 @@ def vrrp_pair(app=None, environment=None, env=None, lock_token=None, **kwargs):
 def minions_ready(app=None, environment=None, env=None, role=None, lock_token=None, **kwargs):
     """
     Orchestration step: wait for the minions of the environment's ``role``
-    servers (``app`` or ``lb``) and sync modules to those not synced yet.
+    servers (``app`` or ``lb``).
 
     CLI Example:
 
@@ -330,6 +330,20 @@ def minions_ready(app=None, environment=None, env=None, role=None, lock_token=No
     return _step(
         "minions_ready", _converge.minions_ready, app, env, environment, lock_token, role=role
     )
+
+
+def lb_modules(app=None, environment=None, env=None, lock_token=None, **kwargs):
+    """
+    Orchestration step: sync gdl's execution modules to the load balancers
+    not synced since the modules last changed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run gdl.lb_modules app=blog environment=dev
+    """
+    return _step("lb_modules", _converge.lb_modules, app, env, environment, lock_token)
 
 
 def write_pillar(app=None, environment=None, env=None, lock_token=None, **kwargs):

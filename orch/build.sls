@@ -60,6 +60,18 @@ gdl_lb_minions:
     - require:
       - salt: gdl_vrrp_pair
 
+{#- gdl's modules reach the load balancers beside their role, which uses none of
+    them: the runner's calls on the pair (drain, VIP check) come after. #}
+gdl_lb_modules:
+  salt.runner:
+    - name: gdl.lb_modules
+    - app: {{ app }}
+    - environment: {{ env }}
+    - lock_token: '{{ lock_token }}'
+    - parallel: True
+    - require:
+      - salt: gdl_lb_minions
+
 {#- The LB role beside the app role: only in a pair through which nothing is served
     yet (gdl.write_pillar decides), as its backend may name app servers still being
     set up. Otherwise the LB role runs after the app role and the drain below. #}
@@ -141,6 +153,7 @@ gdl_app_role_rolling:
       - salt: gdl_pillar
       - salt: gdl_app_minions
       - salt: gdl_lb_minions
+      - salt: gdl_lb_modules
 
 gdl_app_role_rolling_applied:
   file.rename:
@@ -170,6 +183,7 @@ gdl_drain_surplus:
       - salt: gdl_app_role_rolling
       - file: gdl_app_role_rolling_applied
       - file: gdl_lb_role_first_applied
+      - salt: gdl_lb_modules
 
 gdl_lb_role:
   salt.state:

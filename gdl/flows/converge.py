@@ -47,9 +47,6 @@ SERVER_LABELS = {"app": "app servers", "lb": "VRRP pair"}
 HTTP_PORT = 80
 CHECK_TIMEOUT = 2.0  # seconds per server for the checks made from the master
 VIP_PROBE_TIMEOUT = 0.5  # seconds; an address nobody holds yet does not answer sooner
-# The roles whose servers run gdl's execution modules (gdl_lb, called by the
-# runner on the load balancers); an app server runs none, so it is never synced.
-MODULE_ROLES = ("lb",)
 SYNC_TIMEOUT = 300  # a busy master answers many syncs late: wait rather than fail
 # What a role's "due" line adds for the runs other than the plain one.
 RUN_NOTES = {
@@ -120,7 +117,7 @@ def sync_modules(ctx: Context, app: str, env: str, servers: list[Server]) -> lis
 
 
 def minions_ready(ctx: Context, app: str, env: str, role: str) -> dict[str, Any]:
-    """Wait for the minions of ``role``'s servers; sync modules where the role uses them."""
+    """Wait for the minions of ``role``'s servers."""
     role = _check_role(role)
     servers = role_servers(ctx, app, env, role)
     names = [s.name for s in servers]
@@ -134,11 +131,19 @@ def minions_ready(ctx: Context, app: str, env: str, role: str) -> dict[str, Any]
             provider.minion_timeout,
         )
         note.text = f"{len(names)} answering"
-        synced = []
-        if role in MODULE_ROLES:
-            synced = sync_modules(ctx, app, env, servers)
-            note.text += f", modules synced to {len(synced)}"
-    return {"servers": names, "synced": [s.name for s in synced]}
+    return {"servers": names}
+
+
+def lb_modules(ctx: Context, app: str, env: str) -> dict[str, Any]:
+    """Sync gdl's modules to the load balancers that lack them (their minions answer).
+
+    A step of its own, beside the LB role rather than before it: the role's
+    states use none of them, only the runner's later calls on the pair do.
+    """
+    with step(ctx.progress, "modules of the VRRP pair") as note:
+        synced = sync_modules(ctx, app, env, role_servers(ctx, app, env, "lb"))
+        note.text = f"synced to {len(synced)}" if synced else "current"
+    return {"synced": [s.name for s in synced]}
 
 
 def mark_due_roles(ctx: Context, app: str, env: str) -> list[str]:

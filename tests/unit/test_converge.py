@@ -75,23 +75,24 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def test_modules_are_synced_once_per_server_and_again_when_they_change(setup):
     ctx, salt, provider, files, _, _ = setup
-    converge.minions_ready(ctx, "blog", "dev", "lb")
-    assert salt.waited == [["lb-0-blog-dev", "lb-1-blog-dev"]]
+    converge.lb_modules(ctx, "blog", "dev")
     assert salt.calls == [(("lb-0-blog-dev", "lb-1-blog-dev"), "saltutil.sync_modules")]
-    # The same modules: the minions are waited for, nothing is synced.
-    assert converge.minions_ready(ctx, "blog", "dev", "lb")["synced"] == []
+    # The same modules: nothing is synced.
+    assert converge.lb_modules(ctx, "blog", "dev")["synced"] == []
     assert len(salt.calls) == 1
     # A server made again under the same name has nothing synced yet.
     provider.servers[2] = server("lb", 0, provider_id="new-id")
-    assert converge.minions_ready(ctx, "blog", "dev", "lb")["synced"] == ["lb-0-blog-dev"]
+    assert converge.lb_modules(ctx, "blog", "dev")["synced"] == ["lb-0-blog-dev"]
     (files / "_modules" / "gdl_lb.py").write_text("# v2\n")
-    assert len(converge.minions_ready(ctx, "blog", "dev", "lb")["synced"]) == 2
+    assert len(converge.lb_modules(ctx, "blog", "dev")["synced"]) == 2
 
 
-def test_app_servers_run_no_module_of_gdl_and_are_never_synced(setup):
+def test_waiting_for_minions_syncs_nothing(setup):
+    """App servers run no module of gdl's; the pair's are synced in a step of their own."""
     ctx, salt, _, _, _, _ = setup
-    assert converge.minions_ready(ctx, "blog", "dev", "app")["synced"] == []
-    assert salt.waited == [["app-0-blog-dev", "app-1-blog-dev"]]
+    converge.minions_ready(ctx, "blog", "dev", "app")
+    converge.minions_ready(ctx, "blog", "dev", "lb")
+    assert salt.waited == [["app-0-blog-dev", "app-1-blog-dev"], ["lb-0-blog-dev", "lb-1-blog-dev"]]
     assert salt.calls == []
 
 
@@ -99,7 +100,7 @@ def test_a_failed_sync_fails_the_step_and_is_not_recorded(setup):
     ctx, salt, _, _, _, _ = setup
     salt.sync_answer = "Minion did not return"
     with pytest.raises(GdlError, match="could not be synced to lb-0-blog-dev, lb-1-blog-dev"):
-        converge.minions_ready(ctx, "blog", "dev", "lb")
+        converge.lb_modules(ctx, "blog", "dev")
     assert applied.synced_modules(ctx.settings.state_dir, "blog", "dev") == {}
 
 

@@ -66,6 +66,7 @@ def test_surplus_is_drained_after_the_app_role_and_before_the_lb_role():
         "gdl_app_role_rolling",
         "gdl_app_role_rolling_applied",
         "gdl_lb_role_first_applied",
+        "gdl_lb_modules",
     ]
     assert requires(steps["gdl_lb_role"]) == ["gdl_drain_surplus"]
     assert requires(steps["gdl_remove_surplus"]) == ["gdl_lb_role", "gdl_lb_role_applied"]
@@ -92,12 +93,15 @@ def test_every_step_runs_as_soon_as_what_it_requires_is_done():
     assert step_args(steps["gdl_lb_minions"])["role"] == "lb"
     assert requires(steps["gdl_lb_role_first"]) == ["gdl_pillar", "gdl_lb_minions"]
     assert requires(steps["gdl_app_role"]) == ["gdl_pillar", "gdl_app_minions"]
-    # One server at a time, drained on the LBs meanwhile: it needs their minions too.
+    # One server at a time, drained on the LBs meanwhile: it needs their minions and modules.
     assert requires(steps["gdl_app_role_rolling"]) == [
         "gdl_pillar",
         "gdl_app_minions",
         "gdl_lb_minions",
+        "gdl_lb_modules",
     ]
+    # The pair's modules are synced beside its role, which needs none of them.
+    assert requires(steps["gdl_lb_modules"]) == ["gdl_lb_minions"]
 
 
 def test_a_role_runs_only_while_its_run_is_due_and_a_run_that_succeeded_is_recorded():
@@ -208,6 +212,7 @@ RUNNER_STEPS = {
         "gdl.write_pillar",
         "gdl.minions_ready",
         "gdl.roll_app_role",
+        "gdl.lb_modules",
         "gdl.drain_surplus",
         "gdl.remove_surplus",
         "gdl.check_vip",
