@@ -303,29 +303,19 @@ def _step(name, action, app, env, environment, lock_token, **kwargs):
 
 
 def vrrp_pair(app=None, environment=None, env=None, lock_token=None, **kwargs):
-    """
-    Orchestration step: make the environment's missing load balancers through
-    salt-cloud (profile ``gdl-<provider>-lb``); ``minions_ready`` waits for them.
+    """Orchestration step: make the environment's missing load balancers through salt-cloud
+    (profile ``gdl-<provider>-lb``); ``minions_ready`` waits for them.
 
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run gdl.vrrp_pair app=blog environment=dev
+    CLI Example: ``salt-run gdl.vrrp_pair app=blog environment=dev``
     """
     return _step("vrrp_pair", _build.ensure_vrrp_pair, app, env, environment, lock_token)
 
 
 def minions_ready(app=None, environment=None, env=None, role=None, lock_token=None, **kwargs):
-    """
-    Orchestration step: wait for the minions of the environment's ``role``
-    servers (``app`` or ``lb``).
+    """Orchestration step: wait for the minions of the environment's ``role`` servers
+    (``app`` or ``lb``).
 
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run gdl.minions_ready app=blog environment=dev role=lb
+    CLI Example: ``salt-run gdl.minions_ready app=blog environment=dev role=lb``
     """
     return _step(
         "minions_ready", _converge.minions_ready, app, env, environment, lock_token, role=role
@@ -333,87 +323,55 @@ def minions_ready(app=None, environment=None, env=None, role=None, lock_token=No
 
 
 def lb_modules(app=None, environment=None, env=None, lock_token=None, **kwargs):
-    """
-    Orchestration step: sync gdl's execution modules to the load balancers
-    not synced since the modules last changed.
+    """Orchestration step: sync gdl's execution modules to the load balancers not synced
+    since the modules last changed.
 
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run gdl.lb_modules app=blog environment=dev
+    CLI Example: ``salt-run gdl.lb_modules app=blog environment=dev``
     """
     return _step("lb_modules", _converge.lb_modules, app, env, environment, lock_token)
 
 
 def write_pillar(app=None, environment=None, env=None, lock_token=None, **kwargs):
-    """
-    Orchestration step: write the environment's pillar from what the provider
-    reports now, and find which role runs are due (docs/failure.md).  Returns
-    whether the pillar changed and the runs due.
+    """Orchestration step: write the environment's pillar from what the provider reports
+    now, and find which role runs are due (docs/failure.md). Returns whether the pillar
+    changed and the runs due.
 
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run gdl.write_pillar app=blog environment=dev
+    CLI Example: ``salt-run gdl.write_pillar app=blog environment=dev``
     """
     return _step("write_pillar", _build.pillar_and_due_roles, app, env, environment, lock_token)
 
 
 def roll_app_role(app=None, environment=None, env=None, lock_token=None, **kwargs):
-    """
-    Orchestration step: apply the app role to each app server in turn, each
-    drained on the load balancers meanwhile (an environment that serves).
-    Returns the names, in order.
+    """Orchestration step: apply the app role to each app server in turn, each drained on
+    the load balancers meanwhile (an environment that serves). Returns the names, in order.
 
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run gdl.roll_app_role app=blog environment=dev
+    CLI Example: ``salt-run gdl.roll_app_role app=blog environment=dev``
     """
     return _step("roll_app_role", _app_role.roll_app_role, app, env, environment, lock_token)
 
 
 def drain_surplus(app=None, environment=None, env=None, lock_token=None, **kwargs):
-    """
-    Orchestration step: drain the app servers beyond the requested count on
-    every load balancer, before the lb role leaves them out of haproxy.
-    Returns the names drained.
+    """Orchestration step: drain the app servers beyond the requested count on every load
+    balancer, before the lb role leaves them out of haproxy. Returns the names drained.
 
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run gdl.drain_surplus app=blog environment=dev
+    CLI Example: ``salt-run gdl.drain_surplus app=blog environment=dev``
     """
     return _step("drain_surplus", _build.drain_surplus, app, env, environment, lock_token)
 
 
 def remove_surplus(app=None, environment=None, env=None, lock_token=None, **kwargs):
-    """
-    Orchestration step: delete the app servers beyond the requested count and
-    forget their keys (after they were drained).
+    """Orchestration step: delete the app servers beyond the requested count and forget
+    their keys (after they were drained).
 
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run gdl.remove_surplus app=blog environment=dev
+    CLI Example: ``salt-run gdl.remove_surplus app=blog environment=dev``
     """
     return _step("remove_surplus", _build.remove_surplus, app, env, environment, lock_token)
 
 
 def remove_all(app=None, environment=None, env=None, provider=None, lock_token=None, **kwargs):
-    """
-    Orchestration step: delete every server of the environment and its keys.
+    """Orchestration step: delete every server of the environment and its keys.
 
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run gdl.remove_all app=blog environment=dev
+    CLI Example: ``salt-run gdl.remove_all app=blog environment=dev``
     """
     return _step(
         "remove_all", _destroy.remove_all, app, env, environment, lock_token, provider=provider
@@ -421,30 +379,19 @@ def remove_all(app=None, environment=None, env=None, provider=None, lock_token=N
 
 
 def teardown(app=None, environment=None, env=None, provider=None, lock_token=None, **kwargs):
-    """
-    Orchestration step: remove the environment's network parts, keys, pillar
-    and record (after its servers).
+    """Orchestration step: remove the environment's network parts, keys, pillar and record
+    (after its servers).
 
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run gdl.teardown app=blog environment=dev
+    CLI Example: ``salt-run gdl.teardown app=blog environment=dev``
     """
     _step("teardown", _destroy.teardown, app, env, environment, lock_token, provider=provider)
     return True
 
 
 def check_vip(app=None, environment=None, env=None, timeout=60, lock_token=None, **kwargs):
-    """
-    Orchestration step: wait until the environment's VIP serves the app's
-    health check.
+    """Orchestration step: wait until the environment's VIP serves the app's health check.
 
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run gdl.check_vip app=blog environment=dev
+    CLI Example: ``salt-run gdl.check_vip app=blog environment=dev``
     """
     return _step(
         "check_vip", _build.check_vip, app, env, environment, lock_token, timeout=float(timeout)
