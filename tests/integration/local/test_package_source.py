@@ -7,10 +7,10 @@ pip configuration ignored) fails while the wheelhouse is missing, says so,
 retries, installs the master's Salt from the master alone, and
 ``salt-minion --version`` runs.  Paths that leave the wheelhouse are refused.
 
-The wheelhouse is built in the test's own temporary directory (it downloads
-Salt's dependencies and builds Salt's wheel: a few minutes, mostly waiting on
-the package index) and copied into the test master's package source, as
-:func:`gdl.salt_wheelhouse.ensure_salt_wheelhouse` would leave it.
+The wheelhouse comes from the tests' cache (:mod:`tests.support.wheelhouse`: built
+there by :func:`gdl.salt_wheelhouse.ensure_salt_wheelhouse` the first time, a few
+minutes, mostly waiting on the package index) and is copied into the test master's
+package source, as a master's own build would leave it.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import salt.version
@@ -30,8 +28,10 @@ from gdl import salt_wheelhouse, userdata
 from gdl.providers.base import ServerRequest
 from gdl_harness.local_cloud import LocalCloud
 from gdl_harness.salt_process import port_open
+from tests.support.wheelhouse import cached_wheelhouse
 
-# Minutes (the wheelhouse is built): it runs in the long session, beside the rest.
+# Minutes the first time on a machine (the cached wheelhouse is built): it runs in the
+# long session, beside the rest.
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 HOST = "app-0-pkg-src"
@@ -72,9 +72,7 @@ def in_host(cloud: LocalCloud, argv: list[str], timeout: float = 120) -> str:
     return done.stdout
 
 
-def test_a_host_installs_salt_from_the_master_alone(
-    local_cloud: LocalCloud, tmp_path: Path
-) -> None:
+def test_a_host_installs_salt_from_the_master_alone(local_cloud: LocalCloud) -> None:
     master = local_cloud.master
     version = subprocess.run(
         ["/usr/bin/python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
@@ -85,9 +83,7 @@ def test_a_host_installs_salt_from_the_master_alone(
     target = salt_wheelhouse.Target(
         salt_version=salt.version.__version__, python=version, arch=platform.machine()
     )
-    built = salt_wheelhouse.ensure_salt_wheelhouse(
-        tmp_path / "wheels", target, python=sys.executable
-    )
+    built = cached_wheelhouse(target)
     root = master.state_dir / salt_wheelhouse.PACKAGE_SOURCE_DIR
     root.mkdir(parents=True, exist_ok=True)
     # Private files of the master beside and inside the served directory.

@@ -16,8 +16,13 @@ plugs a guest on a Linux bridge cloud:
   dnsmasq, and Debian's real cloud-init reads its user data and metadata from
   ``http://169.254.169.254`` (Neutron's metadata proxy, then Nova's metadata
   API), or from a config drive when the server asks for one;
-- the "image" has Salt installed: ``/opt/gdl/salt`` is the virtualenv the rig
-  was started with, so gdl's user data finds Salt and installs nothing;
+- two images: the rig's own has Salt installed (``/opt/gdl/salt`` is the
+  virtualenv the rig was started with, so gdl's user data finds Salt and
+  installs nothing); an image with the property ``gdl_rig_salt=none`` is a
+  plain one, whose ``/opt/gdl`` starts empty, so first boot installs the
+  minion from what it reaches, as on a real cloud;
+- the instance's console is what its boot prints (``/var/log/console.log``
+  inside it), and Nova's console log shows its end while it runs;
 - power off, power on, reboot and delete act on the host; ``get_info``
   reports the host's own state, so a host that died shows as shut down.
 
@@ -47,6 +52,14 @@ from gdl.providers.local import host, network  # noqa: E402 - the checkout's gdl
 from gdl.providers.local.boot import FRESH_DIRS, fresh_dirs, machine_dirs  # noqa: E402
 
 IMAGE_SALT_PREFIX = "/opt/gdl/salt"
+# The image property (seen by Nova as the instance's system metadata ``image_<name>``)
+# whose value ``none`` marks an image without Salt.
+IMAGE_SALT_PROPERTY = "gdl_rig_salt"
+PLAIN_IMAGE_SALT = "none"
+# What the instance's boot prints, as a serial console would show it (cloud-init's own
+# output log is a copy of part of it: writing both to one file would double its lines).
+CONSOLE_LOG = "/var/log/console.log"
+CONSOLE_BYTES = 100 * 1024  # as much as Nova's libvirt driver keeps of a console
 # The namespace holding the cloud's bridges and agents (the rig passes its name).
 DEFAULT_CLOUD_NETNS = "gdl-rig-cloud"
 CLOUD_CFG = """\
@@ -168,10 +181,13 @@ class InstanceHost:
         memory_mb: int,
         vcpus: int,
         disk_gb: int,
-        salt_venv: str,
+        salt_venv: str | None,
         config_drive: dict[str, bytes] | None = None,
     ) -> None:
-        """Record the host (a record comes first: delete finds what is made)."""
+        """Record the host (a record comes first: delete finds what is made).
+
+        ``salt_venv`` is what the image has at /opt/gdl/salt; None for a plain image.
+        """
         record = {
             "uuid": self.uuid,
             "hostname": hostname,
@@ -235,8 +251,11 @@ class InstanceHost:
         host.remove_tree(stage)
         stage.mkdir(parents=True)
         venv = record["salt_venv"]
-        needed = [os.path.realpath(p) for p in (venv, f"{venv}/bin/python3")]
-        needed.append(str(CHECKOUT))
+        needed, salt = [], {}
+        if venv:  # the image has Salt: the rig's virtualenv, and the checkout it runs from
+            needed = [os.path.realpath(p) for p in (venv, f"{venv}/bin/python3")]
+            needed.append(str(CHECKOUT))
+            salt = {IMAGE_SALT_PREFIX: {"symlink": venv}}
         hidden = (*FRESH_DIRS, "/var/lib/cloud", "/var/lib/dhcp", "/opt/gdl", str(self.state))
         cgroups = host.make_cgroups(names, record["memory_mb"] * 1024**2, record["vcpus"])
         description = {
@@ -257,12 +276,12 @@ class InstanceHost:
                 },
                 "/etc/cloud/cloud.cfg.d/90-gdl-rig.cfg": {"text": CLOUD_CFG},
                 **self._config_drive_files(),
-                IMAGE_SALT_PREFIX: {"symlink": venv},
+                **salt,
             },
             "services": [
                 {
                     "argv": ["/bin/sh", "-c", FIRST_BOOT],
-                    "log": "/var/log/cloud-init-output.log",
+                    "log": CONSOLE_LOG,
                     "once": True,
                 }
             ],
@@ -278,6 +297,17 @@ class InstanceHost:
             raise RuntimeError(answer)
         record.update(pid=answer[0], starttime=answer[1], cgroups=cgroups)
         network.write_json(self.record_path, record)
+
+    def console(self) -> bytes:
+        """The end of the running host's console; nothing when it does not run."""
+        record = self.record
+        if not record or not self.alive():
+            return b""
+        try:
+            lines = host.read_tail(int(record["pid"]), CONSOLE_LOG, 10_000, CONSOLE_BYTES)
+        except OSError:
+            return b""  # not written yet, or the host went away meanwhile
+        return "".join(f"{line}\n" for line in lines).encode()
 
     def stop(self) -> None:
         """Power off: end every process of the host; its record stays for power on."""
@@ -333,6 +363,13 @@ if __name__.startswith("nova."):
             "mac": vif["address"],
             "mtu": vif["network"]["meta"].get("mtu") or 1500,
         }
+
+    def _image_salt_venv(instance, rig_venv: str) -> str | None:
+        """What the instance's image has at /opt/gdl/salt: the rig's venv, or None (plain)."""
+        system_metadata = instance.system_metadata or {}
+        if system_metadata.get(f"image_{IMAGE_SALT_PROPERTY}") == PLAIN_IMAGE_SALT:
+            return None
+        return rig_venv
 
     def _config_drive(context, instance, injected_files, admin_password, network_info):
         """The config drive's files by path, when the server asks for one (else None)."""
@@ -417,7 +454,7 @@ if __name__.startswith("nova."):
                     flavor.memory_mb,
                     flavor.vcpus,
                     flavor.root_gb,
-                    self.salt_venv,
+                    _image_salt_venv(instance, self.salt_venv),
                     _config_drive(context, instance, injected_files, admin_password, network_info),
                 )
                 try:
@@ -482,6 +519,9 @@ if __name__.startswith("nova."):
             target.boot()
             if instance.uuid in self.instances:
                 self.instances[instance.uuid].state = power_state.RUNNING
+
+        def get_console_output(self, context, instance):
+            return InstanceHost(self.state, instance.uuid).console()
 
         def get_info(self, instance, use_cache=True):
             info = super().get_info(instance, use_cache)
