@@ -47,13 +47,14 @@ def _index(server: Server) -> int:
     return parsed.index if parsed else 0
 
 
-def _members(
-    ctx: Context, record: envstore.EnvRecord
-) -> tuple[tuple[str, ...], tuple[Member, ...]]:
+def _members(ctx: Context, record: envstore.EnvRecord) -> tuple[list[Server], tuple[Member, ...]]:
     """(the LBs, the app servers) of the environment, checked to answer."""
     servers = ctx.provider(record.provider).list_servers(record.app, record.env)
     env_id = naming.env_id(record.app, record.env)
-    lbs = tuple(sorted(s.name for s in servers if s.role == "lb" and s.state == RUNNING))
+    lb_servers = sorted(
+        (s for s in servers if s.role == "lb" and s.state == RUNNING), key=lambda s: s.name
+    )
+    lbs = tuple(s.name for s in lb_servers)
     members = tuple(
         Member(s.name, s.address)
         for s in sorted(servers, key=_index)
@@ -70,7 +71,7 @@ def _members(
     )
     if silent:
         raise GdlError(f"the minions of {', '.join(silent)} do not answer", fix)
-    return lbs, members
+    return lb_servers, members
 
 
 def _roll(
@@ -85,9 +86,9 @@ def _roll(
     settings = ctx.settings
     started = time.monotonic()
     previous = record.release or apps.load_manifest(settings.apps_dir, record.app).version
-    lbs, members = _members(ctx, record)
+    lb_servers, members = _members(ctx, record)
+    lbs = tuple(s.name for s in lb_servers)
     with step(ctx.progress, "modules on the load balancers") as note:
-        lb_servers = converge.role_servers(ctx, record.app, record.env, "lb")
         synced = converge.sync_modules(ctx, record.app, record.env, lb_servers)
         note.text = f"synced to {len(synced)}" if synced else "current"
     # The release's archive and manifest values reach the pillar (gdl:releases)
