@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import random
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,13 +92,7 @@ def running_local_cloud(
             roots = file_roots(master.state_dir)["base"]
             master.extra_config["file_roots"] = {"base": [str(first_file_root), *roots]}
             master.write_config()
-        for kind, source in (
-            ("cloud.providers.d", REPO_ROOT / "cloud.providers.d" / "local.conf.example"),
-            ("cloud.profiles.d", REPO_ROOT / "cloud.profiles.d" / "local.conf"),
-        ):
-            target = master.config_dir / kind
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, target / "local.conf")
+        master.add_cloud("local")
         master.start()
         cloud = LocalCloud(bridge=bridge, cidr=cidr, gateway=gateway, master=master)
         yield cloud

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -218,6 +219,29 @@ class SaltMaster(SaltDaemon):
     def preseed_minion(self, minion_id: str) -> keys.KeyPair:
         """Generate ``minion_id``'s key pair and accept its public half on this master."""
         return self.keys.preseed(minion_id)
+
+    def add_cloud(self, provider: str, provider_config: dict[str, Any] | None = None) -> Path:
+        """Give this master's salt-cloud gdl's ``provider`` and the repository's profiles of it.
+
+        The provider's file is ``provider_config`` written as YAML, else the
+        repository's example (``cloud.providers.d/<provider>.conf.example``).
+        Returns the profiles directory, where a test may add profiles of its own.
+        """
+        providers = self.config_dir / "cloud.providers.d"
+        profiles = self.config_dir / "cloud.profiles.d"
+        providers.mkdir(parents=True, exist_ok=True)
+        profiles.mkdir(parents=True, exist_ok=True)
+        if provider_config is None:
+            shutil.copy(
+                REPO_ROOT / "cloud.providers.d" / f"{provider}.conf.example",
+                providers / f"{provider}.conf",
+            )
+        else:
+            (providers / f"{provider}.conf").write_text(yaml.safe_dump(provider_config))
+        shutil.copy(
+            REPO_ROOT / "cloud.profiles.d" / f"{provider}.conf", profiles / f"{provider}.conf"
+        )
+        return profiles
 
 
 class SaltMinion(SaltDaemon):

@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import ssl
 import subprocess
 import time
@@ -36,7 +35,7 @@ import yaml
 
 from gdl import certs, naming
 from gdl.providers.openstack import MARK_SERVER, group_name, vip_port_name
-from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster
+from gdl_harness.salt_daemons import SaltMaster
 from gdl_harness.salt_process import salt_script
 from tests.support.runs import run, served_by
 
@@ -180,7 +179,9 @@ def leftovers(demo, rig: dict[str, Any], app: str, env: str) -> list[str]:
     return found
 
 
-def build(master: SaltMaster, env: str, servers: int, *more: str) -> tuple[int, Any, str]:
+def build(
+    master: SaltMaster, env: str, servers: int, *more: str, timeout: float = BUILD_TIMEOUT
+) -> tuple[int, Any, str]:
     """``gdl.build`` of the blog on the rig, as the operator types it."""
     return run(
         master,
@@ -190,7 +191,7 @@ def build(master: SaltMaster, env: str, servers: int, *more: str) -> tuple[int, 
         f"servers={servers}",
         "provider=openstack",
         *more,
-        timeout=BUILD_TIMEOUT,
+        timeout=timeout,
     )
 
 
@@ -216,14 +217,7 @@ def os_master(tmp_path_factory, rig, admin, openstack_section) -> Iterator[SaltM
         },
     }
     master.write_config()
-    providers = master.config_dir / "cloud.providers.d"
-    profiles = master.config_dir / "cloud.profiles.d"
-    providers.mkdir(exist_ok=True)
-    profiles.mkdir(exist_ok=True)
-    (providers / "openstack.conf").write_text(
-        yaml.safe_dump({"gdl-openstack": {"driver": "gdl_openstack"}})
-    )
-    shutil.copy(REPO_ROOT / "cloud.profiles.d" / "openstack.conf", profiles / "openstack.conf")
+    master.add_cloud("openstack", {"gdl-openstack": {"driver": "gdl_openstack"}})
     master.start()
     try:
         yield master

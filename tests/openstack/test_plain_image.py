@@ -17,19 +17,24 @@ serves at the floating IP, every server's Salt installed from the master.
 from __future__ import annotations
 
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import salt.version
-import yaml
 
 from gdl import naming, salt_wheelhouse
 from gdl.providers.openstack import MARK_SERVER
-from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster
-from tests.openstack.test_build import env_servers, floating_ip, host_pid, in_host, leftovers
+from gdl_harness.salt_daemons import SaltMaster
+from tests.openstack.test_build import (
+    build,
+    env_servers,
+    floating_ip,
+    host_pid,
+    in_host,
+    leftovers,
+)
 from tests.support.runs import refusal, run, served_by
 from tests.support.wheelhouse import seed_master
 
@@ -64,14 +69,7 @@ def plain_master(tmp_path_factory, rig, admin, openstack_section) -> Iterator[Sa
         },
     }
     master.write_config()
-    providers = master.config_dir / "cloud.providers.d"
-    profiles = master.config_dir / "cloud.profiles.d"
-    providers.mkdir(exist_ok=True)
-    profiles.mkdir(exist_ok=True)
-    (providers / "openstack.conf").write_text(
-        yaml.safe_dump({"gdl-openstack": {"driver": "gdl_openstack"}})
-    )
-    shutil.copy(REPO_ROOT / "cloud.profiles.d" / "openstack.conf", profiles / "openstack.conf")
+    master.add_cloud("openstack", {"gdl-openstack": {"driver": "gdl_openstack"}})
     # The master's defaults: Debian 12's Python 3.11 on x86_64, as the rig's instances run.
     seed_master(master.state_dir, salt_wheelhouse.Target(salt_version=salt.version.__version__))
     master.start()
@@ -139,15 +137,7 @@ def test_a_plain_image_takes_salt_from_the_master_and_a_broken_first_boot_is_rep
     source = f"http://{plain_master.interface}:{plain_master.package_port}/{target.name}/"
     started = time.monotonic()
     try:
-        code, _data, output = run(
-            plain_master,
-            "gdl.build",
-            f"app={APP}",
-            f"env={env}",
-            "servers=1",
-            "provider=openstack",
-            timeout=BUILD_TIMEOUT,
-        )
+        code, _data, output = build(plain_master, env, 1, timeout=BUILD_TIMEOUT)
         failed_after = time.monotonic() - started
         assert code != 0, output
         first, *shown = refusal(output).splitlines()
@@ -166,15 +156,7 @@ def test_a_plain_image_takes_salt_from_the_master_and_a_broken_first_boot_is_rep
         # The cloud is the same; the next build replaces the server, on a port of its own.
         plain_master.gdl_settings["openstack"]["minion_timeout"] = MINION_TIMEOUT
         plain_master.write_config()
-        code, result, output = run(
-            plain_master,
-            "gdl.build",
-            f"app={APP}",
-            f"env={env}",
-            "servers=1",
-            "provider=openstack",
-            timeout=BUILD_TIMEOUT,
-        )
+        code, result, output = build(plain_master, env, 1, timeout=BUILD_TIMEOUT)
         assert code == 0, output
         assert f"replace {broken} (broken)" in result["plan"], result["plan"]
         servers = {s.name: s for s in env_servers(demo, APP, env)}

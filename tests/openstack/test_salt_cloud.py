@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import yaml
 
 from gdl import naming
 from gdl.providers.openstack import MARK_SERVER
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -21,14 +17,7 @@ def cloud_master(salt_master_factory, openstack_section):
     master = salt_master_factory(
         gdl_settings={"provider": "openstack", "openstack": openstack_section}
     )
-    providers = master.config_dir / "cloud.providers.d"
-    profiles = master.config_dir / "cloud.profiles.d"
-    providers.mkdir(exist_ok=True)
-    profiles.mkdir(exist_ok=True)
-    (providers / "openstack.conf").write_text(
-        yaml.safe_dump({"gdl-openstack": {"driver": "gdl_openstack"}})
-    )
-    shutil.copy(REPO_ROOT / "cloud.profiles.d" / "openstack.conf", profiles / "openstack.conf")
+    profiles = master.add_cloud("openstack", {"gdl-openstack": {"driver": "gdl_openstack"}})
     # A profile that also gives the server a floating IP of its own.
     (profiles / "test.conf").write_text(
         yaml.safe_dump({"gdl-test-fip": {"extends": "gdl-openstack-app", "floating_ip": True}})
