@@ -15,6 +15,10 @@ from gdl.errors import ConfigError
 
 DEFAULT_STATE_DIR = "/var/lib/gdl"
 DEFAULT_PACKAGE_PORT = 4507  # the servers' package source (Salt uses 4505 and 4506)
+# Seconds a state run on a server may take (a first app role makes a virtualenv):
+# gdl stops a run still going after that (gdl/joblimit.py).
+DEFAULT_STATE_RUN_LIMIT = 900
+STATE_RUN_LIMIT_RANGE = (1, 86400)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class Settings:
     server_python: str = "3.11"  # Debian 12's
     server_arch: str = "x86_64"
     server_glibc: str = "2.36"  # Debian 12's
+    state_run_limit: int = DEFAULT_STATE_RUN_LIMIT
     # The whole master configuration, for Salt's own APIs (keys, cache, event bus).
     opts: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -78,6 +83,7 @@ class Settings:
             server_python=_version(section, "server_python", defaults.server_python),
             server_arch=_word(section, "server_arch", defaults.server_arch),
             server_glibc=_version(section, "server_glibc", defaults.server_glibc),
+            state_run_limit=_seconds(section, "state_run_limit", DEFAULT_STATE_RUN_LIMIT),
             opts=opts,
         )
 
@@ -88,6 +94,17 @@ def _port(section: dict[str, Any], key: str, default: int) -> int:
         raise ConfigError(
             f"gdl:{key} {value!r} is not a TCP port",
             f"give a number from 1 to 65535, or leave it out for {default}",
+        )
+    return value
+
+
+def _seconds(section: dict[str, Any], key: str, default: int) -> int:
+    value = section.get(key, default)
+    low, high = STATE_RUN_LIMIT_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(
+            f"gdl:{key} {value!r} is not a whole number of seconds from {low} to {high}",
+            f"give one, or leave it out for {default}",
         )
     return value
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gdl import naming
+from gdl.joblimit import SeenJob, StateRunLimit
 from gdl.progress import QUIET_AFTER, TAG_PREFIX, Reporter, Sink, seconds, tag
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Job:
     """A job published to the environment's minions, and who has not answered yet."""
 
     jid: str
+    function: str
     label: str
     announce: bool
     started: float
@@ -116,6 +118,7 @@ class JobFollower:
         args = data.get("arg") or []
         job = Job(
             jid=jid,
+            function=function,
             label=job_label(function, args if isinstance(args, list) else []),
             announce=function in STEP_FUNCTIONS,
             started=now,
@@ -168,9 +171,11 @@ class EventRelay:
         env: str,
         reporter: Reporter,
         quiet_after: float = QUIET_AFTER,
+        limit: StateRunLimit | None = None,
     ) -> None:
         self.opts = opts
         self.reporter = reporter
+        self.limit = limit
         self.follower = JobFollower(app, env)
         self.quiet_after = quiet_after
         self._lines: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
@@ -238,6 +243,7 @@ class EventRelay:
                         str(event.get("tag", "")), data if isinstance(data, dict) else {}, now
                     ):
                         self.reporter.emit(line, {})
+                self._enforce(now)
                 self._flush(self._print)
                 self._heartbeat(now)
         except Exception:
@@ -246,6 +252,35 @@ class EventRelay:
             if bus is not None:
                 with contextlib.suppress(Exception):
                     bus.destroy()
+
+    def _enforce(self, now: float) -> None:
+        """Stop the state runs that outlived the limit, on the minions still running them."""
+        if self.limit is None:
+            return
+        seen = [
+            SeenJob(job.jid, job.function, job.label, job.started, frozenset(job.pending))
+            for job in self.follower.jobs.values()
+        ]
+        for job in self.limit.overdue(seen, now):
+            self.reporter.emit(self.limit.line(job), {})
+            self.follower.jobs.pop(job.jid, None)
+            try:
+                import salt.client
+
+                # A client of the relay's own: the command's may be busy in another thread.
+                client = salt.client.get_local_client(mopts=self.opts)
+                try:
+                    client.run_job(
+                        sorted(job.pending),
+                        "saltutil.kill_job",
+                        arg=[job.jid],
+                        tgt_type="list",
+                        listen=False,
+                    )
+                finally:
+                    client.destroy()
+            except Exception:  # the step waiting for the run still ends at its own bound
+                log.warning("gdl: could not stop job %s", job.jid, exc_info=True)
 
     def _heartbeat(self, now: float) -> None:
         if self.reporter.quiet_for() < self.quiet_after:

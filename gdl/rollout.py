@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gdl import lbcalls, naming
+from gdl.config import DEFAULT_STATE_RUN_LIMIT
 from gdl.errors import GdlError
 from gdl.progress import step
 from gdl.providers.base import Progress
@@ -20,7 +21,8 @@ from gdl.saltops import SaltOps
 DRAIN_TIMEOUT = lbcalls.DRAIN_TIMEOUT
 HEALTH_TIMEOUT = 30.0  # seconds for a switched server to answer its health check
 UP_TIMEOUT = lbcalls.UP_TIMEOUT
-STATE_TIMEOUT = 900.0  # seconds for gdl.app to switch a release (virtualenv included)
+# Seconds for gdl.app to switch a release (virtualenv included): gdl's bound on a state run.
+STATE_TIMEOUT = float(DEFAULT_STATE_RUN_LIMIT)
 APP_STATE = "gdl.app"
 
 

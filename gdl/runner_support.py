@@ -27,6 +27,7 @@ from gdl import spec
 from gdl.config import Settings
 from gdl.errors import GdlError
 from gdl.flows.context import Context
+from gdl.joblimit import StateRunLimit
 from gdl.lock import env_lock
 from gdl.progress import Reporter, tag
 from gdl.relay import EventRelay
@@ -124,6 +125,8 @@ def session(
     settings = guarded(Settings.from_opts, opts)
     ops = MasterOps(opts, orchestrate)
     show = _printer(jid_event)
+    # Applied by a command's relay; an orchestration step's runs are its command's.
+    state_runs = StateRunLimit(settings.state_run_limit)
     with contextlib.ExitStack() as stack:
         stack.enter_context(quiet_stray_lines())
         stack.callback(ops.close)
@@ -131,7 +134,7 @@ def session(
             reporter = Reporter(show)
 
             def follow(app: str, env: str) -> EventRelay:
-                return EventRelay(opts, app, env, reporter)
+                return EventRelay(opts, app, env, reporter, limit=state_runs)
 
         else:
             reporter = Reporter(_step_sink(opts, show, tag(*step_of), stack))
@@ -139,7 +142,9 @@ def session(
             def follow(app: str, env: str) -> contextlib.AbstractContextManager[None]:
                 return contextlib.nullcontext()
 
-        yield Context(settings=settings, salt=ops, progress=reporter, follow=follow)
+        yield Context(
+            settings=settings, salt=ops, progress=reporter, follow=follow, state_runs=state_runs
+        )
 
 
 def _step_sink(

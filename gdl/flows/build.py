@@ -104,7 +104,9 @@ def build(
                         test=False,
                     )
                     if not ok:
-                        raise orchestration_failure(spec.env_id, result)
+                        raise ctx.state_runs.failure(spec.env_id) or orchestration_failure(
+                            spec.env_id, result
+                        )
         made = provider.list_servers(spec.app, spec.env)
     return {
         "url": env_url(network, https=record.tls != "off"),

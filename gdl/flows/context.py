@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gdl import envstore, naming
 from gdl.config import Settings
 from gdl.errors import GdlError, NotFound
+from gdl.joblimit import StateRunLimit
 from gdl.progress import step
 from gdl.providers import get_provider
 from gdl.providers.base import EnvNetwork, Progress, Provider
@@ -38,8 +39,10 @@ class Context:
     salt: SaltOps
     progress: Progress
     # Opened around a command's work on environment (app, env): while open, what
-    # its orchestration and minions do is reported through ``progress``.
+    # its orchestration and minions do is reported through ``progress``, and state
+    # runs outliving ``state_runs.seconds`` are stopped (and kept there).
     follow: Callable[[str, str], contextlib.AbstractContextManager[Any]] = no_follow
+    state_runs: StateRunLimit = field(default_factory=lambda: StateRunLimit(float("inf")))
 
     def provider(self, name: str) -> Provider:
         return get_provider(name, self.settings)

@@ -107,3 +107,38 @@ def test_a_load_balancer_whose_minion_never_answers_is_shown_through_salt_cloud_
         code, _, output = run(master, "gdl.destroy", f"app={APP}", f"env={env}")
     assert code == 0, output
     nothing_left(APP, env)
+
+
+def test_a_state_run_past_the_limit_is_stopped_and_the_next_build_converges(
+    local_cloud, nothing_left
+):
+    """A minion that answers but whose state run never ends: gdl stops the run at its bound.
+
+    The bound is set to one second, below what a first app role takes, so the run
+    is cut short half-way (as a hung state would be, later): the build fails with one
+    line naming it, and the same build with the default bound finishes the role.
+    """
+    master = local_cloud.master
+    env = "gdf7"
+    app_server = f"app-0-{APP}-{env}"
+    master.gdl_settings["state_run_limit"] = 1
+    master.write_config()
+    try:
+        code, _, output = run(master, "gdl.build", f"app={APP}", f"env={env}", "servers=1")
+        assert code != 0, output
+        line = refusal(output)
+        assert line.startswith(f"{APP}-{env}: stopped after 1 s, still running: "), output
+        assert "\n" not in line and "gdl:state_run_limit" in line, line
+        assert "still running after 1 s, stopped" in output, output
+
+        del master.gdl_settings["state_run_limit"]
+        master.write_config()
+        code, result, output = run(master, "gdl.build", f"app={APP}", f"env={env}", "servers=1")
+        assert code == 0, output
+        assert set(Counter(served_by(result["url"], 4))) == {app_server}
+    finally:
+        master.gdl_settings.pop("state_run_limit", None)
+        master.write_config()
+        code, _, output = run(master, "gdl.destroy", f"app={APP}", f"env={env}")
+    assert code == 0, output
+    nothing_left(APP, env)
