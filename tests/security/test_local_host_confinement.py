@@ -259,6 +259,67 @@ def test_a_host_answers_for_its_own_address_only(cloud: LocalProvider) -> None:
     assert reaches(cloud, None, cloud.get_server(NEIGHBOUR).address)
 
 
+# Writes one Ethernet frame from the host's eth0 with a raw socket (root in a host
+# keeps net_raw): "arp OWN TARGET" asks who has TARGET as OWN; "TYPE MARK" (TYPE in
+# hex) carries MARK after the header.
+SEND_FRAME = """
+import socket, struct, sys
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sock.bind(("eth0", 0))
+mac = sock.getsockname()[4]
+if sys.argv[1] == "arp":
+    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac,
+                       socket.inet_aton(sys.argv[2]), bytes(6), socket.inet_aton(sys.argv[3]))
+    sock.send(bytes([255] * 6) + mac + bytes.fromhex("0806") + body)
+else:
+    sock.send(bytes([255] * 6) + mac + bytes.fromhex(sys.argv[1]) + sys.argv[2].encode())
+"""
+
+
+def frames_on_the_bridge(cloud: LocalProvider, send: list[list[str]]) -> list[bytes]:
+    """The frames the machine's end of the bridge gets while NEIGHBOUR sends ``send``."""
+    import socket
+    import time
+
+    capture = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    try:
+        capture.bind((cloud.bridge, 0))
+        capture.settimeout(0.2)
+        for args in send:
+            argv = cloud.run(NEIGHBOUR, ["python3", "-c", SEND_FRAME, *args])
+            sent = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            assert sent.returncode == 0, sent.stderr
+        seen, deadline = [], time.monotonic() + 2
+        while time.monotonic() < deadline:
+            try:
+                seen.append(capture.recv(65535))
+            except TimeoutError:
+                continue
+        return seen
+    finally:
+        capture.close()
+
+
+def test_only_ipv4_and_arp_of_its_own_address_leave_a_host(cloud: LocalProvider) -> None:
+    import socket
+
+    own = cloud.get_server(NEIGHBOUR).address
+    other = cloud.get_server(HOST).address
+    seen = frames_on_the_bridge(
+        cloud,
+        [
+            ["arp", own, cloud.gateway],  # its own address: passes
+            ["arp", other, cloud.gateway],  # posing as HOST
+            ["86dd", "gdl-ipv6-mark"],  # IPv6, which no role uses
+            ["88b5", "gdl-raw-mark"],  # a protocol of its own
+        ],
+    )
+    arp_sources = {socket.inet_ntoa(frame[28:32]) for frame in seen if frame[12:14] == b"\x08\x06"}
+    assert own in arp_sources
+    assert other not in arp_sources
+    assert not [f for f in seen if b"gdl-ipv6-mark" in f or b"gdl-raw-mark" in f]
+
+
 def test_the_filtering_goes_with_the_last_host(tmp_path: Path) -> None:
     bridge, cidr = make_bridge(prefix=29)
     provider = LocalProvider(

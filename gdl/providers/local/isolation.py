@@ -9,9 +9,11 @@ ports of each local cloud:
   port is forwarded only to the ports of its own environment's hosts;
   broadcast and multicast (ARP, VRRP) included.  The master and the machine,
   on the bridge itself, still reach every host.
-- **each host to its own addresses**: IPv4 and ARP from a host's port carry
-  its own address as source (a load balancer's also its environment's VIP),
-  so no host can pose as another, to its neighbours or to the master.
+- **each host to its own addresses**: only IPv4 and ARP leave a host's port,
+  and only with its own address as source (a load balancer's also its
+  environment's VIP), so no host can pose as another, to its neighbours or to
+  the master.  Anything else a host sends (IPv6, which no role uses, or any
+  other protocol a raw socket can write) is dropped at its port.
 
 The rules are rebuilt from the cloud's records (in one ``ebtables-restore``
 transaction, under the cloud's allocation lock) whenever hosts are made or
@@ -89,7 +91,7 @@ def rules(tag: str, hosts: Iterable[dict], vips: dict[tuple[str, str], str]) -> 
         for address in owned:
             sources.append(f"{port} -p IPv4 --ip-src {address} -j RETURN")
             sources.append(f"{port} -p ARP --arp-ip-src {address} -j RETURN")
-        sources += [f"{port} -p IPv4 -j DROP", f"{port} -p ARP -j DROP"]
+        sources.append(f"{port} -j DROP")
         forwards.append(f"-A {forward_chain(tag)} -i {veth} -j {env_chain(tag, *env)}")
     for (app, env), veths in sorted(ports.items()):
         # Anything from this environment to a port outside it is dropped.
