@@ -302,9 +302,9 @@ def _get(url, host, timeout):
     """(status, body) of one GET; (None, reason) when no HTTP answer came."""
     if not str(url).startswith(("http://", "https://")):
         raise CommandExecutionError(f"{url!r} is not an http(s) URL")
-    # The scheme is checked above: no file: or custom scheme is opened.
     request = urllib.request.Request(url, headers={"Host": host} if host else {})  # noqa: S310
     try:
+        # The scheme is checked above: no file: or custom scheme is opened.
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  # nosec B310
             return response.status, response.read(65536).decode(errors="replace")
     except urllib.error.HTTPError as exc:

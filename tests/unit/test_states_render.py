@@ -503,6 +503,32 @@ def test_the_vrrp_secret_is_not_in_the_states_render_context(local_salt):
     assert "auth_pass k3epal1v" in render_file(keepalived)
 
 
+@pytest.mark.parametrize(
+    ("minion", "role"), [("lb-0-blog-dev", "gdl.lb"), ("app-0-blog-dev", "gdl.app")]
+)
+def test_no_state_is_given_the_gdl_pillar_or_a_secret_as_its_context(local_salt, minion, role):
+    # A template's context is a state argument, shown by state.show_sls and kept in
+    # the job cache: each state is given the parts its template needs, never the whole
+    # gdl pillar, and templates read secrets from pillar themselves.
+    states = local_salt.show_sls(minion, role)
+    contexts = [
+        state_args(states, state_id)[1].get("context") or {}
+        for state_id in states
+        if not state_id.startswith("__")
+    ]
+    given = [context["gdl"] for context in contexts if "gdl" in context]
+    assert all(set(part) < set(SAMPLE["gdl"]) for part in given), given
+
+    def keys(value: Any) -> set[str]:
+        if isinstance(value, dict):
+            return set(value) | {k for v in value.values() for k in keys(v)}
+        if isinstance(value, list):
+            return {k for v in value for k in keys(v)}
+        return set()
+
+    assert not keys(contexts) & {"secret", "pem", "key", "tls_key"}
+
+
 def https_pillar(tmp_path: Path, http: str = "redirect") -> dict[str, Any]:
     """gdl:tls as the runner writes it for a tls=auto environment."""
     from gdl import envstore, tls

@@ -84,17 +84,13 @@ gdl-lb-keepalived-vip-master:
 
 {#- The VRRP secret is in this file: root only, and never in the state's output.
     The template reads it from pillar itself: the state's context (which
-    state.show_sls and the job cache show) carries everything else but the
-    secret and the HTTPS certificate and key. #}
+    state.show_sls and the job cache show) carries only what else it reads. #}
 {%- set vrrp_shown = {} %}
 {%- for key, value in gdl['vrrp'].items() if key != 'secret' %}
 {%-   do vrrp_shown.update({key: value}) %}
 {%- endfor %}
-{%- set gdl_shown = {} %}
-{%- for key, value in gdl.items() if key != 'tls' %}
-{%-   do gdl_shown.update({key: value}) %}
-{%- endfor %}
-{%- do gdl_shown.update({'vrrp': vrrp_shown}) %}
+{%- set gdl_shown = {'app': gdl['app'], 'env': gdl['env'], 'lbs': gdl['lbs'],
+                     'vip': gdl['vip'], 'vrrp': vrrp_shown} %}
 gdl-lb-keepalived-config:
   file.managed:
     - name: /etc/keepalived/keepalived.conf
