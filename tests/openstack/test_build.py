@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import ssl
 import subprocess
 import time
@@ -43,7 +44,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 APP = "blog"
 ENV = "dev"
-SECOND_ENV = "qa"
+# The other project's shared network (the rig's own networks are 10.231.0.0/24 and up).
+SHARED_CIDR = "10.236.0.0/24"
+OTHER_CLOUD = "gdl-rig-other"
 BUILD_TIMEOUT = 1200
 DEMO_CLOUD = "gdl-rig-demo"
 NETWORK = "private"
@@ -222,8 +225,7 @@ def os_master(tmp_path_factory, rig, admin, openstack_section) -> Iterator[SaltM
     try:
         yield master
     finally:
-        for env in (ENV, SECOND_ENV):
-            run(master, "gdl.destroy", f"app={APP}", f"env={env}")
+        run(master, "gdl.destroy", f"app={APP}", f"env={ENV}")
         master.stop()
 
 
@@ -410,6 +412,23 @@ def test_user_data_carries_the_minion_identity(built, rig, os_master, admin):
         assert "PRIVATE KEY" in files["/etc/salt/pki/minion/minion.pem"]
 
 
+def test_only_root_on_a_server_reaches_the_metadata_service(built, rig, demo):
+    # The user data above, minion key included, is the metadata service's to give:
+    # after first boot a process of any other user on the server is refused it.
+    fetch = (
+        "import urllib.request; "
+        "urllib.request.urlopen('http://169.254.169.254/openstack/latest/user_data', timeout=5)"
+    )
+    for server in env_servers(demo, APP, ENV):
+        pid = host_pid(rig, server.id)
+        as_root = in_host(pid, "python3", "-c", fetch)
+        assert as_root.returncode == 0, f"{server.name}: {as_root.stderr}"
+        nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+        as_nobody = in_host(pid, *nobody, "python3", "-c", fetch)
+        assert as_nobody.returncode != 0, f"{server.name}: nobody read the user data"
+        assert "Connection refused" in as_nobody.stderr, as_nobody.stderr
+
+
 def test_a_port_with_no_rule_for_it_refuses(built, rig, demo, trusted):
     holder, pid = vip_holder(rig, demo, ENV)
     fip = floating_ip(demo, ENV)
@@ -545,15 +564,12 @@ def test_killing_the_vrrp_masters_keepalived_moves_the_vip(built, rig, demo, os_
 
 
 @contextlib.contextmanager
-def route_to_fixed_addresses(demo) -> Iterator[None]:
-    """The machine (the master) reaches the private network's fixed addresses directly.
+def route_to(cidr: str, gateway: str) -> Iterator[None]:
+    """The machine (the master) reaches ``cidr`` through ``gateway``, a router's outside address.
 
-    A route through router1's gateway address, as a master on a routed network or a VPN
-    has one: no floating IP is needed to reach the servers.
+    As a master on a routed network or a VPN has one: no floating IP is needed to
+    reach the servers' fixed addresses.
     """
-    router = demo.network.find_router("router1")
-    gateway = router.external_gateway_info["external_fixed_ips"][0]["ip_address"]
-    cidr = demo.network.find_subnet("private-subnet").cidr
     subprocess.run(["ip", "route", "replace", cidr, "via", gateway], check=True, timeout=30)
     try:
         yield
@@ -561,55 +577,167 @@ def route_to_fixed_addresses(demo) -> Iterator[None]:
         subprocess.run(["ip", "route", "del", cidr, "via", gateway], check=False, timeout=30)
 
 
-def test_a_second_environment_outlives_the_destroy_of_the_first(built, rig, demo, os_master):
-    # The operator names the network by its id and, the master now reaching the fixed
-    # addresses, wants no floating IP: the second environment is served at its VIP. No
-    # key pair is named: none is given.
-    network = demo.network.find_network(NETWORK)
-    os_master.gdl_settings["openstack"] = {
-        **os_master.gdl_settings["openstack"],
-        "network": network.id,
-        "floating_ip": False,
-        "key_name": None,
-    }
-    os_master.write_config()
-    with route_to_fixed_addresses(demo):
-        code, data, output = build(os_master, SECOND_ENV, 1)
-        assert code == 0, output
-        second = {s.id: s.name for s in env_servers(demo, APP, SECOND_ENV)}
-        assert len(second) == 3
-        assert [s.key_name for s in env_servers(demo, APP, SECOND_ENV)] == [None] * 3
-        vip = demo.network.find_port(vip_port_name(APP, SECOND_ENV)).fixed_ips[0]["ip_address"]
-        assert data["url"] == f"http://{vip}/"
-        assert not list(demo.network.ips(tags=f"gdl_app={APP},gdl_env={SECOND_ENV}"))
+def route_to_fixed_addresses(demo) -> contextlib.AbstractContextManager[None]:
+    """A route to the demo project's private network, through router1."""
+    router = demo.network.find_router("router1")
+    gateway = router.external_gateway_info["external_fixed_ips"][0]["ip_address"]
+    return route_to(demo.network.find_subnet("private-subnet").cidr, gateway)
 
-        taps = taps_of(demo, APP, ENV)
-        assert len(taps) == 4 and taps <= cloud_taps(rig)
-        code, _data, output = run(os_master, "gdl.destroy", f"app={APP}", f"env={ENV}")
-        assert code == 0, output
-        assert leftovers(demo, rig, APP, ENV) == []
-        assert not taps & cloud_taps(rig)
-        gone = [naming.server_name(r, i, APP, ENV) for r in ("app", "lb") for i in (0, 1)]
-        assert not [n for n in gone if (os_master.pki_dir / "minions" / n).exists()]
-        assert not [n for n in gone if (rig["state"] / "data" / "hosts").joinpath(n).exists()]
 
-        assert {s.id: s.name for s in env_servers(demo, APP, SECOND_ENV)} == second
-        assert served_by(f"http://{vip}/", 2) == [f"app-0-{APP}-{SECOND_ENV}"] * 2
-        status_code, status, output = run(
-            os_master, "gdl.status", f"app={APP}", f"env={SECOND_ENV}"
+@pytest.fixture
+def other_project(rig, admin, tmp_path) -> Iterator[dict[str, Any]]:
+    """A second project the admin user works in with its admin role, on a shared network.
+
+    The admin project owns the network, shared with every project, and the router from it
+    to the external network; the machine (a master on a routed network) reaches its fixed
+    addresses directly. Yields the project's connection, its clouds.yaml entry and the
+    network; everything goes at the end.
+    """
+    project = admin.identity.create_project(
+        name=f"gdl-other-{secrets.token_hex(3)}", domain_id="default"
+    )
+    network = subnet = router = None
+    gateway = ""
+    try:
+        user = admin.identity.find_user("admin")
+        admin.identity.assign_project_role_to_user(project, user, admin.identity.find_role("admin"))
+        network = admin.network.create_network(name=f"gdl-shared-{project.name}", shared=True)
+        subnet = admin.network.create_subnet(
+            network_id=network.id, ip_version=4, cidr=SHARED_CIDR, name=f"{network.name}-subnet"
         )
-        assert status_code == 0, output
-        # Nova lists addresses under the network's name; the setting is its id.
-        assert status["url"] == f"http://{vip}/"
-        subnet = ipaddress.ip_network(demo.network.find_subnet("private-subnet").cidr)
-        addresses = {s["name"]: s["address"] for s in status["servers"]}
-        assert sorted(addresses) == sorted(second.values())
-        assert all(a and ipaddress.ip_address(a) in subnet for a in addresses.values()), status
+        public = admin.network.find_network("public")
+        router = admin.network.create_router(
+            name=network.name, external_gateway_info={"network_id": public.id}
+        )
+        admin.network.add_interface_to_router(router, subnet=subnet.id)
+        gateway = router.external_gateway_info["external_fixed_ips"][0]["ip_address"]
+        clouds = yaml.safe_load(Path(rig["clouds_file"]).read_text())
+        entry = clouds["clouds"]["gdl-rig"]
+        entry["auth"]["project_name"] = project.name
+        clouds_file = tmp_path / "clouds.yaml"
+        clouds_file.write_text(yaml.safe_dump({"clouds": {OTHER_CLOUD: entry}}))
+        clouds_file.chmod(0o600)
+        conn = admin.connect_as_project(
+            {"id": project.id, "name": project.name, "domain_id": "default"}
+        )
+        with route_to(SHARED_CIDR, gateway):
+            yield {"conn": conn, "clouds_file": clouds_file, "network": network, "id": project.id}
+    finally:
+        if router is not None:
+            if subnet is not None:
+                admin.network.remove_interface_from_router(router, subnet=subnet.id)
+            admin.network.delete_router(router)
+        if network is not None:
+            for port in admin.network.ports(network_id=network.id):
+                admin.network.delete_port(port)
+            admin.network.delete_network(network)
+        admin.identity.delete_project(project)
 
-    code, _data, output = run(os_master, "gdl.destroy", f"app={APP}", f"env={SECOND_ENV}")
+
+@pytest.fixture
+def other_master(tmp_path_factory, admin, os_master, other_project) -> Iterator[SaltMaster]:
+    """Another operator's master, for the same app and env in the other project.
+
+    It works with the admin user's credentials, which see every project's ports and
+    groups: whatever it lists, makes or removes must be its own project's. It names
+    the shared network by its id and wants no floating IP: the VIP's fixed address is
+    the environment's address. No key pair is named: none is given.
+    """
+    gateway = admin.network.find_subnet("public-subnet").gateway_ip
+    master = SaltMaster(tmp_path_factory.mktemp("osother", numbered=True), gateway)
+    master.gdl_settings = {
+        "provider": "openstack",
+        "openstack": {
+            **os_master.gdl_settings["openstack"],
+            "cloud": OTHER_CLOUD,
+            "clouds_file": str(other_project["clouds_file"]),
+            "network": other_project["network"].id,
+            "floating_ip": False,
+            "key_name": None,
+            "master_port": master.ret_port,
+            "publish_port": master.publish_port,
+        },
+    }
+    master.write_config()
+    master.add_cloud("openstack", {"gdl-openstack": {"driver": "gdl_openstack"}})
+    master.start()
+    try:
+        yield master
+    finally:
+        run(master, "gdl.destroy", f"app={APP}", f"env={ENV}")
+        master.stop()
+
+
+def project_parts(conn, project_id: str) -> list[str]:
+    """Whatever of the blog's dev environment is in one project, seen with admin credentials."""
+    marks = naming.ownership(APP, ENV, "app")
+    tag = f"gdl_app={marks['gdl_app']},gdl_env={marks['gdl_env']}"
+    found = [f"server {s.name}" for s in env_servers(conn, APP, ENV)]
+    found += [f"port {p.name or p.id}" for p in conn.network.ports(tags=tag, project_id=project_id)]
+    found += [f"floating ip {f.id}" for f in conn.network.ips(tags=tag, project_id=project_id)]
+    found += [
+        f"security group {g.name}"
+        for g in conn.network.security_groups(tags=tag, project_id=project_id)
+    ]
+    found += [
+        f"VIP port {p.id}"
+        for p in conn.network.ports(name=vip_port_name(APP, ENV), project_id=project_id)
+    ]
+    groups = {group_name(APP, ENV, role) for role in ("app", "lb")}
+    found += [f"server group {g.name}" for g in conn.compute.server_groups() if g.name in groups]
+    return found
+
+
+def test_the_same_environment_in_another_project_is_built_and_destroyed_apart(
+    built, rig, demo, other_project, other_master, trusted
+):
+    ours = {s.id: s.name for s in env_servers(demo, APP, ENV)}
+    parts = sorted(project_parts(demo, demo.current_project_id))
+    url = f"https://{floating_ip(demo, ENV)}/"
+    assert len(ours) == 4 and served_by(url, 4, trusted)
+
+    conn, project_id = other_project["conn"], other_project["id"]
+    code, data, output = build(other_master, ENV, 1)
     assert code == 0, output
-    assert leftovers(demo, rig, APP, SECOND_ENV) == []
-    assert not list((os_master.pki_dir / "minions").glob(f"*-{APP}-*"))
+    theirs = env_servers(conn, APP, ENV)
+    assert len(theirs) == 3 and not set(s.id for s in theirs) & set(ours)
+    assert [s.key_name for s in theirs] == [None] * 3
+    vip_port = conn.network.find_port(vip_port_name(APP, ENV), project_id=project_id)
+    vip = vip_port.fixed_ips[0]["ip_address"]
+    assert vip_port.network_id == other_project["network"].id
+    assert data["url"] == f"http://{vip}/"
+    assert not list(conn.network.ips(project_id=project_id))
+    assert served_by(f"http://{vip}/", 2) == [f"app-0-{APP}-{ENV}"] * 2
+    code, status, output = run(other_master, "gdl.status", f"app={APP}", f"env={ENV}")
+    assert code == 0, output
+    # Nova lists addresses under the network's name; the setting is its id.
+    assert status["url"] == f"http://{vip}/"
+    addresses = {s["name"]: s["address"] for s in status["servers"]}
+    assert sorted(addresses) == sorted(s.name for s in theirs)
+    shared = ipaddress.ip_network(SHARED_CIDR)
+    assert all(a and ipaddress.ip_address(a) in shared for a in addresses.values()), status
+
+    code, _data, output = run(other_master, "gdl.destroy", f"app={APP}", f"env={ENV}")
+    assert code == 0, output
+    assert project_parts(conn, project_id) == []
+    assert not [s for s in theirs if (rig["state"] / "data" / "hosts" / s.id).exists()]
+    # The demo project's environment of the same name is whole and serving.
+    assert {s.id: s.name for s in env_servers(demo, APP, ENV)} == ours
+    assert sorted(project_parts(demo, demo.current_project_id)) == parts
+    assert sorted(set(served_by(url, 4, trusted))) == [f"app-{i}-{APP}-{ENV}" for i in (0, 1)]
+
+
+def test_destroy_removes_the_environment_and_its_hosts(built, rig, demo, os_master):
+    taps = taps_of(demo, APP, ENV)
+    assert len(taps) == 4 and taps <= cloud_taps(rig)
+    ids = [s.id for s in env_servers(demo, APP, ENV)]
+    code, _data, output = run(os_master, "gdl.destroy", f"app={APP}", f"env={ENV}")
+    assert code == 0, output
+    assert leftovers(demo, rig, APP, ENV) == []
+    assert not taps & cloud_taps(rig)
+    gone = [naming.server_name(r, i, APP, ENV) for r in ("app", "lb") for i in (0, 1)]
+    assert not [n for n in gone if (os_master.pki_dir / "minions" / n).exists()]
+    assert not [i for i in ids if (rig["state"] / "data" / "hosts" / i).exists()]
 
 
 def test_destroy_after_a_build_killed_half_way_leaves_nothing(rig, demo, os_master):
