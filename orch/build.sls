@@ -18,7 +18,8 @@
 {%- set app_servers = '^app-[0-9]+-' ~ app ~ '-' ~ env ~ '$' %}
 {%- set lbs = '^lb-[0-9]+-' ~ app ~ '-' ~ env ~ '$' %}
 {#- gdl.write_pillar leaves a due-<run>.json here for each role run due (gdl/applied.py);
-    a run that succeeded becomes role-<role>.json, what the next build compares with. #}
+    a run that succeeded becomes role-<role>.json, what the next build compares with.
+    due-surplus.json names the app servers beyond the requested count, while there are. #}
 {%- set applied = (opts.get('gdl') or {}).get('state_dir', '/var/lib/gdl') ~ '/envs/' ~ app ~ '-' ~ env ~ '.applied' %}
 
 gdl_vrrp_pair:
@@ -177,6 +178,9 @@ gdl_drain_surplus:
     - environment: {{ env }}
     - lock_token: '{{ lock_token }}'
     - parallel: True
+    - onlyif:
+      - fun: file.file_exists
+        path: {{ applied }}/due-surplus.json
     - require:
       - salt: gdl_app_role
       - file: gdl_app_role_applied
@@ -218,6 +222,9 @@ gdl_remove_surplus:
     - environment: {{ env }}
     - lock_token: '{{ lock_token }}'
     - parallel: True
+    - onlyif:
+      - fun: file.file_exists
+        path: {{ applied }}/due-surplus.json
     - require:
       - salt: gdl_lb_role
       - file: gdl_lb_role_applied

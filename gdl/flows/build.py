@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from gdl import apps, envstore, keys, lbcalls, naming, pillar, releases, servers, tls
+from gdl import applied, apps, envstore, keys, lbcalls, naming, pillar, releases, servers, tls
 from gdl.errors import GdlError, NotFound
 from gdl.flows import converge
 from gdl.flows.context import Context, env_url, require_record, timed_step
@@ -28,6 +28,8 @@ from gdl.spec import EnvSpec
 
 VIP_TIMEOUT = 60  # seconds for the VIP to serve the app's health check
 SUMMARY_OUTPUTTER = "gdl_summary"  # _output/gdl_summary.py
+# orch/build.sls drains and removes surplus app servers only while due-surplus.json exists.
+SURPLUS_RUN = "surplus"
 
 
 def build(
@@ -223,12 +225,15 @@ def _changed(changed: bool) -> str:
 @timed_step("pillar", _changed)
 def write_env_pillar(ctx: Context, app: str, env: str) -> bool:
     """Write the environment's pillar from what the provider reports now."""
-    return _write_pillar(ctx, app, env)
+    return _write_pillar(ctx, app, env)[0]
 
 
 @timed_step(
     "pillar and roles due",
-    lambda made: f"{_changed(made['changed'])}; due: {', '.join(made['due']) or 'none'}",
+    lambda made: (
+        f"{_changed(made['changed'])}; due: {', '.join(made['due']) or 'none'}"
+        + (f"; surplus: {', '.join(made['surplus'])}" if made["surplus"] else "")
+    ),
 )
 def pillar_and_due_roles(ctx: Context, app: str, env: str) -> dict[str, Any]:
     """Write the pillar, then find which role runs this build must make (gdl.flows.converge).
@@ -236,11 +241,19 @@ def pillar_and_due_roles(ctx: Context, app: str, env: str) -> dict[str, Any]:
     The provider knows every server's address before its minion is up: the
     roles' inputs are complete as soon as the VRRP pair is made.
     """
-    changed = _write_pillar(ctx, app, env)
-    return {"changed": changed, "due": converge.mark_due_roles(ctx, app, env)}
+    changed, extra = _write_pillar(ctx, app, env)
+    # The surplus steps run only while this file says there is surplus: a build
+    # without any starts no process for them.
+    marker = applied.due_path(ctx.settings.state_dir, app, env, SURPLUS_RUN)
+    if extra:
+        applied.write(marker, {"servers": extra})
+    else:
+        marker.unlink(missing_ok=True)
+    return {"changed": changed, "due": converge.mark_due_roles(ctx, app, env), "surplus": extra}
 
 
-def _write_pillar(ctx: Context, app: str, env: str) -> bool:
+def _write_pillar(ctx: Context, app: str, env: str) -> tuple[bool, list[str]]:
+    """Write the pillar; (whether it changed, the app servers beyond the requested count)."""
     record = require_record(ctx.settings, app, env)
     provider = ctx.provider(record.provider)
     network = provider.find_env(app, env)
@@ -249,15 +262,18 @@ def _write_pillar(ctx: Context, app: str, env: str) -> bool:
             f"the network parts of {naming.env_id(app, env)} are missing",
             f"run salt-run gdl.build app={app} env={env} again to make them",
         )
-    running = [s for s in provider.list_servers(app, env) if s.state == RUNNING]
+    found = provider.list_servers(app, env)
+    running = [s for s in found if s.state == RUNNING]
     wanted = set(desired_names(app, env, record.servers))
     in_rotation = [s.name for s in running if s.role == "app" and s.name in wanted]
     built = pillar.built_releases(ctx.settings, app)
     # The certificate names the VIP and the address users reach (a floating IP).
     https = tls.lb_pillar(ctx.settings.state_dir, record, [network.vip, network.public_address])
-    return pillar.write(
+    changed = pillar.write(
         ctx.settings.pillar_dir, record, network, running, in_rotation, built, tls=https
     )
+    extra = list(make_plan(app, env, record.servers, found).of_role("app").remove)
+    return changed, extra
 
 
 def surplus(ctx: Context, app: str, env: str) -> list[str]:
@@ -300,9 +316,11 @@ def remove_surplus(ctx: Context, app: str, env: str) -> list[str]:
     extra = surplus(ctx, app, env)
     for name in extra:
         ctx.progress(f"deleting {name} ...")
-    return servers.remove(
+    removed = servers.remove(
         ctx.provider(record.provider), master_keys(ctx), extra, progress=ctx.progress
     )
+    applied.due_path(ctx.settings.state_dir, app, env, SURPLUS_RUN).unlink(missing_ok=True)
+    return removed
 
 
 @timed_step("VIP check", lambda seen: f"{seen['url']} served by {seen['served_by']}")

@@ -14,6 +14,7 @@ from gdl.applied import RUNS
 from gdl.config import Settings
 from gdl.errors import GdlError
 from gdl.flows import build
+from gdl.flows.build import SURPLUS_RUN
 from gdl.flows.context import Context
 from gdl.providers.base import RUNNING, Server
 
@@ -129,7 +130,10 @@ def test_a_role_runs_only_while_its_run_is_due_and_a_run_that_succeeded_is_recor
         for name, step in steps.items()
         if not name.endswith("_applied") and "onlyif" in step_args(step)
     }
-    assert guarded == {f"{applied}/due-{run}.json" for run in RUNS}
+    assert guarded == {f"{applied}/due-{run}.json" for run in (*RUNS, SURPLUS_RUN)}
+    # The surplus steps run only while the pillar step found surplus servers.
+    for step in ("gdl_drain_surplus", "gdl_remove_surplus"):
+        assert due_file(steps[step]) == f"{applied}/due-{SURPLUS_RUN}.json"
 
 
 def test_the_due_files_are_under_the_masters_state_dir():
@@ -351,3 +355,22 @@ def test_a_runner_steps_console_evidence_stays_below_its_line():
     }
     text = str(build.orchestration_failure("blog-dev", result))
     assert text.splitlines() == [f"blog-dev: step gdl_vrrp_pair failed: {line}", *console]
+
+
+def test_the_pillar_step_leaves_the_surplus_file_only_while_there_is_surplus(tmp_path, monkeypatch):
+    from gdl import applied
+    from gdl.flows import converge
+
+    ctx = context(tmp_path, FakeSalt(), 1)
+    marker = applied.due_path(tmp_path, "blog", "dev", SURPLUS_RUN)
+    monkeypatch.setattr(converge, "mark_due_roles", lambda ctx, app, env: [])
+    monkeypatch.setattr(build, "_write_pillar", lambda ctx, app, env: (False, ["app-1-blog-dev"]))
+    assert build.pillar_and_due_roles(ctx, "blog", "dev")["surplus"] == ["app-1-blog-dev"]
+    assert applied.read(marker) == {"servers": ["app-1-blog-dev"]}
+    monkeypatch.setattr(build, "_write_pillar", lambda ctx, app, env: (True, []))
+    assert build.pillar_and_due_roles(ctx, "blog", "dev") == {
+        "changed": True,
+        "due": [],
+        "surplus": [],
+    }
+    assert not marker.exists()

@@ -124,13 +124,14 @@ def test_a_build_in_a_terminal_shows_every_step_the_url_and_nothing_else(local_c
             rf"module sync on lb-0-{env_id}: done in \d+\.\d s",
             rf"app role on app-[01]-{env_id}: done in \d+\.\d s.*",
             rf"LB role on lb-1-{env_id}: done in \d+\.\d s.*",
-            r"drain of surplus servers: done in \d+\.\d s \(0 drained\)",
             r"VIP check: done in \d+\.\d s .*",
             rf"{env_id}: orchestration orch.build: done in \d+\.\d s",
         ):
             assert any(re.fullmatch(finished, t) for t in texts), f"{finished}\n{shown(lines)}"
         assert f"app role on app-0-{env_id}, app-1-{env_id} ..." in texts
         assert "VRRP pair ..." in texts
+        # No surplus, no surplus steps.
+        assert not [t for t in texts if "surplus" in t], shown(lines)
 
         # The summary after the last progress line, the URL first.
         url = f"http://{local_cloud.provider().find_env(APP, env).public_address}/"
