@@ -43,11 +43,12 @@ gdl-app-log-dir:
 
 {#- One archive per release, built on the master (gdl.release_build.build_release):
     the app's files and its requirements installed, checked against the hash in
-    the .sha256 file beside it (the runner puts it in pillar). It is unpacked into a directory
-    of its own, so the running release is never touched. A marker named after
-    the hash says the unpacking finished: a re-run (test=True too) costs a
-    stat, and a release rebuilt under the same version is unpacked again into
-    a clean directory, its old virtualenv gone with it. #}
+    the .sha256 file beside it (the runner puts it in pillar). It is unpacked
+    into a directory of its own, so the running release is never touched. A
+    marker named after the hash says the unpacking finished (creates: no shell
+    looks): a re-run (test=True too) costs a stat, and a release rebuilt under
+    the same version is unpacked again into a clean directory, its old
+    virtualenv gone with it. #}
 {%- set extracted = app['release'] ~ '/.gdl-release-' ~ app['archive_sha256'][:16] %}
 
 {#- A release that does not fit is refused before any of it is written: a disk
