@@ -38,6 +38,11 @@ WSGI_PATTERN = re.compile(
 # A path inside the app's directory: no leading '/', no '.' or '..' part.
 RELATIVE_PATH_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 HEALTH_PATTERN = re.compile(r"/[A-Za-z0-9_.~/-]*")
+# Directories a release leaves out of the app (gdl.release_build), at any depth,
+# and the one a server makes in it (the release's virtualenv): a static directory
+# naming one would be missing from the release, or serve what gdl made.
+LEFT_OUT_DIRS = frozenset({"__pycache__", ".pytest_cache", "wheelhouse", "site-packages"})
+SERVER_MADE_DIRS = frozenset({"venv"})
 MAX_LENGTH = {"wsgi": 128, "requirements": 128, "static": 128, "health": 128, "description": 200}
 REQUIRED_KEYS = ("name", "version", "wsgi", "requirements", "health")
 OPTIONAL_KEYS = ("static", "description")
@@ -176,10 +181,15 @@ def _check_manifest(
         )
     check_requirements(app_dir / requirements, f"{where.rsplit(MANIFEST_NAME, 1)[0]}{requirements}")
     static = values["static"] or None
-    if static is not None and (
-        not RELATIVE_PATH_PATTERN.fullmatch(static)
-        or not _inside(app_dir / static, app_dir)
-        or not (app_dir / static).is_dir()
+    refused = _static_refused(static) if static else ""
+    if refused:
+        raise InvalidRequest(
+            f"{where} names static {static[:40]!r}, {refused}",
+            "give a directory of the app's own, such as static "
+            "(letters, digits, '/', '.', '_', '-')",
+        )
+    if static is not None and not (
+        _inside(app_dir / static, app_dir) and (app_dir / static).is_dir()
     ):
         raise InvalidRequest(
             f"{where} names static {static[:40]!r}, not a directory of the app",
@@ -210,9 +220,20 @@ def release_values_are_safe(values: dict[str, Any]) -> bool:
         (WSGI_PATTERN, values.get("wsgi")),
         (RELATIVE_PATH_PATTERN, values.get("requirements")),
         (HEALTH_PATTERN, values.get("health")),
-        (RELATIVE_PATH_PATTERN, "static" if static in (None, "") else static),
     )
-    return all(isinstance(v, str) and len(v) <= 128 and p.fullmatch(v) for p, v in checks)
+    return all(isinstance(v, str) and len(v) <= 128 and p.fullmatch(v) for p, v in checks) and (
+        static in (None, "") or (isinstance(static, str) and not _static_refused(static))
+    )
+
+
+def _static_refused(static: str) -> str:
+    """Why nginx's alias may not be given ``static`` (a path in the release), or ''."""
+    if len(static) > MAX_LENGTH["static"] or not RELATIVE_PATH_PATTERN.fullmatch(static):
+        return "not a plain path inside the app"
+    parts = static.split("/")
+    if parts[0] in SERVER_MADE_DIRS or LEFT_OUT_DIRS.intersection(parts):
+        return "a directory gdl makes or leaves out"
+    return ""
 
 
 def _text(data: dict[str, Any], key: str, where: str) -> str:

@@ -51,8 +51,10 @@ def built_releases(settings: Settings, app: str) -> dict[str, dict[str, Any]]:
 
     Each carries its archive's ``salt://`` address, its SHA-256 from the
     ``.sha256`` file beside it, the free space a server needs to take it
-    (``room``), and the values of its own manifest (else the app's). A release
-    without its hash file cannot be checked by the servers, and is left out.
+    (``room``), how its virtualenv is made (``layout``: ``site-packages``, or
+    ``wheelhouse`` for an archive of an older gdl), and the values of its own
+    manifest (else the app's). A release without its hash file cannot be
+    checked by the servers, and is left out.
     """
     files_dir = release_build.files_dir(settings)
     found: dict[str, dict[str, Any]] = {}
@@ -66,10 +68,12 @@ def built_releases(settings: Settings, app: str) -> dict[str, dict[str, Any]]:
             continue
         if not apps.release_values_are_safe(manifest):
             continue  # never handed to the states: a value a shell or nginx would read
+        facts = releases.archive_facts(archive, digest)
         found[version] = {
             "source": release_build.release_url(app, version),
             "sha256": digest,
-            "room": releases.room_needed(archive, digest),
+            "room": facts.room,
+            "layout": facts.layout,
             **{key: manifest.get(key) for key in MANIFEST_KEYS},
         }
     return found

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from gdl.apps import AppManifest, load_manifest, load_manifest_from
+from gdl.apps import LEFT_OUT_DIRS, AppManifest, load_manifest, load_manifest_from
 from gdl.errors import GdlError
 from gdl.wheel_build import (
     Runner,
@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
 RELEASES_DIR = "gdl-releases"  # under the fileserver's files directory
 # Left out of a release: build and editor leftovers that differ between checkouts.
-SKIPPED_NAMES = {"__pycache__", ".pytest_cache", "wheelhouse", "site-packages", "RELEASE.json"}
+SKIPPED_NAMES = {*LEFT_OUT_DIRS, "RELEASE.json"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
 SITE_SKIPPED = {"__pycache__"}  # in the installed requirements: the servers compile their own
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import tarfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,37 +44,56 @@ def _blocks(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
 
 
-def room_needed(archive: Path, sha256: str) -> int:
-    """Bytes an app server needs free to take the release ``archive``, about.
+# What a release archive carries for its virtualenv: its requirements installed
+# (what gdl builds), or, from a gdl before that, the wheels pip installs them from.
+SITE_PACKAGES = "site-packages"
+WHEELHOUSE = "wheelhouse"
 
-    Its minion's cached copy of the archive, the unpacked tree, the
+
+@dataclass(frozen=True)
+class ArchiveFacts:
+    """What the app role needs to know of a release archive before it fetches it."""
+
+    room: int  # bytes a server needs free to take it, about; 0 when not measured
+    layout: str  # SITE_PACKAGES or WHEELHOUSE: how its virtualenv is made
+
+
+def archive_facts(archive: Path, sha256: str) -> ArchiveFacts:
+    """The room a release ``archive`` needs on an app server, and its layout.
+
+    The room is its minion's cached copy of the archive, the unpacked tree, the
     requirements copied again into the virtualenv with their byte code
-    (counted as large as their sources), and :data:`JOB_HEADROOM`.  Reading
-    the archive costs a decompression, so the figure is kept beside it in a
-    ``.room`` file that names the archive's SHA-256.  0 when the archive
-    cannot be read.
+    (counted as large as their sources), and :data:`JOB_HEADROOM`.  The layout
+    is :data:`WHEELHOUSE` for an archive of an older gdl, which carries wheels
+    and no ``site-packages/``.  Reading the archive costs a decompression, so
+    both are kept beside it in a ``.room`` file that names the archive's
+    SHA-256.  An archive that cannot be read is not measured (room 0): the
+    server's own check of it refuses it.
     """
     kept = archive.with_name(archive.name + ".room")
     try:
-        recorded, figure = kept.read_text(encoding="utf-8").split()
-        if recorded == sha256:
-            return int(figure)
+        recorded, figure, layout = kept.read_text(encoding="utf-8").split()
+        if recorded == sha256 and layout in (SITE_PACKAGES, WHEELHOUSE):
+            return ArchiveFacts(int(figure), layout)
     except (OSError, ValueError):
-        pass
+        pass  # not there, or written by a gdl that kept the room alone
     unpacked = venv = 0
+    tops: set[str] = set()
     try:
         with tarfile.open(archive, mode="r:gz") as tar:
             for member in tar:
                 size = _blocks(member.size) if member.isfile() else BLOCK
                 unpacked += size
-                if member.name.startswith("site-packages/") and member.isfile():
+                tops.add(member.name.split("/", 1)[0])
+                if member.name.startswith(f"{SITE_PACKAGES}/") and member.isfile():
                     venv += size * (2 if member.name.endswith(".py") else 1)
     except (OSError, tarfile.TarError):
-        return 0  # not measured: the server's own check of the archive refuses it
+        return ArchiveFacts(0, SITE_PACKAGES)
+    layout = WHEELHOUSE if WHEELHOUSE in tops and SITE_PACKAGES not in tops else SITE_PACKAGES
     figure = _blocks(archive.stat().st_size) + unpacked + venv + JOB_HEADROOM
     with contextlib.suppress(OSError):  # else computed again next time
-        kept.write_text(f"{sha256} {figure}\n", encoding="utf-8")
-    return figure
+        kept.write_text(f"{sha256} {figure} {layout}\n", encoding="utf-8")
+    return ArchiveFacts(figure, layout)
 
 
 def release_exists(settings: Settings, app: str, version: str) -> bool:

@@ -29,6 +29,8 @@ def release_entry(app: str, version: str) -> dict[str, Any]:
     return {
         "source": release_build.release_url(app, version),
         "sha256": hashlib.sha256(f"{app}-{version}".encode()).hexdigest(),
+        "room": 0,  # not measured: no archive behind it
+        "layout": "site-packages",
         **{key: manifest[key] for key in env_pillar.MANIFEST_KEYS},
     }
 

@@ -126,6 +126,7 @@ def test_pillar_lists_every_release_built_with_its_manifest(tmp_path):
         "static": "assets",
         "health": "/health",
         "room": 0,  # not a tar archive: the servers' own check refuses it
+        "layout": "site-packages",
     }
     assert found["1.0.0"]["wsgi"] == "blog:app" and found["1.0.0"]["static"] is None
 

@@ -1,4 +1,5 @@
-"""The free space an app server needs to take a release, read once from its archive."""
+"""What an app server needs to know of a release before it fetches it, read once from its archive:
+the free space it takes, and how its virtualenv is made."""
 
 from __future__ import annotations
 
@@ -37,14 +38,32 @@ def test_the_room_counts_the_archive_the_tree_the_virtualenv_and_the_jobs_headro
     tree = 4096 + 3 * MIB + 2 * MIB
     venv = 2 * MIB + MIB  # sources count twice (their byte code), other files once
     expected = packed + tree + venv + releases.JOB_HEADROOM
-    assert releases.room_needed(archive, digest) == expected
+    facts = releases.ArchiveFacts(expected, releases.SITE_PACKAGES)
+    assert releases.archive_facts(archive, digest) == facts
     # Kept beside the archive, under its hash: read again, not computed again.
-    assert (tmp_path / "shop-1.0.0.tar.gz.room").read_text() == f"{digest} {expected}\n"
-    archive.write_bytes(b"")  # unreadable now, yet the kept figure answers
-    assert releases.room_needed(archive, digest) == expected
+    kept = tmp_path / "shop-1.0.0.tar.gz.room"
+    assert kept.read_text() == f"{digest} {expected} site-packages\n"
+    archive.write_bytes(b"")  # unreadable now, yet the kept figures answer
+    assert releases.archive_facts(archive, digest) == facts
 
 
 def test_an_unreadable_archive_is_not_measured(tmp_path):
     archive = tmp_path / "shop-1.0.0.tar.gz"
     archive.write_bytes(b"not a tar")
-    assert releases.room_needed(archive, "abc") == 0
+    assert releases.archive_facts(archive, "abc") == releases.ArchiveFacts(0, "site-packages")
+
+
+def test_an_archive_of_an_older_gdl_is_known_by_its_wheels(tmp_path):
+    """Its wheels are pip's to install: the app role renders that way for it alone."""
+    archive = tmp_path / "shop-0.9.0.tar.gz"
+    wheel = "wheelhouse/gunicorn-23.0.0-py3-none-any.whl"
+    digest = archive_of(archive, {"shop.py": b"app = None\n", wheel: b"w" * MIB})
+    # A figure kept by a gdl that kept the room alone is measured again, with the layout.
+    kept = tmp_path / "shop-0.9.0.tar.gz.room"
+    kept.write_text(f"{digest} 123\n")
+    facts = releases.archive_facts(archive, digest)
+    assert facts.layout == releases.WHEELHOUSE and facts.room > MIB
+    assert kept.read_text().split() == [digest, str(facts.room), "wheelhouse"]
+    # Another archive under the same name (another hash) is read again.
+    digest = archive_of(archive, {"shop.py": b"", "site-packages/gunicorn/__init__.py": b""})
+    assert releases.archive_facts(archive, digest).layout == releases.SITE_PACKAGES

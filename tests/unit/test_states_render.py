@@ -63,6 +63,27 @@ def state_args(states: dict[str, Any], state_id: str) -> tuple[str, dict[str, An
     raise AssertionError(f"{state_id} has no state function")
 
 
+# What the second step runs: the site-packages/ tree copied into the venv, compiled there.
+COPY_AND_COMPILE = (
+    "import compileall, shutil, sys, sysconfig; "
+    'site = sysconfig.get_path("purelib"); '
+    "shutil.copytree(sys.argv[1], site, dirs_exist_ok=True); "
+    "sys.exit(not compileall.compile_dir(site, quiet=1, workers=0))"
+)
+
+
+def venv_commands(states: dict[str, Any]) -> list[list[str]]:
+    """The virtualenv's two command lines, each run without a shell (module.run cmd.run_all)."""
+    commands = []
+    for state_id in ("gdl-app-virtualenv-made", "gdl-app-virtualenv-installed"):
+        function, args = state_args(states, state_id)
+        assert function == "module.run"
+        call = {k: v for item in args["cmd.run_all"] for k, v in item.items()}
+        assert call["python_shell"] is False
+        commands.append(call["cmd"])
+    return commands
+
+
 def render_file(args: dict[str, Any], pillar: dict[str, Any] | None = None) -> str:
     """Render a file.managed template the way Salt's jinja renderer would (with ``pillar``)."""
     assert args["source"].startswith("salt://")
@@ -92,28 +113,24 @@ def test_app_role_renders_for_a_host_without_systemd(local_salt):
     assert extract["source_hash"] == f"sha256={digest}"
     assert extract["clean_parent"] is True and extract["overwrite"] is True
     marker = f"/srv/gdl/blog/releases/1.0.0/.gdl-release-{digest[:16]}"
-    assert extract["unless"] == f"test -e {marker}"
+    assert extract["creates"] == marker
     assert state_args(states, "gdl-app-release-extracted")[1]["name"] == marker
-    _, venv = state_args(states, "gdl-app-virtualenv")
-    # No pip on the server: the master's installed requirements are copied in; a
-    # release of an older gdl (wheels, no site-packages/) is installed by pip.
+    # No pip and no shell on the server: a venv without pip, then the master's
+    # installed requirements copied in and compiled, each one command line.
     release = "/srv/gdl/blog/releases/1.0.0"
-    install, old_install = shlex.split(venv["name"].split("; else ")[0]), venv["name"]
-    assert install[:10] == [
-        "if",
-        "test",
-        "-d",
-        f"{release}/site-packages;",
-        "then",
-        "/usr/bin/python3",
-        "-m",
-        "venv",
-        "--clear",
-        "--without-pip",
+    complete = f"{release}/venv/.gdl-complete"
+    assert venv_commands(states) == [
+        ["/usr/bin/python3", "-m", "venv", "--clear", "--without-pip", f"{release}/venv"],
+        [f"{release}/venv/bin/python", "-c", COPY_AND_COMPILE, f"{release}/site-packages"],
     ]
-    assert f"{release}/site-packages" in install and "pip" not in install
-    assert f"--find-links {release}/wheelhouse" in old_install
-    assert venv["creates"].endswith("/venv/.gdl-complete")
+    function, marker_state = state_args(states, "gdl-app-virtualenv")
+    assert (function, marker_state["name"]) == ("file.managed", complete)
+    assert marker_state["replace"] is False
+    assert {"module": "gdl-app-virtualenv-installed"} in marker_state["require"]
+    for state_id in ("gdl-app-virtualenv-made", "gdl-app-virtualenv-installed"):
+        assert state_args(states, state_id)[1]["creates"] == complete
+    for state_id in ("gdl-app-gunicorn-script", "gdl-app-current"):
+        assert {"file": "gdl-app-virtualenv"} in state_args(states, state_id)[1]["require"]
     function, unit = state_args(states, "gdl-app-gunicorn-unit")
     assert unit["name"] == "/etc/init.d/gdl-blog"
     # No init system: the init script is run directly, guarded by its status
@@ -478,16 +495,28 @@ def test_bad_vrrp_settings_are_refused_in_one_line(profile, overrides, message):
     assert message in str(refused.value) and "\n" not in str(refused.value)
 
 
-def test_values_reaching_the_install_command_and_the_init_script_are_quoted(tmp_path):
-    # The runner refuses such manifest values; the states quote them all the same.
-    entry = {**release_entry("blog", "1.0.0"), "requirements": "reqs; touch /tmp/owned.txt"}
+def test_a_release_of_an_older_gdl_is_installed_by_pip_without_a_shell(tmp_path):
+    """Its archive carries wheels (layout wheelhouse, read by the master): pip installs them."""
+    # The runner refuses such manifest values; no shell reads them all the same.
+    entry = {
+        **release_entry("blog", "1.0.0"),
+        "layout": "wheelhouse",
+        "requirements": "reqs; touch /tmp/owned.txt",
+    }
     salt = LocalSalt(tmp_path, with_gdl(releases={"1.0.0": entry}), SECRET)
     states = salt.show_sls("app-0-blog-dev", "gdl.app")
-    _, venv = state_args(states, "gdl-app-virtualenv")
-    # Only a release of an older gdl (wheels to install with pip) names its requirements.
-    assert (
-        "--requirement '/srv/gdl/blog/releases/1.0.0/reqs; touch /tmp/owned.txt';" in (venv["name"])
-    )
+    release = "/srv/gdl/blog/releases/1.0.0"
+    make, install = venv_commands(states)
+    assert make == ["/usr/bin/python3", "-m", "venv", "--clear", f"{release}/venv"]
+    assert install[:2] == [f"{release}/venv/bin/pip", "install"]
+    assert install[install.index("--find-links") + 1] == f"{release}/wheelhouse"
+    # One argument of pip's, whatever it holds.
+    assert install[-2:] == ["--requirement", f"{release}/reqs; touch /tmp/owned.txt"]
+
+
+def test_values_reaching_the_init_script_are_quoted(tmp_path):
+    salt = LocalSalt(tmp_path, SAMPLE, SECRET)
+    states = salt.show_sls("app-0-blog-dev", "gdl.app")
     _, unit = state_args(states, "gdl-app-gunicorn-unit")
     args = [*unit["context"]["args"][:-1], "blog:app $(id)"]
     script = render_file({**unit, "context": {**unit["context"], "args": args}})

@@ -41,13 +41,14 @@ gdl-app-log-dir:
     - require:
       - user: gdl-app-user
 
-{#- One archive per release, built on the master (gdl.release_build.build_release): the
-    app's files and a wheelhouse, checked against the hash in the .sha256 file
-    beside it (the runner puts it in pillar). It is unpacked into a directory
-    of its own, so the running release is never touched. A marker named after
-    the hash says the unpacking finished: a re-run (test=True too) costs a
-    stat, and a release rebuilt under the same version is unpacked again into
-    a clean directory, its old virtualenv gone with it. #}
+{#- One archive per release, built on the master (gdl.release_build.build_release):
+    the app's files and its requirements installed, checked against the hash in
+    the .sha256 file beside it (the runner puts it in pillar). It is unpacked
+    into a directory of its own, so the running release is never touched. A
+    marker named after the hash says the unpacking finished (creates: no shell
+    looks): a re-run (test=True too) costs a stat, and a release rebuilt under
+    the same version is unpacked again into a clean directory, its old
+    virtualenv gone with it. #}
 {%- set extracted = app['release'] ~ '/.gdl-release-' ~ app['archive_sha256'][:16] %}
 
 {#- A release that does not fit is refused before any of it is written: a disk
@@ -83,7 +84,7 @@ gdl-app-release:
     - overwrite: true
     - clean_parent: true
     - trim_output: 10
-    - unless: test -e {{ extracted | quote }}
+    - creates: {{ extracted | json }}
     - require:
       - file: gdl-app-releases-dir
 {%- if short.free is not none and short.free < app['room'] %}
@@ -101,38 +102,65 @@ gdl-app-release-extracted:
     - require:
       - archive: gdl-app-release
 
-{#- The release's virtualenv: a venv without pip, the requirements the master
-    installed from its wheels (site-packages/ of the archive) copied in and
-    compiled by this server's Python. A release built by an older gdl carries
-    its wheels instead (wheelhouse/): pip installs them, which needs
-    python3-venv on the server. The venv is complete once its marker exists:
-    a failed run is retried on the next, a finished one costs a stat. #}
+{#- The release's virtualenv, made without a shell: each step is a command line
+    of its own (cmd.run_all with python_shell false), so no value of the
+    release reaches a shell. The master read the archive's layout (pillar
+    layout): site-packages/ holds the requirements it installed from its
+    wheels, copied into a venv without pip and compiled by this server's
+    Python; an archive of an older gdl carries wheels instead (wheelhouse/),
+    which pip installs, and that needs python3-venv on the server. The venv is
+    complete once its marker exists: until then every step runs again (--clear
+    starts it afresh), and a finished one costs a stat per step. #}
 {%- set venv = app['release'] ~ '/venv' %}
-{%- set site_packages = app['release'] ~ '/site-packages' %}
-gdl-app-virtualenv:
-  cmd.run:
-    {#- Every value is quoted for the shell, though the runner already refused any
-        manifest value with a character a shell would read. #}
-    - name: >-
-        if test -d {{ site_packages | quote }}; then
-        {{ role['python'] | quote }} -m venv --clear --without-pip {{ venv | quote }} &&
-        {{ (venv ~ '/bin/python') | quote }} -c 'import compileall, shutil, sys, sysconfig;
-        site = sysconfig.get_path("purelib");
-        shutil.copytree(sys.argv[1], site, dirs_exist_ok=True);
-        sys.exit(not compileall.compile_dir(site, quiet=1, workers=0))'
-        {{ site_packages | quote }};
-        else
-        {{ role['python'] | quote }} -m venv --clear {{ venv | quote }} &&
-        {{ (venv ~ '/bin/pip') | quote }} install --quiet --no-index
-        --no-cache-dir --disable-pip-version-check
-        --find-links {{ (app['release'] ~ '/wheelhouse') | quote }}
-        --requirement {{ (app['release'] ~ '/' ~ app['manifest']['requirements']) | quote }};
-        fi &&
-        touch {{ (venv ~ '/.gdl-complete') | quote }}
-    - creates: {{ venv }}/.gdl-complete
+{%- set venv_complete = venv ~ '/.gdl-complete' %}
+{%- if app['layout'] == 'wheelhouse' %}
+{%-   set make_venv = [role['python'], '-m', 'venv', '--clear', venv] %}
+{%-   set install = [
+        venv ~ '/bin/pip', 'install', '--quiet', '--no-index', '--no-cache-dir',
+        '--disable-pip-version-check',
+        '--find-links', app['release'] ~ '/wheelhouse',
+        '--requirement', app['release'] ~ '/' ~ app['manifest']['requirements'],
+      ] %}
+{%- else %}
+{%-   set make_venv = [role['python'], '-m', 'venv', '--clear', '--without-pip', venv] %}
+{%-   set install = [
+        venv ~ '/bin/python', '-c',
+        'import compileall, shutil, sys, sysconfig; '
+        ~ 'site = sysconfig.get_path("purelib"); '
+        ~ 'shutil.copytree(sys.argv[1], site, dirs_exist_ok=True); '
+        ~ 'sys.exit(not compileall.compile_dir(site, quiet=1, workers=0))',
+        app['release'] ~ '/site-packages',
+      ] %}
+{%- endif %}
+gdl-app-virtualenv-made:
+  module.run:
+    - cmd.run_all:
+      - cmd: {{ make_venv | json }}
+      - python_shell: false
+    - creates: {{ venv_complete | json }}
     - require:
       - pkg: gdl-app-packages
       - file: gdl-app-release-extracted
+
+gdl-app-virtualenv-installed:
+  module.run:
+    - cmd.run_all:
+      - cmd: {{ install | json }}
+      - python_shell: false
+    - creates: {{ venv_complete | json }}
+    - require:
+      - module: gdl-app-virtualenv-made
+
+gdl-app-virtualenv:
+  file.managed:
+    - name: {{ venv_complete | json }}
+    - contents: ''
+    - replace: false
+    - user: root
+    - group: root
+    - mode: '0644'
+    - require:
+      - module: gdl-app-virtualenv-installed
 
 {#- What pip would have written for gunicorn's console script: the service runs
     it, and `ps -C gunicorn` finds it by that name. #}
@@ -148,7 +176,7 @@ gdl-app-gunicorn-script:
     - group: root
     - mode: '0755'
     - require:
-      - cmd: gdl-app-virtualenv
+      - file: gdl-app-virtualenv
 
 gdl-app-current:
   file.symlink:
@@ -156,5 +184,5 @@ gdl-app-current:
     - target: {{ app['release'] }}
     - force: true
     - require:
-      - cmd: gdl-app-virtualenv
+      - file: gdl-app-virtualenv
       - file: gdl-app-gunicorn-script

@@ -9,7 +9,7 @@ include:
 
 {%- set gunicorn_watch = [
       {'file': 'gdl-app-current'},
-      {'cmd': 'gdl-app-virtualenv'},
+      {'file': 'gdl-app-virtualenv'},
       {'file': 'gdl-app-gunicorn-unit'},
     ] %}
 {%- if app['init'] == 'systemd' %}

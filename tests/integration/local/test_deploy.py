@@ -89,17 +89,29 @@ def recorded(local_cloud: LocalCloud) -> tuple[str | None, str | None]:
     return record.release, record.previous_release
 
 
-def test_bad_requests_are_refused_in_one_line(local_cloud, env):
+def test_bad_requests_are_refused_in_one_line(local_cloud, env, tmp_path):
     master = local_cloud.master
+    # A release whose static would add to nginx's site, its directory there to pass.
+    hostile = release_copy(tmp_path, "1.0.9")
+    static = "static;} server { listen 81; } #"
+    (hostile / static).mkdir()
+    manifest = hostile / "app.yaml"
+    manifest.write_text(
+        re.sub(r"^static:.*$", f"static: '{static}'", manifest.read_text(), flags=re.M)
+    )
     for args, message in (
         (("app=blog", "env=nope"), "environment blog-nope does not exist"),
         (("app=blog", f"env={ENV}", "batch=0"), "batch=0 is out of range"),
         (("app=blog", f"env={ENV}", "version=9.9.9"), "release 9.9.9 of blog is not on"),
+        (("app=blog", f"env={ENV}", f"source={hostile}"), "not a plain path inside the app"),
     ):
         result = master.run("gdl.deploy", *args, timeout=120)
         assert result.returncode != 0, result.stdout
         assert message in result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
     assert versions(local_cloud) == dict.fromkeys(NAMES, "1.0.0")
+    # Refused before anything was built.
+    assert not list((master.state_dir / "files").rglob("blog-1.0.9*"))
 
 
 def test_deploy_rolls_out_without_a_failed_request(local_cloud, env, tmp_path):
