@@ -84,7 +84,23 @@ def state_failure(answer: Any) -> str | None:
     if not isinstance(first, dict):
         return f"unexpected answer {first!r}"[:300]
     comment = " ".join(str(first.get("comment", "")).split())
-    return f"{first.get('__id__', 'a state')} failed: {comment}"[:300]
+    return f"{first.get('__id__', 'a state')} failed: {comment}{_command_output(first)}"[:300]
+
+
+def _command_output(state: dict[str, Any]) -> str:
+    """' (exit N: last line of stderr)' for a state that ran a command without a shell.
+
+    ``module.run`` of ``cmd.run_all`` says only that the call failed; what the
+    command printed is in the state's changes.
+    """
+    changes = state.get("changes")
+    ran = [v for v in changes.values() if isinstance(v, dict)] if isinstance(changes, dict) else []
+    for output in ran:
+        if "retcode" in output:
+            lines = str(output.get("stderr") or output.get("stdout") or "").strip().splitlines()
+            said = f": {' '.join(lines[-1].split())}" if lines else ""
+            return f" (exit {output['retcode']}{said})"
+    return ""
 
 
 class Roller:

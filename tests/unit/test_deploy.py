@@ -128,6 +128,19 @@ def test_state_failure_names_the_first_failed_state_in_one_line():
     assert rolling.state_failure(failed) == "early failed: no space"
     assert rolling.state_failure(None) == "its minion did not answer"
     assert "Rendering SLS" in rolling.state_failure(["Rendering SLS 'base:gdl.app' failed"])
+    # A command run without a shell (module.run of cmd.run_all): its exit and last line.
+    venv = {
+        "result": False,
+        "comment": "'cmd.run_all' failed: (error message N/A)",
+        "__id__": "gdl-app-virtualenv-made",
+        "changes": {
+            "cmd.run_all": {"retcode": 1, "stdout": "", "stderr": "Error\n[Errno 28] No space"}
+        },
+    }
+    assert rolling.state_failure({"v": venv}) == (
+        "gdl-app-virtualenv-made failed: 'cmd.run_all' failed: (error message N/A) "
+        "(exit 1: [Errno 28] No space)"
+    )
 
 
 def test_rolls_every_server_one_at_a_time_through_both_lbs():
