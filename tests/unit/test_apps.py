@@ -143,6 +143,15 @@ def test_manifest_values_that_could_reach_a_command_or_config_are_refused(
     with pytest.raises(InvalidRequest, match=message) as caught:
         apps.load_manifest(tmp_path, "shop")
     assert "\n" not in str(caught.value)
+    # A build is refused the same way before it builds or stores anything.
+    files, cache = tmp_path / "files", tmp_path / "wheelhouse"
+
+    def never_run(command, **_kwargs):
+        raise AssertionError(f"pip ran for a refused manifest: {command}")
+
+    with pytest.raises(InvalidRequest, match=message):
+        release_build.build_release(tmp_path, "shop", files, cache, run=never_run)
+    assert not files.exists() and not cache.exists()
 
 
 @pytest.mark.parametrize(
