@@ -110,6 +110,19 @@ def test_unknown_cloud_name_lists_the_known_ones(tmp_path, monkeypatch):
         provider.connect(cfg)
 
 
+def test_a_clouds_file_that_is_not_there_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    missing = tmp_path / "clouds.yml"
+    cfg = provider.OpenStackSettings.from_mapping(
+        {**BASE, "cloud": "mine", "clouds_file": str(missing)}
+    )
+    with pytest.raises(ConfigError) as caught:
+        provider.connect(cfg)
+    message = str(caught.value)
+    assert f"gdl:openstack:clouds_file '{missing}' is not a file the master can read" in message
+    assert "not in clouds.yaml" not in message and "\n" not in message
+
+
 def test_the_connection_bounds_every_request(tmp_path, monkeypatch):
     monkeypatch.delenv("OS_CLOUD", raising=False)
     clouds = tmp_path / "clouds.yaml"

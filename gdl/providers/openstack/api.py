@@ -235,6 +235,12 @@ def connect(cfg: OpenStackSettings) -> openstack.connection.Connection:
             "set gdl:openstack:cloud to a clouds.yaml entry, or OS_CLOUD, "
             "or source the project's openrc before starting the master",
         )
+    if cfg.clouds_file and not os.access(cfg.clouds_file, os.R_OK):
+        # openstacksdk skips a missing file: the cloud would then be "not in clouds.yaml".
+        raise ConfigError(
+            f"gdl:openstack:clouds_file {cfg.clouds_file!r} is not a file the master can read",
+            "give the path of the clouds.yaml that holds the cloud, or leave it out",
+        )
     try:
         loader = openstack.config.OpenStackConfig(
             config_files=[cfg.clouds_file] if cfg.clouds_file else None,
