@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -128,16 +129,59 @@ def test_what_the_settings_name_must_be_there(refused, env, settings, size, word
     assert words in refused(env, size=size, **settings)
 
 
-def test_a_wrong_password_is_refused_and_never_printed(refused, rig, tmp_path, env):
+# A password the rig's users do not have, which no output may show.
+WRONG_PASSWORD = f"wrong-{secrets.token_hex(8)}"
+
+# (id, the demo cloud's auth in clouds.yaml changed: key -> value, or None to drop it;
+#  a fragment of the one line; {port}: a loopback port where nothing listens)
+LOGINS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "wrong-password",
+        {"password": WRONG_PASSWORD},
+        "OpenStack rejected the credentials: check the user name, password",
+    ),
+    (
+        "no-auth-url",
+        {"auth_url": None},
+        "the OpenStack credentials are incomplete (Auth plugin requires parameters which "
+        "were not given: auth_url): complete clouds.yaml",
+    ),
+    (
+        "unreachable",
+        {"auth_url": "http://127.0.0.1:{port}/v3"},
+        "cannot reach OpenStack at http://127.0.0.1:{port}/v3/auth/tokens (Connection refused) "
+        "while logging in: check the auth_url",
+    ),
+]
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port held bound and not listening: a connection to it is refused."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("auth", "words"), [case[1:] for case in LOGINS], ids=[case[0] for case in LOGINS]
+)
+def test_a_cloud_gdl_cannot_log_in_to_is_refused(
+    refused, rig, tmp_path, closed_port, env, auth, words
+):
     clouds = yaml.safe_load(Path(rig["clouds_file"]).read_text())
-    password = f"wrong-{secrets.token_hex(8)}"
-    clouds["clouds"]["gdl-rig-demo"]["auth"]["password"] = password
-    wrong = tmp_path / "clouds.yaml"
-    wrong.touch(mode=0o600)  # it holds the rig's other passwords
-    wrong.write_text(yaml.safe_dump(clouds))
-    line = refused(env, clouds_file=str(wrong))
-    assert "OpenStack rejected the credentials: check the user name, password" in line
-    assert password not in line
+    entry = clouds["clouds"]["gdl-rig-demo"]["auth"]
+    for key, value in auth.items():
+        if value is None:
+            del entry[key]
+        else:
+            entry[key] = value.format(port=closed_port)
+    changed = tmp_path / "clouds.yaml"
+    changed.touch(mode=0o600)  # it holds the rig's passwords
+    changed.write_text(yaml.safe_dump(clouds))
+    line = refused(env, clouds_file=str(changed))
+    assert words.format(port=closed_port) in line
+    assert WRONG_PASSWORD not in line
 
 
 def test_an_image_that_is_not_active_is_refused(refused, demo, env):
