@@ -9,8 +9,7 @@ networks, flavors and images these tests need are made for the test and removed;
 quota refusals work in a project of their own with lowered quotas, reached through a
 clouds.yaml of its own. ``refused`` and the rig's fixtures are in conftest.py here.
 
-Not on the rig: a Neutron without the allowed-address-pairs extension, and a subnet
-with routers to several external networks (the rig has one).
+Not on the rig: a Neutron without the allowed-address-pairs extension.
 """
 
 from __future__ import annotations
@@ -248,6 +247,58 @@ def test_a_subnet_with_no_router_is_refused_when_floating_ips_are_wanted(
     # servers' fixed addresses.
     make_provider(network=network.name, floating_ip=False).check(spec(env))
     assert made_for(demo, env) == []
+
+
+@pytest.fixture
+def second_external_network(admin) -> Iterator[Any]:
+    """An external network besides the rig's ``public``, made by the admin for one test."""
+    network = admin.network.create_network(
+        name=f"gdl-ext-{secrets.token_hex(3)}", is_router_external=True
+    )
+    try:
+        admin.network.create_subnet(
+            network_id=network.id, ip_version=4, cidr="10.234.0.0/24", is_dhcp_enabled=False
+        )
+        yield network
+    finally:
+        admin.network.delete_network(network, ignore_missing=True)
+
+
+def test_a_subnet_with_routers_to_two_external_networks_needs_one_named(
+    refused, make_provider, scratch_network, second_external_network, demo, env
+):
+    network = scratch_network()
+    subnet = demo.network.find_subnet(f"{network.name}-0")
+    public = demo.network.find_network("public")
+    routers, port = [], None
+    try:
+        for external in (public, second_external_network):
+            routers.append(
+                demo.network.create_router(
+                    name=f"{network.name}-{external.name}",
+                    external_gateway_info={"network_id": external.id},
+                )
+            )
+        # One router takes the subnet's gateway address, the other a port of its own.
+        demo.network.add_interface_to_router(routers[0], subnet_id=subnet.id)
+        port = demo.network.create_port(
+            network_id=network.id, fixed_ips=[{"subnet_id": subnet.id, "ip_address": "10.233.0.2"}]
+        )
+        demo.network.add_interface_to_router(routers[1], port_id=port.id)
+        line = refused(env, network=network.name, external_network=None)
+        assert (
+            f"subnet '{network.name}-0' has routers to external networks gdl cannot choose "
+            "between: set gdl:openstack:external_network" in line
+        )
+        make_provider(network=network.name, external_network="public").check(spec(env))
+        assert made_for(demo, env) == []
+    finally:
+        if routers:
+            demo.network.remove_interface_from_router(routers[0], subnet_id=subnet.id)
+        if port is not None and len(routers) > 1:
+            demo.network.remove_interface_from_router(routers[1], port_id=port.id)
+        for router in routers:
+            demo.network.delete_router(router, ignore_missing=True)
 
 
 def test_a_network_with_two_subnets_needs_one_named(
