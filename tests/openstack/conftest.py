@@ -13,12 +13,14 @@ import os
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import openstack
 import openstack.config
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -28,6 +30,8 @@ from gdl.providers.openstack import OpenStackProvider, OpenStackSettings
 RIG = Path(__file__).resolve().parent / "rig" / "rig"
 ADMIN_CLOUD = "gdl-rig"
 DEMO_CLOUD = "gdl-rig-demo"
+# The clouds.yaml entry of a quota test's project of its own (quota_project).
+QUOTA_CLOUD = "gdl-rig-quota"
 IMAGE = "gdl-rig-image"
 NETWORK = "private"
 EXTERNAL_NETWORK = "public"
@@ -152,15 +156,30 @@ def env_name() -> Callable[[], str]:
     return lambda: f"t{secrets.token_hex(3)}"
 
 
-@pytest.fixture
+@dataclass
+class QuotaProject:
+    """A project of its own, reached as the rig's admin user with the ``member`` role."""
+
+    project: Any  # the Keystone project: its id and name
+    conn: openstack.connection.Connection  # the admin user scoped to the project
+    section: dict  # ``gdl: openstack:`` settings for it: a clouds.yaml of its own, in tmp
+
+
+@pytest.fixture(scope="module")
 def quota_project(
-    admin: openstack.connection.Connection, openstack_section: dict
-) -> Iterator[Callable[..., OpenStackProvider]]:
+    admin: openstack.connection.Connection,
+    openstack_section: dict,
+    rig: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[QuotaProject]:
     """A project of its own, with its own network and router, for tests that change quotas.
 
     Test sessions may share one rig: quotas lowered on the shared demo project would
-    fail another session's tests.  Yields a factory of providers working in it; the
-    project goes at the end (its quotas with it).
+    fail another session's tests.  The project's clouds.yaml (``section``) is what a
+    master reads: the admin user's credentials scoped to the project.  One project
+    serves a test module (making one takes seconds): a test that lowers its quotas
+    puts back the defaults (``admin.delete_compute_quotas``, ``delete_network_quotas``).
+    The project goes at the end (its quotas with it).
     """
     project = admin.identity.create_project(
         name=f"gdl-quota-{secrets.token_hex(3)}", domain_id="default"
@@ -191,12 +210,22 @@ def quota_project(
                 .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
             )
             conn.compute.create_keypair(name=KEY_NAME, public_key=public.decode())
-
-        def make(**overrides: Any) -> OpenStackProvider:
-            section = {**openstack_section, **overrides}
-            return OpenStackProvider(OpenStackSettings.from_mapping(section), connection=conn)
-
-        yield make
+        clouds = yaml.safe_load(Path(rig["clouds_file"]).read_text())
+        entry = clouds["clouds"][ADMIN_CLOUD]
+        auth = {
+            key: value
+            for key, value in entry["auth"].items()
+            if key not in ("project_name", "project_domain_name")
+        }
+        clouds_file = tmp_path_factory.mktemp("quota") / "clouds.yaml"
+        clouds_file.touch(mode=0o600)  # it holds the admin user's password
+        clouds_file.write_text(
+            yaml.safe_dump(
+                {"clouds": {QUOTA_CLOUD: {**entry, "auth": {**auth, "project_id": project.id}}}}
+            )
+        )
+        section = {**openstack_section, "cloud": QUOTA_CLOUD, "clouds_file": str(clouds_file)}
+        yield QuotaProject(project=project, conn=conn, section=section)
     finally:
         if conn is not None:
             for router in conn.network.routers(project_id=project.id):

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import json
-import re
 import secrets
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import yaml
 
 from gdl import keys, naming, userdata
-from gdl.errors import CapacityError, ConfigError, CredentialsError, GdlError, NotFound
+from gdl.errors import GdlError
 from gdl.providers.base import RUNNING, ServerRequest
 from gdl.providers.openstack import (
     MARK_SERVER,
@@ -106,33 +103,11 @@ def cleanup(provider) -> Iterator[list[tuple[str, str]]]:
         provider.teardown_env(app, env)
 
 
-# -- check(): every bad input is one line, and nothing is made --------------------------
+# -- check(): what a good request passes (what it refuses: tests/reliability) ------------
 
 
 def test_check_accepts_a_good_request(provider, env_name):
     provider.check(spec(env_name()))
-
-
-@pytest.mark.parametrize(
-    ("overrides", "size", "error", "words"),
-    [
-        ({"image": "no-such-image"}, "m1.small", NotFound, "image 'no-such-image' does not exist"),
-        ({}, "m9.nope", NotFound, "flavor 'm9.nope' (size=m9.nope) does not exist"),
-        ({"network": "no-such-net"}, "m1.small", NotFound, "network 'no-such-net' does not exist"),
-        ({"key_name": "no-such-key"}, "m1.small", NotFound, "key pair 'no-such-key'"),
-        ({"cloud": "no-such-cloud"}, "m1.small", ConfigError, "cloud 'no-such-cloud' is not in"),
-    ],
-)
-def test_check_refuses_bad_input_in_one_line(
-    make_provider, demo, env_name, overrides, size, error, words
-):
-    env = env_name()
-    with pytest.raises(error) as caught:
-        make_provider(**overrides).check(spec(env, size=size))
-    message = str(caught.value)
-    assert words in message
-    assert "\n" not in message and ": " in message  # problem: fix
-    assert not any(snapshot(demo, env).values())
 
 
 def test_check_takes_the_network_and_subnet_by_id_and_finds_the_routers_gateway(
@@ -172,62 +147,6 @@ def test_of_two_active_images_of_one_name_the_newest_is_taken(make_provider, dem
     finally:
         for image in made:
             demo.image.delete_image(image, ignore_missing=True)
-
-
-def test_check_refuses_a_wrong_password(make_provider, rig, tmp_path, demo, env_name):
-    clouds = json.loads(Path(rig["clouds_file"]).read_text())
-    clouds["clouds"]["gdl-rig-demo"]["auth"]["password"] = "wrong-password"
-    bad = tmp_path / "clouds.yaml"
-    bad.write_text(json.dumps(clouds))
-    with pytest.raises(CredentialsError) as caught:
-        make_provider(clouds_file=str(bad)).check(spec(env_name()))
-    message = str(caught.value)
-    assert message.startswith("OpenStack rejected the credentials:")
-    assert "wrong-password" not in message and "\n" not in message
-
-
-def test_check_refuses_a_request_beyond_the_quota(quota_project, admin, env_name):
-    provider = quota_project()
-    project = provider.conn.current_project_id
-    env = env_name()
-    admin.set_compute_quotas(project, instances=3)
-    with pytest.raises(CapacityError) as caught:
-        provider.check(spec(env, servers=2))  # 2 apps + 2 LBs = 4 instances
-    message = str(caught.value)
-    assert "instances needs 4, 3 free of 3" in message
-    assert "\n" not in message
-    assert not any(snapshot(provider.conn, env).values())
-
-
-def test_check_refuses_too_few_floating_ips(quota_project, admin, env_name):
-    provider = quota_project()
-    admin.set_network_quotas(provider.conn.current_project_id, floating_ips=0)
-    with pytest.raises(CapacityError, match="floating_ips needs 1, 0 free of 0"):
-        provider.check(spec(env_name()))
-
-
-def test_check_refuses_a_server_group_too_small_for_the_app_servers(quota_project, admin, env_name):
-    provider = quota_project()
-    env = env_name()
-    admin.set_compute_quotas(provider.conn.current_project_id, server_group_members=3)
-    with pytest.raises(CapacityError) as caught:
-        provider.check(spec(env, servers=4))
-    message = str(caught.value)
-    assert "server_group_members needs 4 in the app servers' group, 3 free of 3" in message
-    assert "nothing was made" in message and "\n" not in message
-    assert not any(snapshot(provider.conn, env).values())
-
-
-def test_check_refuses_too_few_security_group_rules(quota_project, admin, env_name):
-    provider = quota_project()
-    env = env_name()
-    admin.set_network_quotas(provider.conn.current_project_id, security_group_rules=5)
-    with pytest.raises(CapacityError) as caught:
-        provider.check(spec(env))
-    message = str(caught.value)
-    assert re.search(r"security_group_rules needs \d+, \d+ free of 5", message), message
-    assert "nothing was made" in message and "\n" not in message
-    assert not any(snapshot(provider.conn, env).values())
 
 
 # -- an environment's life ----------------------------------------------------------------
@@ -476,9 +395,3 @@ def test_a_master_in_the_cloud_is_given_salts_ports_in_its_own_group(
         assert theirs.id in {r.id for r in kept}
     finally:
         demo.network.delete_security_group(master_group, ignore_missing=True)
-
-
-def test_a_master_security_group_that_is_not_there_is_refused(make_provider, env_name):
-    provider = make_provider(master_security_group="no-such-group")
-    with pytest.raises(NotFound, match="security group 'no-such-group' does not exist"):
-        provider.check(spec(env_name()))

@@ -110,6 +110,19 @@ def test_unknown_cloud_name_lists_the_known_ones(tmp_path, monkeypatch):
         provider.connect(cfg)
 
 
+def test_a_clouds_file_that_is_not_there_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    missing = tmp_path / "clouds.yml"
+    cfg = provider.OpenStackSettings.from_mapping(
+        {**BASE, "cloud": "mine", "clouds_file": str(missing)}
+    )
+    with pytest.raises(ConfigError) as caught:
+        provider.connect(cfg)
+    message = str(caught.value)
+    assert f"gdl:openstack:clouds_file '{missing}' is not a file the master can read" in message
+    assert "not in clouds.yaml" not in message and "\n" not in message
+
+
 def test_the_connection_bounds_every_request(tmp_path, monkeypatch):
     monkeypatch.delenv("OS_CLOUD", raising=False)
     clouds = tmp_path / "clouds.yaml"
@@ -189,6 +202,62 @@ def test_conflict_is_retried_only_when_asked():
     assert not provider.is_transient(http_error(409))
     assert provider.is_transient(http_error(409), conflict_is_transient=True)
     assert provider.is_transient(ks_exceptions.ConnectFailure("reset"))
+
+
+def test_an_unreachable_cloud_is_named_in_a_few_words():
+    # keystoneauth's messages, with urllib3's own inside.
+    refused = ks_exceptions.ConnectFailure(
+        "Unable to establish connection to http://127.0.0.1:9/v3/auth/tokens: "
+        "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: "
+        "/v3/auth/tokens (Caused by NewConnectionError(\"HTTPConnection(host='127.0.0.1', "
+        'port=9): Failed to establish a new connection: [Errno 111] Connection refused"))'
+    )
+    message = str(provider.translate(refused, "logging in"))
+    assert message == (
+        "cannot reach OpenStack at http://127.0.0.1:9/v3/auth/tokens (Connection refused) "
+        "while logging in: check the auth_url and that the cloud's API endpoints answer "
+        "from this master"
+    )
+    unknown = ks_exceptions.ConnectFailure(
+        "Unable to establish connection to https://keystone.example:5000/v3/auth/tokens: "
+        "HTTPSConnectionPool(host='keystone.example', port=5000): Max retries exceeded "
+        '(Caused by NameResolutionError("<urllib3.connection.HTTPSConnection object>: '
+        "Failed to resolve 'keystone.example' ([Errno -2] Name or service not known)\"))"
+    )
+    assert "at https://keystone.example:5000/v3/auth/tokens (Name or service not known)" in (
+        str(provider.translate(unknown, "logging in"))
+    )
+    slow = ks_exceptions.ConnectTimeout("Request to http://10.0.0.1:5000/v3 timed out")
+    assert "at http://10.0.0.1:5000/v3 (no answer in time) while listing" in str(
+        provider.translate(slow, "listing")
+    )
+    assert "(reset) while" in str(provider.translate(ks_exceptions.ConnectFailure("reset"), "x"))
+
+
+def test_keystoneauths_discovery_fallback_stays_off_the_terminal(tmp_path, caplog):
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n  mine:\n    auth:\n      auth_url: http://127.0.0.1:1/v3\n"
+        "      username: u\n      password: p\n      project_name: x\n"
+    )
+    provider.connect(
+        provider.OpenStackSettings.from_mapping(
+            {**BASE, "cloud": "mine", "clouds_file": str(clouds)}
+        )
+    )
+    name = "keystoneauth.identity.generic.base"
+    with caplog.at_level(logging.DEBUG, logger=name):
+        logging.getLogger(name).warning(
+            "Failed to discover available identity versions when contacting %s. "
+            "Attempting to parse version from URL.",
+            "http://127.0.0.1:1/v3",
+        )
+    # A terminal's handler at WARNING skips it; a log file at INFO keeps it.
+    (record,) = [r for r in caplog.records if r.name == name]
+    assert record.levelname == "INFO" and "http://127.0.0.1:1/v3" in record.getMessage()
+    other = logging.LogRecord(name, logging.WARNING, __file__, 1, "something else", (), None)
+    assert provider.api.DiscoveryFallbackAsInfo().filter(other)
+    assert other.levelname == "WARNING"
 
 
 def test_translate_names_the_kind_of_failure():

@@ -163,6 +163,28 @@ def _reason(error: BaseException) -> str:
     return " ".join(str(error).split())[:300] or type(error).__name__
 
 
+# What keystoneauth's connection errors carry: the URL, and the system's reason deep in
+# urllib3's own message ("[Errno 111] Connection refused", "[Errno -2] Name or service ...").
+_URL = re.compile(r"https?://[^\s'\"]+")
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def _unreachable(error: BaseException) -> str:
+    """Where a connection that failed went and why, in a few words: ``at URL (reason)``."""
+    text = str(error)
+    url = _URL.search(text)
+    if url is None:
+        return f"({_reason(error)[:150]})"
+    errno = _ERRNO.search(text)
+    if errno is not None:
+        why = errno[1].strip()
+    elif isinstance(error, ks_exceptions.ConnectTimeout):
+        why = "no answer in time"
+    else:
+        why = "connection failed"
+    return f"at {url[0].rstrip(':.,')[:120]} ({why[:80]})"
+
+
 def translate(error: BaseException, doing: str) -> GdlError:
     """An SDK/keystoneauth error as the one-line GdlError the operator reads."""
     if isinstance(error, GdlError):
@@ -176,7 +198,7 @@ def translate(error: BaseException, doing: str) -> GdlError:
         )
     if isinstance(error, ks_exceptions.ConnectFailure | ks_exceptions.ConnectTimeout):
         return ProviderError(
-            f"cannot reach OpenStack while {doing} ({_reason(error)})",
+            f"cannot reach OpenStack {_unreachable(error)} while {doing}",
             "check the auth_url and that the cloud's API endpoints answer from this master",
         )
     if (
@@ -226,14 +248,44 @@ def redact_user_data_in_logs() -> None:
             logger.addFilter(RedactUserData())
 
 
+# keystoneauth warns when it cannot fetch the auth_url's version document, then goes on
+# with the version the URL names: a cloud that cannot be reached at all is then refused
+# in gdl's own line, which the warning would follow onto the operator's terminal.
+_DISCOVERY_LOGGER = "keystoneauth.identity.generic.base"
+_DISCOVERY_FALLBACK = "Failed to discover available identity versions"
+
+
+class DiscoveryFallbackAsInfo(logging.Filter):
+    """Logs keystoneauth's version discovery fallback at INFO: in the log, off the terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and str(record.msg).startswith(_DISCOVERY_FALLBACK):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def log_discovery_fallback_as_info() -> None:
+    """Install :class:`DiscoveryFallbackAsInfo` on keystoneauth's logger (once)."""
+    logger = logging.getLogger(_DISCOVERY_LOGGER)
+    if not any(isinstance(f, DiscoveryFallbackAsInfo) for f in logger.filters):
+        logger.addFilter(DiscoveryFallbackAsInfo())
+
+
 def connect(cfg: OpenStackSettings) -> openstack.connection.Connection:
     """A connection for the configured cloud; a clear ConfigError when it is not configured."""
+    log_discovery_fallback_as_info()
     cloud = cfg.cloud or os.environ.get("OS_CLOUD")
     if cloud is None and not os.environ.get("OS_AUTH_URL"):
         raise ConfigError(
             "no OpenStack cloud is configured",
             "set gdl:openstack:cloud to a clouds.yaml entry, or OS_CLOUD, "
             "or source the project's openrc before starting the master",
+        )
+    if cfg.clouds_file and not os.access(cfg.clouds_file, os.R_OK):
+        # openstacksdk skips a missing file: the cloud would then be "not in clouds.yaml".
+        raise ConfigError(
+            f"gdl:openstack:clouds_file {cfg.clouds_file!r} is not a file the master can read",
+            "give the path of the clouds.yaml that holds the cloud, or leave it out",
         )
     try:
         loader = openstack.config.OpenStackConfig(
