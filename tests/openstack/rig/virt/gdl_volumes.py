@@ -62,6 +62,23 @@ def fill_from(path: Path, chunks: Iterable[bytes]) -> int:
     return written
 
 
+def copy_sparse(source: Path, target: Path) -> None:
+    """Copy the data of ``source`` into ``target`` at the same offsets, its holes left holes."""
+    with source.open("rb") as src, target.open("r+b") as dst:
+        fd, offset, end = src.fileno(), 0, source.stat().st_size
+        while offset < end:
+            try:
+                data = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: nothing but a hole up to the end
+                return
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+            src.seek(data)
+            dst.seek(data)
+            while src.tell() < hole:
+                dst.write(src.read(min(hole - src.tell(), 1024**2)))
+            offset = hole
+
+
 def volume_files(state: Path) -> list[Path]:
     directory = volumes_dir(state)
     if not directory.is_dir():
@@ -130,10 +147,8 @@ if "cinder" in sys.modules:
             return self._model(volume), True
 
         def create_cloned_volume(self, volume, src_vref):
-            source = self.path(src_vref)
             make_file(self.path(volume), volume.size)
-            with source.open("rb") as data:
-                fill_from(self.path(volume), iter(lambda: data.read(1024**2), b""))
+            copy_sparse(self.path(src_vref), self.path(volume))
             return self._model(volume)
 
         def delete_volume(self, volume):
