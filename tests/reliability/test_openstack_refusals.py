@@ -348,12 +348,6 @@ def test_a_flavor_with_no_disk_needs_boot_from_volume(refused, diskless_flavor, 
     assert "boot_from_volume" in line
 
 
-def test_boot_from_volume_without_block_storage_is_refused(refused, diskless_flavor, env):
-    # The rig has no Cinder: a volume to boot from cannot be made there.
-    line = refused(env, size=diskless_flavor, boot_from_volume=True)
-    assert "this cloud has no block storage" in line
-
-
 def test_an_image_needing_more_disk_than_the_flavor_is_refused(refused, demo, env):
     name = f"gdl-bigdisk-{secrets.token_hex(3)}"
     image = demo.image.create_image(

@@ -32,15 +32,7 @@ def check_request(cloud: Cloud, parts: Parts, spec: EnvSpec) -> None:
         image = cloud.image()
         flavor = cloud.flavor(spec.size)
         check_disk(cloud.cfg, image, flavor)
-        # The catalog read quietly: has_service() logs a warning when the entry is missing.
-        if cloud.cfg.boot_from_volume and not cloud.conn.config.get_endpoint_from_catalog(
-            "block-storage"
-        ):
-            raise ProviderError(
-                "gdl:openstack:boot_from_volume is set and this cloud has no block storage "
-                "(Cinder)",
-                "map the size to a flavor with a disk and drop boot_from_volume",
-            )
+        check_block_storage(cloud)
         network = cloud.network()
         # The SDK reads a missing port_security_enabled as False: without the extension,
         # security groups always apply.
@@ -65,6 +57,19 @@ def check_request(cloud: Cloud, parts: Parts, spec: EnvSpec) -> None:
         check_quotas(cloud, parts, spec, flavor, network)
     except API_ERRORS as error:
         raise translate(error, "checking the request") from None
+
+
+def check_block_storage(cloud: Cloud) -> None:
+    """Refuse boot_from_volume on a cloud whose catalog has no block storage (Cinder)."""
+    # The catalog read quietly: has_service() logs a warning when the entry is missing.
+    # Any of the service type's names counts (volumev3, block-storage, ...).
+    if cloud.cfg.boot_from_volume and not cloud.conn.config.get_endpoint_from_catalog(
+        "block-storage"
+    ):
+        raise ProviderError(
+            "gdl:openstack:boot_from_volume is set and this cloud has no block storage (Cinder)",
+            "map the size to a flavor with a disk and drop boot_from_volume",
+        )
 
 
 def check_quotas(cloud: Cloud, parts: Parts, spec: EnvSpec, flavor: Any, network: Any) -> None:

@@ -27,7 +27,13 @@ plugs a guest on a Linux bridge cloud:
   reports the host's own state, so a host that died shows as shut down.
 
 Disks are ephemeral: a host's writes live in its memory, so a reboot is a
-fresh first boot (gdl's user data is written to run again safely).
+fresh first boot (gdl's user data is written to run again safely). A server
+booted from a volume (the rig's Cinder backend, virt/gdl_volumes.py) is the
+same host: Nova makes the volume from the image and attaches it (the fake
+driver's volume connector; attachments are its bookkeeping), the host
+records the volume's file as its root and takes the volume's size as its
+disk's, and the image's properties (Nova keeps them for the volume) choose
+Salt or plain as for an image boot; the host does not read or write the file.
 
 Nova loads this as ``compute_driver = gdl_hosts.LocalHostDriver``; the rig's
 ``libexec/service`` puts this directory on ``nova.virt``'s package path. The
@@ -183,10 +189,12 @@ class InstanceHost:
         disk_gb: int,
         salt_venv: str | None,
         config_drive: dict[str, bytes] | None = None,
+        boot_volume: dict | None = None,
     ) -> None:
         """Record the host (a record comes first: delete finds what is made).
 
         ``salt_venv`` is what the image has at /opt/gdl/salt; None for a plain image.
+        ``boot_volume`` is the root volume's id and file when it boots from one.
         """
         record = {
             "uuid": self.uuid,
@@ -200,6 +208,7 @@ class InstanceHost:
             "disk_gb": disk_gb,
             "salt_venv": salt_venv,
             "config_drive": bool(config_drive),
+            "boot_volume": boot_volume,
             "pid": None,
             "starttime": None,
         }
@@ -348,7 +357,7 @@ if __name__.startswith("nova."):
     from nova import exception
     from nova.api.metadata import base as instance_metadata
     from nova.compute import power_state
-    from nova.virt import configdrive, fake, hardware
+    from nova.virt import configdrive, driver, fake, hardware
     from oslo_config import cfg
     from oslo_log import log as logging
 
@@ -387,6 +396,25 @@ if __name__.startswith("nova."):
             path: data if isinstance(data, bytes) else data.encode()
             for path, data in metadata.metadata_for_config_drive()
         }
+
+    def _boot_volume(block_device_info) -> dict | None:
+        """The root volume (id, file, size in GiB) a server boots from; None for an image.
+
+        Nova has made it from the image and attached it by now: its connection is the
+        rig backend's, a ``local`` one whose device is the volume's file on this machine.
+        """
+        for bdm in driver.block_device_info_get_mapping(block_device_info):
+            if bdm.get("boot_index") != 0:
+                continue
+            connection = bdm.get("connection_info") or {}
+            path = (connection.get("data") or {}).get("device_path")
+            if connection.get("driver_volume_type") != "local" or not path:
+                raise exception.InstanceDeployFailure(
+                    reason="the rig boots from its own volumes only (local, with a device path)"
+                )
+            size_gb = os.path.getsize(path) // 1024**3
+            return {"id": connection.get("serial"), "path": path, "size_gb": size_gb}
+        return None
 
     class LocalHostDriver(fake.FakeDriver):
         """Nova's fake driver whose instances are local hosts that boot."""
@@ -429,6 +457,7 @@ if __name__.startswith("nova."):
                     reason=f"the rig boots instances with one port, not {len(vifs)}"
                 )
             vif = _vif(vifs[0])
+            boot_volume = _boot_volume(block_device_info)
             super().spawn(
                 context,
                 instance,
@@ -442,6 +471,7 @@ if __name__.startswith("nova."):
                 accel_info,
             )
             flavor = instance.flavor
+            disk_gb = boot_volume["size_gb"] if boot_volume else flavor.root_gb
             target = InstanceHost(self.state, instance.uuid)
             # As libvirt does: plug, wait until Neutron's agent has wired the port, start.
             events = [
@@ -453,9 +483,10 @@ if __name__.startswith("nova."):
                     vif,
                     flavor.memory_mb,
                     flavor.vcpus,
-                    flavor.root_gb,
+                    disk_gb,
                     _image_salt_venv(instance, self.salt_venv),
                     _config_drive(context, instance, injected_files, admin_password, network_info),
+                    boot_volume,
                 )
                 try:
                     with self.virtapi.wait_for_instance_event(
