@@ -9,6 +9,7 @@ install them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any
 
 import openstack
 import openstack.config
+import openstack.exceptions
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -106,7 +108,9 @@ def demo(rig: dict[str, Any]) -> openstack.connection.Connection:
             .public_key()
             .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         )
-        conn.compute.create_keypair(name=KEY_NAME, public_key=public.decode())
+        # Another worker of the same session may make it meanwhile: theirs does as well.
+        with contextlib.suppress(openstack.exceptions.ConflictException):
+            conn.compute.create_keypair(name=KEY_NAME, public_key=public.decode())
     return conn
 
 
