@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -15,6 +16,8 @@ from typing import Any, Protocol
 
 import salt.client
 import salt.cloud
+import salt.config
+import salt.exceptions
 import salt.utils.event
 import salt.utils.jid
 
@@ -22,6 +25,8 @@ from gdl.errors import MinionsSilent, ProviderError
 from gdl.progress import Heartbeat
 from gdl.providers.base import Progress, no_progress
 from gdl.terminal import quiet_stray_lines
+
+log = logging.getLogger(__name__)
 
 # How often a minion that has not answered yet is asked again; one that announces
 # itself on the event bus (salt/minion/<id>/start) is asked at once.
@@ -292,6 +297,20 @@ class MasterOps:
         if self._client is not None:
             self._client.destroy()
             self._client = None
+
+
+def profile_size(opts: dict[str, Any], profile: str) -> str | None:
+    """The size salt-cloud's ``profile`` names on this master; None without one."""
+    conf_file = opts.get("conf_file")
+    if not conf_file:
+        return None
+    try:
+        cloud = salt.config.cloud_config(os.path.join(os.path.dirname(conf_file), "cloud"))
+    except (OSError, salt.exceptions.SaltException):
+        log.info("gdl: cannot read salt-cloud's profiles", exc_info=True)
+        return None
+    size = ((cloud.get("profiles") or {}).get(profile) or {}).get("size")
+    return str(size) if size else None
 
 
 def _each_in_a_process(

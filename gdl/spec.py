@@ -78,6 +78,8 @@ class EnvSpec:
     provider: str
     # None: keep the environment's profile (a new one gets "default").
     vrrp_profile: str | None = None
+    # The load balancers' size: their salt-cloud profile's (read by the build); None: size.
+    lb_size: str | None = None
 
     @property
     def env_id(self) -> str:

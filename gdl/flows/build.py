@@ -10,6 +10,7 @@ of an earlier step, so any step can be re-run on its own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import urllib.error
@@ -24,6 +25,7 @@ from gdl.lock import env_lock
 from gdl.plan import Plan, desired_names, make_plan
 from gdl.progress import step
 from gdl.providers.base import RUNNING, EnvNetwork, Provider
+from gdl.saltops import profile_size
 from gdl.spec import EnvSpec
 
 VIP_TIMEOUT = 60  # seconds for the VIP to serve the app's health check
@@ -48,7 +50,9 @@ def build(
     """
     manifest = apps.load_manifest(ctx.settings.apps_dir, spec.app)
     provider = ctx.provider(spec.provider)
-    provider.check(spec)
+    # The VRRP pair is made through its salt-cloud profile: its size is checked too.
+    lb_size = profile_size(ctx.settings.opts, f"gdl-{spec.provider}-lb")
+    provider.check(dataclasses.replace(spec, lb_size=lb_size) if lb_size else spec)
     if test:
         plan = current_plan(ctx, provider, spec.app, spec.env, spec.servers)
         return {

@@ -348,6 +348,24 @@ def test_a_flavor_with_no_disk_needs_boot_from_volume(refused, diskless_flavor, 
     assert "boot_from_volume" in line
 
 
+def test_a_load_balancer_profile_with_no_disk_needs_boot_from_volume(
+    refused, os_master, diskless_flavor, env
+):
+    # The VRRP pair is made from its salt-cloud profile, whose size is its own.
+    profiles = os_master.add_cloud("openstack", {"gdl-openstack": {"driver": "gdl_openstack"}})
+    written = profiles / "openstack.conf"
+    try:
+        chosen = yaml.safe_load(written.read_text())
+        chosen["gdl-openstack-lb"]["size"] = diskless_flavor
+        written.write_text(yaml.safe_dump(chosen))
+        line = refused(env)
+        assert f"flavor {diskless_flavor!r} has no disk (disk 0)" in line
+        assert "boot_from_volume" in line
+    finally:
+        written.unlink()
+        (profiles.parent / "cloud.providers.d" / "openstack.conf").unlink()
+
+
 def test_an_image_needing_more_disk_than_the_flavor_is_refused(refused, demo, env):
     name = f"gdl-bigdisk-{secrets.token_hex(3)}"
     image = demo.image.create_image(

@@ -55,7 +55,9 @@ def project(group_members: int = UNLIMITED, rules: int = UNLIMITED, rules_used: 
 
 
 def checked(made, network, servers: int) -> None:
-    check.check_quotas(made.cloud, made.parts, spec(servers), FLAVOR, network)
+    check.check_quotas(
+        made.cloud, made.parts, spec(servers), {"app": FLAVOR, "lb": FLAVOR}, network
+    )
 
 
 def refusal(made, network, servers: int) -> str:
@@ -110,3 +112,15 @@ def test_a_rerun_needs_only_the_rules_its_groups_lack():
         security_group_rules={"limit": used + 1, "used": used, "reserved": 0}
     )
     checked(made, network, servers=2)
+
+
+def test_cores_and_ram_count_each_roles_own_flavor():
+    made, conn, network = project()
+    conn.compute.get_quota_set = lambda project_id, usage: SimpleNamespace(
+        instances=UNLIMITED, cores=7, ram=UNLIMITED, server_groups=UNLIMITED, usage={}
+    )
+    conn.network.get_quota = lambda project_id, details: SimpleNamespace()
+    flavors = {"app": SimpleNamespace(vcpus=1, ram=512), "lb": SimpleNamespace(vcpus=4, ram=512)}
+    # 3 app servers of 1 core and the pair of 4 each: 11 cores, not 5 x 1.
+    with pytest.raises(CapacityError, match="cores needs 11, 7 free of 7"):
+        check.check_quotas(made.cloud, made.parts, spec(3), flavors, network)

@@ -176,3 +176,21 @@ def test_a_call_whose_job_never_ends_is_given_up_past_its_grace(master, monkeypa
     assert 0.5 <= time.monotonic() - started < 5
     assert answers == {MADE: {"a_state": {"result": True}}}
     assert client.asked == [{"fun": "gdl_lb.servers", "arg": [], "kwarg": None, "timeout": 1}]
+
+
+def test_a_profiles_size_is_read_from_the_masters_salt_cloud_configuration(tmp_path):
+    from gdl.saltops import profile_size
+
+    (tmp_path / "master").write_text("")
+    (tmp_path / "cloud.providers.d").mkdir()
+    (tmp_path / "cloud.providers.d" / "gdl.conf").write_text(
+        "gdl-openstack:\n  driver: gdl_openstack\n"
+    )
+    (tmp_path / "cloud.profiles.d").mkdir()
+    (tmp_path / "cloud.profiles.d" / "gdl.conf").write_text(
+        "gdl-openstack-lb:\n  provider: gdl-openstack\n  size: m1.nodisk\n"
+    )
+    opts = {"conf_file": str(tmp_path / "master")}
+    assert profile_size(opts, "gdl-openstack-lb") == "m1.nodisk"
+    assert profile_size(opts, "gdl-local-lb") is None
+    assert profile_size({}, "gdl-openstack-lb") is None

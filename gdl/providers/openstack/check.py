@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
@@ -32,6 +33,9 @@ def check_request(cloud: Cloud, parts: Parts, spec: EnvSpec) -> None:
         image = cloud.image()
         flavor = cloud.flavor(spec.size)
         check_disk(cloud.cfg, image, flavor)
+        # The VRRP pair is made from its salt-cloud profile, which names its own size.
+        lb_flavor = cloud.flavor(spec.lb_size) if spec.lb_size else flavor
+        check_disk(cloud.cfg, image, lb_flavor)
         check_block_storage(cloud)
         network = cloud.network()
         # The SDK reads a missing port_security_enabled as False: without the extension,
@@ -54,7 +58,7 @@ def check_request(cloud: Cloud, parts: Parts, spec: EnvSpec) -> None:
                 "this cloud's Neutron lacks the allowed-address-pairs extension",
                 "the VIP needs it: ask the cloud's operator to enable it",
             )
-        check_quotas(cloud, parts, spec, flavor, network)
+        check_quotas(cloud, parts, spec, {"app": flavor, "lb": lb_flavor}, network)
     except API_ERRORS as error:
         raise translate(error, "checking the request") from None
 
@@ -72,15 +76,24 @@ def check_block_storage(cloud: Cloud) -> None:
         )
 
 
-def check_quotas(cloud: Cloud, parts: Parts, spec: EnvSpec, flavor: Any, network: Any) -> None:
-    """Refuse a build the project's compute and network quotas cannot hold."""
+def check_quotas(
+    cloud: Cloud, parts: Parts, spec: EnvSpec, flavors: dict[str, Any], network: Any
+) -> None:
+    """Refuse a build the project's compute and network quotas cannot hold.
+
+    ``flavors`` gives each role's flavor: the pair's comes from its own profile.
+    """
     existing = cloud.owned_servers(spec.app, spec.env)
-    new_servers = max(0, spec.servers + 2 - len(existing))
+    held = Counter(
+        parsed.role for s in existing if (parsed := naming.parse_server_name(s.name or ""))
+    )
+    new = {"app": max(0, spec.servers - held["app"]), "lb": max(0, 2 - held["lb"])}
+    new_servers = sum(new.values())
     found = parts.find(spec.app, spec.env, network)
     need_compute = {
         "instances": new_servers,
-        "cores": new_servers * (flavor.vcpus or 0),
-        "ram": new_servers * (flavor.ram or 0),
+        "cores": sum(new[role] * (flavors[role].vcpus or 0) for role in new),
+        "ram": sum(new[role] * (flavors[role].ram or 0) for role in new),
         "server_groups": 2 - len(found.server_groups) if found else 2,
     }
     need_network = {
