@@ -38,6 +38,13 @@ def _short_root(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
 def salt_daemon_safety_net() -> Iterator[None]:
     """At the end of the session, stop every daemon the harness started and still runs."""
     yield
+    # Salt keeps log records of in-process code (gdl's warnings) in a handler of its
+    # own until its logging is set up, and writes them at exit to the stderr it saw
+    # first: pytest's capture, closed by then ("--- Logging error ---"). Hand them to
+    # the handlers there are now instead.
+    from salt._logging.impl import shutdown_temp_handler
+
+    shutdown_temp_handler()
     leftovers = salt_process.stop_all()
     if leftovers:
         sys.stderr.write(
