@@ -38,6 +38,8 @@ JOB_RET = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
 STEP_FUNCTIONS = ("state.sls", "state.apply", "saltutil.sync_modules")
 # Jobs Salt sends about other jobs: never a wait of their own.
 IGNORED = ("saltutil.find_job", "test.ping", "saltutil.running")
+# Seconds between looks at the bus while nothing comes.
+IDLE_POLL = 0.1
 ROLE_NAMES = {"gdl.app": "app role", "gdl.lb": "LB role", "gdl.common": "common role"}
 
 
@@ -233,9 +235,12 @@ class EventRelay:
         try:
             while not self._stop.is_set():
                 self._flush(self._print)
-                event = bus.get_event(wait=0.2, full=True) if bus is not None else None
-                if bus is None:
-                    time.sleep(0.2)
+                event = bus.get_event(no_block=True, full=True) if bus is not None else None
+                if not event:
+                    # Idle outside Salt's event code: the orchestration forks its steps
+                    # from this process, and a step forked while this thread held a
+                    # lock in there would wait for it for good (seen once).
+                    time.sleep(IDLE_POLL)
                 now = time.monotonic()
                 if event:
                     data = event.get("data")

@@ -67,11 +67,9 @@ class FakeBus:
             }
         ]
 
-    def get_event(self, wait: float, full: bool) -> dict | None:
-        if self.events:
-            return self.events.pop(0)
-        time.sleep(min(wait, 0.05))
-        return None
+    def get_event(self, no_block: bool, full: bool) -> dict | None:
+        assert no_block and full
+        return self.events.pop(0) if self.events else None
 
     def destroy(self) -> None:
         pass
