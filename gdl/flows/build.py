@@ -24,7 +24,7 @@ from gdl.flows.context import Context, env_url, require_record, timed_step
 from gdl.lock import env_lock
 from gdl.plan import Plan, desired_names, make_plan
 from gdl.progress import step
-from gdl.providers.base import RUNNING, EnvNetwork, Provider
+from gdl.providers.base import RUNNING, EnvNetwork, Provider, Server
 from gdl.saltops import profile_size
 from gdl.spec import EnvSpec
 
@@ -276,15 +276,18 @@ def _write_pillar(ctx: Context, app: str, env: str) -> tuple[bool, list[str]]:
     changed = pillar.write(
         ctx.settings.pillar_dir, record, network, running, in_rotation, built, tls=https
     )
-    extra = list(make_plan(app, env, record.servers, found).of_role("app").remove)
-    return changed, extra
+    return changed, _beyond_count(record, found)
 
 
 def surplus(ctx: Context, app: str, env: str) -> list[str]:
     """App servers beyond the requested count, to drain and remove."""
     record = require_record(ctx.settings, app, env)
-    provider = ctx.provider(record.provider)
-    plan = make_plan(app, env, record.servers, provider.list_servers(app, env))
+    return _beyond_count(record, ctx.provider(record.provider).list_servers(app, env))
+
+
+def _beyond_count(record: envstore.EnvRecord, found: list[Server]) -> list[str]:
+    """Of the servers ``found``, the app servers beyond the record's requested count."""
+    plan = make_plan(record.app, record.env, record.servers, found)
     return list(plan.of_role("app").remove)
 
 
@@ -299,7 +302,7 @@ def drain_surplus(ctx: Context, app: str, env: str) -> list[str]:
     """
     record = require_record(ctx.settings, app, env)
     found = ctx.provider(record.provider).list_servers(app, env)
-    extra = list(make_plan(app, env, record.servers, found).of_role("app").remove)
+    extra = _beyond_count(record, found)
     lbs = sorted(s.name for s in found if s.role == "lb" and s.state == RUNNING)
     for server in extra:
         ctx.progress(f"draining {server} on {', '.join(lbs)}")
