@@ -12,8 +12,9 @@ finds it gone and fails, and the command reports the stop in one line.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gdl.errors import GdlError
 
@@ -21,15 +22,27 @@ from gdl.errors import GdlError
 STATE_FUNCTIONS = ("state.sls", "state.apply", "state.highstate")
 
 
-@dataclass(frozen=True)
-class SeenJob:
-    """What the limit needs to know of a job seen on the bus."""
+class RunningJob(Protocol):
+    """What the limit reads of a job the relay follows (:class:`gdl.relay.Job`)."""
 
     jid: str
     function: str
     label: str  # what the job does, in a few words ("app role")
     started: float  # monotonic seconds
-    pending: frozenset[str]  # the minions that have not answered yet
+    pending: Collection[str]  # the minions that have not answered yet
+
+
+@dataclass(frozen=True)
+class StoppedRun:
+    """A state run the limit named: what it did, and the minions still running it then."""
+
+    jid: str
+    label: str
+    minions: tuple[str, ...]
+
+    @property
+    def what(self) -> str:
+        return f"{self.label} on {', '.join(self.minions)}"
 
 
 @dataclass
@@ -37,13 +50,13 @@ class StateRunLimit:
     """Names the state runs that outlived ``seconds`` (each once), and keeps what it stopped."""
 
     seconds: float
-    stopped: list[SeenJob] = field(default_factory=list)
+    stopped: list[StoppedRun] = field(default_factory=list)
 
-    def overdue(self, jobs: Iterable[SeenJob], now: float) -> list[SeenJob]:
+    def overdue(self, jobs: Iterable[RunningJob], now: float) -> list[StoppedRun]:
         """The state runs still awaited ``seconds`` after they started, not stopped before."""
-        already = {job.jid for job in self.stopped}
+        already = {run.jid for run in self.stopped}
         late = [
-            job
+            StoppedRun(job.jid, job.label, tuple(sorted(job.pending)))
             for job in jobs
             if job.function in STATE_FUNCTIONS
             and job.pending
@@ -53,18 +66,15 @@ class StateRunLimit:
         self.stopped.extend(late)
         return late
 
-    def line(self, job: SeenJob) -> str:
+    def line(self, run: StoppedRun) -> str:
         """What the operator is told as a run is stopped."""
-        return (
-            f"{job.label} on {', '.join(sorted(job.pending))}: still running after "
-            f"{self.seconds:g} s, stopped"
-        )
+        return f"{run.what}: still running after {self.seconds:g} s, stopped"
 
     def failure(self, env_id: str) -> GdlError | None:
         """The one line a failed command gives when it stopped runs; None when it stopped none."""
         if not self.stopped:
             return None
-        runs = "; ".join(f"{job.label} on {', '.join(sorted(job.pending))}" for job in self.stopped)
+        runs = "; ".join(run.what for run in self.stopped)
         return GdlError(
             f"{env_id}: stopped after {self.seconds:g} s, still running: {runs}",
             "see what the run was doing in that server's minion log, fix it, then run "

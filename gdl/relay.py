@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gdl import naming
-from gdl.joblimit import SeenJob, StateRunLimit
+from gdl.joblimit import StateRunLimit
 from gdl.progress import QUIET_AFTER, TAG_PREFIX, Reporter, Sink, seconds, tag
 
 log = logging.getLogger(__name__)
@@ -262,13 +262,9 @@ class EventRelay:
         """Stop the state runs that outlived the limit, on the minions still running them."""
         if self.limit is None:
             return
-        seen = [
-            SeenJob(job.jid, job.function, job.label, job.started, frozenset(job.pending))
-            for job in self.follower.jobs.values()
-        ]
-        for job in self.limit.overdue(seen, now):
-            self.reporter.emit(self.limit.line(job), {})
-            self.follower.jobs.pop(job.jid, None)
+        for run in self.limit.overdue(self.follower.jobs.values(), now):
+            self.reporter.emit(self.limit.line(run), {})
+            self.follower.jobs.pop(run.jid, None)
             try:
                 import salt.client
 
@@ -276,16 +272,16 @@ class EventRelay:
                 client = salt.client.get_local_client(mopts=self.opts)
                 try:
                     client.run_job(
-                        sorted(job.pending),
+                        list(run.minions),
                         "saltutil.kill_job",
-                        arg=[job.jid],
+                        arg=[run.jid],
                         tgt_type="list",
                         listen=False,
                     )
                 finally:
                     client.destroy()
             except Exception:  # the step waiting for the run still ends at its own bound
-                log.warning("gdl: could not stop job %s", job.jid, exc_info=True)
+                log.warning("gdl: could not stop job %s", run.jid, exc_info=True)
 
     def _heartbeat(self, now: float) -> None:
         if self.reporter.quiet_for() < self.quiet_after:

@@ -10,12 +10,12 @@ import salt.utils.event
 from gdl import progress
 from gdl.config import DEFAULT_STATE_RUN_LIMIT, Settings
 from gdl.errors import ConfigError
-from gdl.joblimit import SeenJob, StateRunLimit
-from gdl.relay import EventRelay
+from gdl.joblimit import StateRunLimit
+from gdl.relay import EventRelay, Job
 
 
-def seen(jid: str, function: str, started: float, *pending: str) -> SeenJob:
-    return SeenJob(jid, function, "app role", started, frozenset(pending))
+def seen(jid: str, function: str, started: float, *pending: str) -> Job:
+    return Job(jid, function, "app role", True, started, set(pending))
 
 
 def test_only_state_runs_still_awaited_past_the_limit_are_named_once():
@@ -29,7 +29,9 @@ def test_only_state_runs_still_awaited_past_the_limit_are_named_once():
     assert [job.jid for job in limit.overdue(jobs, 100.0)] == ["1"]
     assert limit.overdue(jobs, 101.0) == []  # stopped once
     assert [job.jid for job in limit.overdue(jobs, 111.0)] == ["2"]
-    assert limit.line(jobs[0]) == "app role on app-0-blog-dev: still running after 60 s, stopped"
+    assert limit.line(limit.stopped[0]) == (
+        "app role on app-0-blog-dev: still running after 60 s, stopped"
+    )
 
 
 def test_a_build_that_stopped_runs_fails_with_one_line_naming_them():
