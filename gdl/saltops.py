@@ -8,7 +8,6 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -21,20 +20,15 @@ import salt.exceptions
 import salt.utils.event
 import salt.utils.jid
 
-from gdl.errors import MinionsSilent, ProviderError
-from gdl.progress import Heartbeat
+from gdl import minion_wait
+from gdl.errors import ProviderError
 from gdl.providers.base import Progress, no_progress
 from gdl.terminal import quiet_stray_lines
 
 log = logging.getLogger(__name__)
 
-# How often a minion that has not answered yet is asked again; one that announces
-# itself on the event bus (salt/minion/<id>/start) is asked at once.
-PING_INTERVAL = 2.0
-START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
 # The most lines of evidence a salt-cloud failure carries below its line.
 EVIDENCE_LINES = 60
-RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 ANSWER_POLL = 0.1  # seconds between two looks for a job's answers
 # Seconds a call waits past its timeout: Salt then asks a silent minion whether
@@ -115,47 +109,13 @@ class MasterOps:
     def wait_for_minions(
         self, minions: list[str], timeout: float, progress: Progress = no_progress
     ) -> None:
-        """Return once every minion answers test.ping, reading the answers off the event bus.
-
-        A minion already connected answers the first ping within a fraction of a
-        second; one still booting is pinged again as soon as it announces its start,
-        so no answer waits for a Salt timeout to run out.
-        """
-        pending = set(minions)
-        if not pending:
+        """Return once every minion answers test.ping (see :mod:`gdl.minion_wait`)."""
+        if not minions:
             return
-        deadline = time.monotonic() + timeout
-        jids: set[str] = set()
-        next_ping = 0.0
-        heartbeat = Heartbeat(progress)
         with salt.utils.event.get_master_event(
             self.opts, self.opts["sock_dir"], listen=True
         ) as bus:
-            while pending:
-                now = time.monotonic()
-                if now >= deadline:
-                    raise MinionsSilent(sorted(pending), timeout)
-                if now >= next_ping:
-                    jids.add(self._publish_ping(sorted(pending)))
-                    next_ping = now + PING_INTERVAL
-                heartbeat.beat(f"the minions of {', '.join(sorted(pending))} to answer")
-                event = bus.get_event(wait=min(1.0, deadline - now), full=True)
-                if not event:
-                    continue
-                tag, data = event.get("tag", ""), event.get("data") or {}
-                started = START_TAG.match(tag)
-                if started and started["id"] in pending:
-                    next_ping = 0.0
-                    continue
-                answered = RETURN_TAG.match(tag)
-                if (
-                    answered
-                    and answered["jid"] in jids
-                    and answered["id"] in pending
-                    and data.get("return") is True
-                ):
-                    pending.discard(answered["id"])
-                    progress(f"{answered['id']} ... ok")
+            minion_wait.wait_for_minions(bus, self._publish_ping, minions, timeout, progress)
 
     def _publish_ping(self, minions: list[str]) -> str:
         """Send test.ping to ``minions`` without waiting; its job id."""
