@@ -213,7 +213,7 @@ def _runner_client(config_dir: str) -> Any:
     import salt.config
     import salt.runner
 
-    from gdl.terminal import quiet_salt_leak_warnings
+    from gdl.terminal import quiet_salt_noise
 
     class ProgressClient(salt.runner.RunnerClient):
         def print_async_event(self, suffix: str, event: Any) -> None:
@@ -232,7 +232,7 @@ def _runner_client(config_dir: str) -> Any:
     opts = salt.config.client_config(os.path.join(config_dir, "master"))
     salt._logging.set_logging_options_dict(opts)
     salt._logging.setup_logging()
-    quiet_salt_leak_warnings()
+    quiet_salt_noise()
     return ProgressClient(opts)
 
 

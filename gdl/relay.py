@@ -40,6 +40,9 @@ STEP_FUNCTIONS = ("state.sls", "state.apply", "saltutil.sync_modules")
 IGNORED = ("saltutil.find_job", "test.ping", "saltutil.running")
 # Seconds between looks at the bus while nothing comes.
 IDLE_POLL = 0.1
+# Seconds the relay waits, once its command is done, for the end lines of nested
+# steps it saw start (fired by their processes before they ended, still in transit).
+DRAIN_LIMIT = 2.0
 ROLE_NAMES = {"gdl.app": "app role", "gdl.lb": "LB role", "gdl.common": "common role"}
 
 
@@ -232,10 +235,17 @@ class EventRelay:
         finally:
             self._ready.set()
         bus = self._bus
+        stop_by: float | None = None
         try:
-            while not self._stop.is_set():
+            while True:
                 self._flush(self._print)
                 event = bus.get_event(no_block=True, full=True) if bus is not None else None
+                if not event and self._stop.is_set():
+                    # The command is done, but the last lines of its nested steps may
+                    # still be on their way to the bus: wait for them, a little.
+                    stop_by = stop_by or time.monotonic() + DRAIN_LIMIT
+                    if not self.follower.nested_steps or time.monotonic() >= stop_by:
+                        break
                 if not event:
                     # Idle outside Salt's event code: the orchestration forks its steps
                     # from this process, and a step forked while this thread held a

@@ -32,7 +32,7 @@ from gdl.lock import env_lock
 from gdl.progress import Reporter, tag
 from gdl.relay import EventRelay
 from gdl.saltops import MasterOps
-from gdl.terminal import quiet_salt_leak_warnings, quiet_stray_lines
+from gdl.terminal import quiet_salt_noise, quiet_stray_lines
 
 log = logging.getLogger("salt.loaded.ext.runners.gdl")
 
@@ -84,7 +84,7 @@ def bind_or_refuse(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict
     by name and by position) with a usage text and exit status 0.
     """
     # From the start: a refusal's terminal shows its one line, not Salt's warnings.
-    quiet_salt_leak_warnings()
+    quiet_salt_noise()
     try:
         inspect.signature(func).bind(*args, **kwargs)
     except TypeError as error:
@@ -121,7 +121,7 @@ def session(
     ``jid_event`` is the call's ``__jid_event__`` (None outside salt-run), taken
     at the call's start: a nested runner may point the module's global elsewhere.
     """
-    quiet_salt_leak_warnings()
+    quiet_salt_noise()
     settings = guarded(Settings.from_opts, opts)
     ops = MasterOps(opts, orchestrate)
     show = _printer(jid_event)

@@ -1,9 +1,11 @@
 """What reaches the operator's terminal during a gdl command: gdl's lines, not Salt's noise.
 
 Salt warns on stderr about objects its own commands leave to the garbage
-collector ("unclosed MasterEvent ..."), and its LocalClient prints "No minions
-matched the target ..." on stdout when a job finds no minion (gdl reports that
-case in its own words).  Neither says anything about the operation.
+collector ("unclosed MasterEvent ..."), its orchestration warns once per minion
+whose state run returned no state results ("Output from salt state not
+highstate", a failure gdl reports in one line of its own), and its LocalClient
+prints "No minions matched the target ..." on stdout when a job finds no minion
+(gdl reports that case in its own words).  None says anything the operator can use.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import warnings
 from collections.abc import Iterator
 
 # The loggers Salt's "unclosed ..." warnings come from (salt.utils.resource_warnings callers).
-LEAK_LOGGERS = (
+NOISY_LOGGERS = (
     "salt.client",
+    "salt.loaded.int.states.saltmod",  # the orchestration's salt.state steps
     "salt.minion",
     "salt.runner",
     "salt.wheel",
@@ -30,17 +33,19 @@ LEAK_LOGGERS = (
     "salt.utils.resource_warnings",
 )
 STRAY_LINES = ("No minions matched the target.",)
+# How Salt's log records that gdl keeps off the terminal begin.
+NOISE = ("unclosed ", "Output from salt state not highstate")
 
 
-class SaltLeakWarnings(logging.Filter):
-    """Drops Salt's "unclosed ..." warnings about objects Salt's own commands leave open."""
+class SaltNoise(logging.Filter):
+    """Drops Salt's log records that begin as one of :data:`NOISE`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name.startswith("salt.") and str(record.msg).startswith("unclosed "))
+        return not (record.name.startswith("salt.") and str(record.msg).startswith(NOISE))
 
 
-def quiet_salt_leak_warnings() -> None:
-    """Keep Salt's leak warnings off the operator's terminal for this process.
+def quiet_salt_noise() -> None:
+    """Keep Salt's leak warnings (and the rest of :data:`NOISE`) off the terminal.
 
     salt-run itself leaves its runner client and master minion to the garbage
     collector, which then warns on stderr.  The filter sits on the handlers and
@@ -48,12 +53,12 @@ def quiet_salt_leak_warnings() -> None:
     console handler and Python's last-resort handler would print it, is dropped too.
     """
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, SaltLeakWarnings) for f in handler.filters):
-            handler.addFilter(SaltLeakWarnings())
-    for name in LEAK_LOGGERS:
+        if not any(isinstance(f, SaltNoise) for f in handler.filters):
+            handler.addFilter(SaltNoise())
+    for name in NOISY_LOGGERS:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, SaltLeakWarnings) for f in logger.filters):
-            logger.addFilter(SaltLeakWarnings())
+        if not any(isinstance(f, SaltNoise) for f in logger.filters):
+            logger.addFilter(SaltNoise())
     # The same, as Python warnings (Salt's transports warn so, with a stack).
     warnings.filterwarnings("ignore", message="Unclosed transport")
     # Salt's loader imports the deprecated crypt module when an orchestration step

@@ -6,9 +6,11 @@ import io
 import logging
 import re
 import sys
+import threading
 import time
 
 import pytest
+import salt.utils.event
 
 from gdl import progress, terminal
 from gdl.relay import EventRelay, JobFollower, job_label
@@ -119,9 +121,6 @@ def test_job_labels():
 
 def test_the_relay_prints_every_line_from_its_thread_and_beats_when_quiet(monkeypatch):
     """Without a master to follow, lines still go out in order, and a silence is filled."""
-    import threading
-
-    import salt.utils.event
 
     def no_bus(*args, **kwargs):
         raise OSError("no master here")
@@ -162,7 +161,7 @@ def test_salts_stray_lines_are_dropped_and_the_rest_passes(monkeypatch):
 
 
 def test_salts_leak_warnings_are_dropped_even_by_the_last_resort_handler(capsys):
-    terminal.quiet_salt_leak_warnings()
+    terminal.quiet_salt_noise()
     logger = logging.getLogger("salt.utils.event")
     handlers, logging.root.handlers = logging.root.handlers, []
     try:
@@ -173,3 +172,50 @@ def test_salts_leak_warnings_are_dropped_even_by_the_last_resort_handler(capsys)
     err = capsys.readouterr().err
     assert "unclosed" not in err
     assert "a real warning" in err
+
+
+def test_the_orchestrations_not_highstate_warning_is_dropped(capsys):
+    terminal.quiet_salt_noise()
+    logger = logging.getLogger("salt.loaded.int.states.saltmod")
+    handlers, logging.root.handlers = logging.root.handlers, []
+    try:
+        logger.warning("Output from salt state not highstate")
+    finally:
+        logging.root.handlers = handlers
+    assert "highstate" not in capsys.readouterr().err
+
+
+class LateBus:
+    """A bus on which a nested step's last line arrives only after its command is done."""
+
+    def __init__(self, done: threading.Event) -> None:
+        self.done = done
+        step_tag = progress.tag("blog", "dev")
+        start = {"step": "VIP check", "phase": "start", "message": "VIP check ..."}
+        end = {"step": "VIP check", "phase": "end", "message": "VIP check: done in 1.0 s"}
+        self.early = [{"tag": step_tag, "data": start}]
+        self.late = [{"tag": step_tag, "data": end}]
+
+    def get_event(self, no_block: bool, full: bool) -> dict | None:
+        if self.early:
+            return self.early.pop(0)
+        if self.done.is_set() and self.late:
+            time.sleep(0.3)  # still in transit when the command ended
+            return self.late.pop(0)
+        return None
+
+    def destroy(self) -> None:
+        pass
+
+
+def test_the_last_line_of_a_nested_step_is_printed_when_it_comes_after_the_command(monkeypatch):
+    done = threading.Event()
+    bus = LateBus(done)
+    monkeypatch.setattr(salt.utils.event, "get_master_event", lambda *a, **k: bus)
+    printed: list[str] = []
+    reporter = progress.Reporter(lambda message, marks: printed.append(message))
+    with EventRelay({"sock_dir": "/x"}, "blog", "dev", reporter, quiet_after=60):
+        while not printed:
+            time.sleep(0.05)
+        done.set()
+    assert printed == ["VIP check ...", "VIP check: done in 1.0 s"]
