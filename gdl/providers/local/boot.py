@@ -194,7 +194,14 @@ def boot_description(
         },
         "services": [
             {
-                "argv": [str(settings.venv / "bin" / "salt-minion"), "-c", "/etc/salt"],
+                # The host's init restarts a minion that ends: Salt's own keepalive
+                # process would be a second interpreter doing the same, per host.
+                "argv": [
+                    str(settings.venv / "bin" / "salt-minion"),
+                    "-c",
+                    "/etc/salt",
+                    "--disable-keepalive",
+                ],
                 "log": MINION_CONSOLE_LOG,
             }
         ],
