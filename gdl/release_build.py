@@ -71,7 +71,6 @@ RELEASES_DIR = "gdl-releases"  # under the fileserver's files directory
 # Left out of a release: build and editor leftovers that differ between checkouts.
 SKIPPED_NAMES = {*LEFT_OUT_DIRS, "RELEASE.json"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo", ".swp", "~")
-SITE_SKIPPED = {"__pycache__"}  # in the installed requirements: the servers compile their own
 
 
 @dataclass(frozen=True)
@@ -156,13 +155,11 @@ def _release_members(
     found = list(app_members(manifest) if members is None else members)
     for top, dirs, files in os.walk(site_packages):
         here = Path(top)
-        dirs[:] = [
-            d for d in dirs if d not in SITE_SKIPPED and not (here == site_packages and d == "bin")
-        ]
+        dirs[:] = [d for d in dirs if not (here == site_packages and d == "bin")]
+        # The bytecode the master compiled is kept (gdl.wheel_build.compile_site_packages).
         found.extend(
             (f"site-packages/{(here / name).relative_to(site_packages).as_posix()}", here / name)
             for name in files
-            if not name.endswith(SKIPPED_SUFFIXES)
         )
     return sorted(found)
 

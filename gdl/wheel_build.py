@@ -39,6 +39,14 @@ USER_PIP_CONFIGS = ("~/.config/pip/pip.conf", "~/.pip/pip.conf")
 Runner = Callable[..., subprocess.CompletedProcess]
 # Every pip run of a build: no prompt, no cache, no chatter.
 PIP_OPTIONS = ["--disable-pip-version-check", "--no-input", "--quiet", "--no-cache-dir"]
+# Run by the build user's Python on the installed tree (argv[1]): every file's
+# time set to 0, then each source compiled for that Python.
+COMPILE_AT_TIME_ZERO = (
+    "import compileall, os, sys; root = sys.argv[1]; "
+    "[os.utime(os.path.join(top, name), (0, 0)) for top, _, names in os.walk(root) "
+    "for name in names]; "
+    "sys.exit(not compileall.compile_dir(root, quiet=1, workers=1))"
+)
 
 
 def requirements_sha256(manifest: AppManifest) -> str:
@@ -274,7 +282,8 @@ def build_site_packages(
     --target`` from the wheels alone (installing a wheel runs none of its code).
     An app server then copies this tree into a virtualenv and compiles it with
     its own Python, which takes a second where ``pip install`` took several.
-    No bytecode: the servers' Python makes its own.  Its ``bin/`` scripts name
+    With bytecode for ``python`` (:func:`compile_site_packages`), which a server
+    of that Python version uses as it is.  Its ``bin/`` scripts name
     the master's interpreter, so releases leave them out (the app role writes
     the one it runs).
     """
@@ -309,4 +318,30 @@ def build_site_packages(
             run=run,
             timeout=timeout,
         )
+        compile_site_packages(space, python, run=run, timeout=timeout)
     return target
+
+
+def compile_site_packages(
+    space: Workspace, python: str, run: Runner = run_bounded, timeout: float = WHEEL_TIMEOUT
+) -> None:
+    """Bytecode of the installed requirements for ``python``, made once here for every server.
+
+    Each source's time is set to 0 first, as the release archive stores it: a
+    server of the same Python version then finds the bytecode current and
+    compiles nothing, one of another version compiles its own beside it.
+    Compiling runs none of the requirements' code.
+    """
+    command = [python, "-c", COMPILE_AT_TIME_ZERO, str(space.wheels)]
+    try:
+        done = run(command, timeout=timeout, user=space.user, cwd=str(space.home), env=space.env)
+    except subprocess.TimeoutExpired:
+        raise GdlError(
+            f"compiling the requirements took longer than {timeout:.0f} s",
+            "run the build again on a less busy master",
+        ) from None
+    if done.returncode != 0:
+        raise GdlError(
+            f"compiling the requirements failed ({last_line(done)})",
+            "check that every requirement's sources are Python this interpreter reads",
+        )

@@ -46,6 +46,8 @@ def fake_pip(wheels: dict[str, bytes]):
 
     def run(command, **_kwargs):
         calls.append(command)
+        if command[1] == "-c":  # compiling the installed tree: its bytecode is there already
+            return subprocess.CompletedProcess(command, 0, "", "")
         if "--target" in command:
             target = Path(command[command.index("--target") + 1])
             for name, data in wheels.items():
@@ -268,11 +270,13 @@ def test_release_is_reproducible_and_idempotent(tmp_path):
         names = archive.getnames()
         assert all(member.mtime == 0 for member in archive.getmembers())
     assert "shop.py" in names and "static/style.css" in names
-    # The requirements come installed, without bytecode or scripts naming the master's Python.
+    # The requirements come installed, with the master's bytecode and without scripts
+    # naming the master's Python; the app's own leftover bytecode stays out.
     assert "site-packages/gunicorn/__init__.py" in names
+    assert "site-packages/gunicorn/__pycache__/__init__.pyc" in names
     assert not any(name.startswith(("wheelhouse/", "site-packages/bin")) for name in names)
     assert "RELEASE.json" in names
-    assert not any("__pycache__" in name for name in names)
+    assert not any("__pycache__" in name for name in names if not name.startswith("site-"))
     assert not any(name.startswith("/") or name.startswith("shop/") for name in names)
 
     # A change to the app's files under the same version is refused (see
@@ -319,7 +323,7 @@ def test_a_built_release_never_changes_under_its_version(tmp_path):
             "(version: 1.0.0 is taken)"
         )
         assert first.archive.read_bytes() == before
-    assert len(run.calls) == 2  # the first build's `pip wheel` and `pip install`: no more
+    assert len(run.calls) == 3  # the first build's `pip wheel`, `pip install`, compile: no more
 
 
 def test_same_release_again_without_the_wheel_cache_changes_nothing(tmp_path):

@@ -68,7 +68,7 @@ COPY_AND_COMPILE = (
     "import compileall, shutil, sys, sysconfig; "
     'site = sysconfig.get_path("purelib"); '
     "shutil.copytree(sys.argv[1], site, dirs_exist_ok=True); "
-    "sys.exit(not compileall.compile_dir(site, quiet=1, workers=0))"
+    "sys.exit(not compileall.compile_dir(site, quiet=1, workers=1))"
 )
 
 

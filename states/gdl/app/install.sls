@@ -106,11 +106,15 @@ gdl-app-release-extracted:
     of its own (cmd.run_all with python_shell false), so no value of the
     release reaches a shell. The master read the archive's layout (pillar
     layout): site-packages/ holds the requirements it installed from its
-    wheels, copied into a venv without pip and compiled by this server's
-    Python; an archive of an older gdl carries wheels instead (wheelhouse/),
-    which pip installs, and that needs python3-venv on the server. The venv is
-    complete once its marker exists: until then every step runs again (--clear
-    starts it afresh), and a finished one costs a stat per step. #}
+    wheels, with the master's Python's bytecode, copied into a venv without
+    pip; compileall then finds that bytecode current on a server of the same
+    Python (the sources keep the archive's time, 0) and compiles for this
+    server's Python otherwise, in one process: the other cores are busy
+    setting up the other servers. An archive of an older gdl carries wheels
+    instead (wheelhouse/), which pip installs, and that needs python3-venv on
+    the server. The venv is complete once its marker exists: until then every
+    step runs again (--clear starts it afresh), and a finished one costs a
+    stat per step. #}
 {%- set venv = app['release'] ~ '/venv' %}
 {%- set venv_complete = venv ~ '/.gdl-complete' %}
 {%- if app['layout'] == 'wheelhouse' %}
@@ -128,7 +132,7 @@ gdl-app-release-extracted:
         'import compileall, shutil, sys, sysconfig; '
         ~ 'site = sysconfig.get_path("purelib"); '
         ~ 'shutil.copytree(sys.argv[1], site, dirs_exist_ok=True); '
-        ~ 'sys.exit(not compileall.compile_dir(site, quiet=1, workers=0))',
+        ~ 'sys.exit(not compileall.compile_dir(site, quiet=1, workers=1))',
         app['release'] ~ '/site-packages',
       ] %}
 {%- endif %}
