@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from gdl.errors import MinionsSilent
-from gdl.progress import Heartbeat
+from gdl.progress import Heartbeat, named
 from gdl.providers.base import Progress, no_progress
 
 START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
@@ -27,8 +27,6 @@ RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
 # is asked at once and its pause starts again from the first.
 FIRST_PAUSE = 2.0
 LONGEST_PAUSE = 10.0
-# The most names a line about the wait spells out; the rest are counted.
-NAMES_SHOWN = 4
 
 
 class EventBus(Protocol):
@@ -69,13 +67,6 @@ class PingSchedule:
 
     def next_due(self) -> float | None:
         return min(self._due.values(), default=None)
-
-
-def named(minions: list[str]) -> str:
-    """``minions`` for a progress line: the first few by name, the others counted."""
-    if len(minions) <= NAMES_SHOWN:
-        return ", ".join(minions)
-    return f"{', '.join(minions[:NAMES_SHOWN])} and {len(minions) - NAMES_SHOWN} more"
 
 
 def wait_for_minions(

@@ -11,9 +11,10 @@ waits for.  :func:`step` times one step; plain callables work too (the tests'
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 # A line and what it marks: {"step": what, "phase": "start" | "end"} for a step's lines.
@@ -23,6 +24,21 @@ Sink = Callable[[str, dict[str, Any]], None]
 TAG_PREFIX = "gdl/progress/"
 # Seconds without a line after which a wait says what it waits for.
 QUIET_AFTER = 5.0
+# The most server names a line spells out; the others are counted.
+NAMES_SHOWN = 4
+
+
+def named(names: Iterable[str]) -> str:
+    """Server names for a line, in index order: the first few, then how many more.
+
+    A build of fifty servers would otherwise print lines of a thousand characters.
+    """
+    ordered = sorted(
+        names, key=lambda name: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+    )
+    if len(ordered) <= NAMES_SHOWN:
+        return ", ".join(ordered)
+    return f"{', '.join(ordered[:NAMES_SHOWN])} and {len(ordered) - NAMES_SHOWN} more"
 
 
 def tag(app: str, env: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 from gdl import naming
 from gdl.joblimit import StateRunLimit
-from gdl.progress import QUIET_AFTER, TAG_PREFIX, Reporter, Sink, seconds, tag
+from gdl.progress import QUIET_AFTER, TAG_PREFIX, Reporter, Sink, named, seconds, tag
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class JobFollower:
             pending=set(minions),
         )
         self.jobs[jid] = job
-        return [f"{job.label} on {', '.join(sorted(minions))} ..."] if job.announce else []
+        return [f"{job.label} on {named(minions)} ..."] if job.announce else []
 
     def _job_returned(self, jid: str, minion: str, data: dict[str, Any], now: float) -> list[str]:
         job = self.jobs.get(jid)
@@ -155,7 +155,7 @@ class JobFollower:
         """What is awaited now, for a line after a silence; None when nothing is known."""
         if self.jobs:
             job = min(self.jobs.values(), key=lambda j: j.started)
-            return f"{job.label} on {', '.join(sorted(job.pending))} ({now - job.started:.0f} s)"
+            return f"{job.label} on {named(job.pending)} ({now - job.started:.0f} s)"
         steps = [*open_steps, *self.nested_steps.items()]
         if steps:
             what, started = max(steps, key=lambda s: s[1])

@@ -23,7 +23,7 @@ from gdl.flows import converge
 from gdl.flows.context import Context, env_url, require_record, timed_step
 from gdl.lock import env_lock
 from gdl.plan import Plan, desired_names, make_plan
-from gdl.progress import step
+from gdl.progress import named, step
 from gdl.providers.base import RUNNING, EnvNetwork, Provider, Server
 from gdl.saltops import profile_size
 from gdl.spec import EnvSpec
@@ -148,7 +148,7 @@ def make_servers(
     names = list(plan.create + plan.replace)
     if not names:
         return names
-    with step(ctx.progress, f"app servers {', '.join(names)}"):
+    with step(ctx.progress, f"app servers {named(names)}"):
         servers.make(
             provider,
             minion_keys,

@@ -37,7 +37,7 @@ from gdl import applied, apps, pillar
 from gdl import servers as servers_module
 from gdl.errors import GdlError
 from gdl.flows.context import Context, require_record
-from gdl.progress import step
+from gdl.progress import named, step
 from gdl.providers.base import RUNNING, Server
 
 ROLE_LABELS = {"app": "app role", "lb": "LB role"}
@@ -187,7 +187,7 @@ def role_due(
     else:
         failing = _failing_checks(ctx, app, role, servers)
         why = f"{', '.join(failing)} failed a check" if failing else ""
-    names = ", ".join(current)
+    names = named(current)
     if not why:
         ctx.progress(f"{label} on {names}: unchanged since it last succeeded, not run again")
         return None

@@ -6,7 +6,7 @@ import collections
 
 import pytest
 
-from gdl import minion_wait
+from gdl import minion_wait, progress
 from gdl.errors import MinionsSilent
 
 
@@ -107,8 +107,8 @@ def test_a_minion_that_starts_is_asked_at_once_whatever_its_pause():
 
 
 def test_a_long_list_of_minions_is_named_in_part_and_counted():
-    names = [f"app-{i}-blog-dev" for i in range(50)]
-    assert minion_wait.named(names[:2]) == "app-0-blog-dev, app-1-blog-dev"
-    assert minion_wait.named(names) == (
+    names = [f"app-{i}-blog-dev" for i in reversed(range(50))]
+    assert progress.named(names[-2:]) == "app-0-blog-dev, app-1-blog-dev"
+    assert progress.named(names) == (
         "app-0-blog-dev, app-1-blog-dev, app-2-blog-dev, app-3-blog-dev and 46 more"
     )

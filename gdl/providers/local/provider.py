@@ -24,6 +24,7 @@ from typing import Any
 
 from gdl.config import Settings
 from gdl.errors import CapacityError, ConfigError, NameClash, ProviderError
+from gdl.progress import named
 from gdl.providers.base import (
     RUNNING,
     EnvNetwork,
@@ -289,7 +290,7 @@ class LocalProvider(Provider):
             )
         settings = self.host_settings()
         self.records.reserve_hosts(requests, settings.cidr, self.bridge)
-        progress(f"creating {len(requests)} local host(s): {', '.join(names)}")
+        progress(f"creating {len(requests)} local host(s): {named(names)}")
 
         failures = lifecycle.make_hosts(self.records, settings, requests, sizes, timeout)
         for request in requests:
