@@ -15,6 +15,11 @@ TARGETS = {
     "failed_app_server_dies": 1,
     "failed_scaling": 0,
     "failed_deploy": 0,
+    "build_2_s": 15.0,
+    "build_ratio_8_to_2": 1.3,
+    "build_ratio_50_to_2": 3.0,
+    "noop_share_of_build": 0.2,
+    "destroy_s": 3.0,
 }
 
 
@@ -177,6 +182,15 @@ def markdown(results: dict, app: str, servers: int) -> str:
                 "re-running and destroying (sampled every second; PSS from "
                 "/proc/PID/smaps_rollup of the master's process group).",
             ]
+            if memory.get("machine_used_mib") is not None:
+                lines += [
+                    "",
+                    f"The machine's memory in use (MemTotal less MemAvailable) with those "
+                    f"{memory.get('app_servers')} app servers, 2 LBs and the master: "
+                    f"{memory.get('machine_used_mib')} MiB of {memory.get('machine_total_mib')} "
+                    f"after the no-op re-run, {memory.get('machine_peak_used_mib')} MiB at the "
+                    f"peak, {memory.get('machine_used_before_mib')} MiB before the build.",
+                ]
     lines.append("")
 
     lines += ["## Targets", "", "| target | limit | measured | |", "| --- | ---: | ---: | --- |"]
@@ -203,6 +217,14 @@ def targets(results: dict) -> list[tuple[str, float, object]]:
     def failed(row: object) -> object:
         return row.get("failed") if isinstance(row, dict) else None
 
+    builds = {r["servers"]: r for r in (results.get("build_times") or {}).get("rows", [])}
+
+    def build_ratio(servers: int) -> object:
+        if servers in builds and 2 in builds:
+            return round(builds[servers]["build_s"] / builds[2]["build_s"], 2)
+        return None
+
+    noop_shares = [r["noop_rerun_s"] / r["build_s"] for r in builds.values()]
     scale = results.get("scaling") or {}
     scale_failed = [failed(v) for k, v in scale.items() if k != "error"]
     deploy_result = results.get("deploy") or {}
@@ -218,6 +240,14 @@ def targets(results: dict) -> list[tuple[str, float, object]]:
          sum(scale_failed) if scale_failed and None not in scale_failed else None),
         ("failed requests during a rolling deploy", TARGETS["failed_deploy"],
          failed(deploy_result) if deploy_result.get("available") else None),
+        ("build of 2 app servers, release built (s)", TARGETS["build_2_s"],
+         builds.get(2, {}).get("build_s")),
+        ("build of 8 / build of 2", TARGETS["build_ratio_8_to_2"], build_ratio(8)),
+        ("build of 50 / build of 2", TARGETS["build_ratio_50_to_2"], build_ratio(50)),
+        ("no-op re-run / build, largest share", TARGETS["noop_share_of_build"],
+         round(max(noop_shares), 2) if noop_shares else None),
+        ("destroy, slowest (s)", TARGETS["destroy_s"],
+         max((r["destroy_s"] for r in builds.values()), default=None)),
     ]  # fmt: skip
 
 

@@ -10,13 +10,13 @@ Makes one throwaway local cloud (its own bridge and salt-master), and on it:
    -> 2, and during a rolling deploy (``gdl.deploy``, when it is available);
 4. VIP failover for four faults of the VRRP master under both VRRP profiles
    (bench/failover.py);
-5. build, no-op re-run and destroy times for 1, 2, 4 and 8 app servers
-   (bench/build_times.py), and the salt-master's memory (PSS) with 8.
+5. build, no-op re-run and destroy times for 1, 2, 4, 8 and 50 app servers
+   (bench/build_times.py), the salt-master's memory (PSS) and the machine's with 50.
 
 Writes ``bench/results.json``, the table ``bench/results.md`` and the plot
 ``bench/failover.png``.  Everything it makes is removed at the end, also on
 failure or Ctrl-C: hosts, master, bridge (gdl_harness/local_cloud.py); wrk
-runs under a timeout.  Needs root; about 15 minutes on 2 cores.
+runs under a timeout.  Needs root; about 20 minutes on 2 cores.
 
     .venv/bin/python bench/run.py
 """
@@ -53,7 +53,7 @@ BUILD_PLOT = BENCH_DIR / "build_times.svg"
 APP = "blog"
 ENV = "fo"
 SERVERS = 2
-BUILD_COUNTS = (1, 2, 4, 8)
+BUILD_COUNTS = (1, 2, 4, 8, 50)
 WRK_SECONDS = 5
 WRK_CONNECTIONS = 16
 SETTLE = 1.0  # seconds the client runs before and after an action
@@ -220,6 +220,15 @@ def master_pids(cloud: LocalCloud) -> list[int]:
     return pids
 
 
+def machine_used_mib() -> float:
+    """The machine's memory in use: MemTotal less MemAvailable, in MiB."""
+    info = dict(
+        (line.split(":")[0], int(line.split()[1]))
+        for line in open("/proc/meminfo")  # noqa: SIM115
+    )
+    return round((info["MemTotal"] - info["MemAvailable"]) / 1024, 1)
+
+
 def master_pss_mib(cloud: LocalCloud) -> tuple[float, int]:
     """(summed PSS in MiB, number of processes) of the salt-master."""
     total_kib = 0
@@ -239,6 +248,7 @@ class PssPeak:
     def __init__(self, cloud: LocalCloud) -> None:
         self.cloud = cloud
         self.peak = 0.0
+        self.machine_peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -247,6 +257,7 @@ class PssPeak:
             # A process may exit between listing and reading: skip that sample.
             with contextlib.suppress(Exception):
                 self.peak = max(self.peak, master_pss_mib(self.cloud)[0])
+                self.machine_peak = max(self.machine_peak, machine_used_mib())
 
     def __enter__(self) -> PssPeak:
         self._thread.start()
@@ -271,13 +282,18 @@ def build_times_and_memory(cloud: LocalCloud) -> dict[str, object]:
                         "app_servers": max(BUILD_COUNTS),
                         "settled_pss_mib": pss,
                         "processes": processes,
+                        "machine_used_mib": machine_used_mib(),
                     }
                 )
                 return {}
 
+            memory["machine_used_before_mib"] = machine_used_mib()
+            pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            memory["machine_total_mib"] = round(pages / 2**20)
             with PssPeak(cloud) as peak:
                 row = build_times.measure(cloud.master, servers, settled_pss)
             memory["peak_pss_mib_during_build_rerun_destroy"] = peak.peak
+            memory["machine_peak_used_mib"] = peak.machine_peak
         else:
             row = build_times.measure(cloud.master, servers)
         rows.append(row)
