@@ -147,8 +147,9 @@ def test_app_role_renders_for_a_host_without_systemd(local_salt):
     _, user = state_args(states, "gdl-app-user")
     assert user["uid"] == 2400 and user["name"] != "root"
     # gdl.app includes gdl.common: a role applied alone gives a whole server.
-    _, hosts = state_args(states, "gdl-common-host-lb-1-blog-dev")
-    assert (hosts["name"], hosts["ip"]) == ("lb-1-blog-dev", "10.20.0.3")
+    _, hosts = state_args(states, "gdl-common-hosts")
+    assert hosts["name"] == "/etc/hosts" and "10.20.0.3\tlb-1-blog-dev\n" in hosts["content"]
+    assert not [state for state in states if state.startswith("gdl-common-host-")]
 
     script = render_file(unit)
     assert "--startas" in script and "--pidfile" in script

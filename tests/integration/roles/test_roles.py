@@ -535,3 +535,25 @@ def test_vrrp_adverts_from_a_third_host_never_take_the_vip(environment: Environm
     finally:
         _with_vrrp_profile(environment, "default")
     assert wait_for(lambda: set(poll(environment.url, 4)) == set(APP_SERVERS))
+
+
+def test_servers_find_each_other_by_name_through_one_block_that_clean_removes(
+    environment: Environment,
+) -> None:
+    server = APP_SERVERS[0]
+    marker = f"# gdl {APP}-{ENV}: its servers, written by Salt"
+
+    def hosts_file() -> str:
+        return environment.run_on(server, "cat", "/etc/hosts")
+
+    assert hosts_file().count(marker) == 1
+    for name in APP_SERVERS + LBS:
+        assert name in environment.run_on(server, "getent", "hosts", name).split()
+    try:
+        cleaned = environment.salt(server, "state.apply", "gdl.common.clean")
+        assert failed_states(cleaned) == []
+        assert marker not in hosts_file()
+    finally:
+        again = environment.salt(server, "state.apply", "gdl.common")
+    assert failed_states(again) == []
+    assert hosts_file().count(marker) == 1
