@@ -133,6 +133,9 @@ def minion_config(settings: HostSettings, request: ServerRequest) -> str:
             "recon_default: 200",
             "recon_max: 2000",
             "recon_randomize: false",
+            # What each job did, in the host's /var/log/salt/minion: where a failed
+            # or stopped run's line sends the operator (warnings only, by default).
+            "log_level_logfile: info",
             # fqdn grains do reverse lookups; there is no resolver here.
             "enable_fqdns_grains: false",
             # See STRICT_LOADER in gdl/userdata.py: a second of CPU less per state run.
