@@ -100,9 +100,7 @@ def make(
     except GdlError:
         # The provider cleaned up the servers it could not make: their keys go too.
         present = _existing(provider, wanted)
-        for server in wanted:
-            if server.name not in present:
-                minion_keys.forget(server.name)
+        minion_keys.forget(*(server.name for server in wanted if server.name not in present))
         raise
     if wait is not None:
         wait_explained(provider, wait, [w.name for w in wanted], provider.minion_timeout)
@@ -179,6 +177,5 @@ def remove(
     if not names:
         return []
     deleted = provider.delete_servers(names, progress=progress)
-    for name in names:
-        minion_keys.forget(name)
+    minion_keys.forget(*names)
     return deleted

@@ -87,8 +87,7 @@ def _teardown(ctx: Context, app: str, env: str, provider: str | None) -> list[st
     with step(ctx.progress, f"network parts, keys, pillar and record of {naming.env_id(app, env)}"):
         chosen.teardown_env(app, env)
         minion_keys = master_keys(ctx)
-        for minion_id in minion_keys.env_minions(app, env) | minion_keys.env_cached(app, env):
-            minion_keys.forget(minion_id)
+        minion_keys.forget(*minion_keys.env_minions(app, env), *minion_keys.env_cached(app, env))
         pillar.remove(ctx.settings.pillar_dir, app, env)
         certs.remove_env_cert(ctx.settings.state_dir, app, env)
         envstore.remove(ctx.settings.state_dir, app, env)

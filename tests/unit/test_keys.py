@@ -115,3 +115,14 @@ def test_forget_drops_only_that_minions_cached_data(
     assert master_keys.forget("app-0-blog-dev") is True
     assert master_keys.cached_minions() == {"app-0-blog-dev2"}
     assert sorted(cache.list("pillar")) == ["app-0-blog-dev2"]
+
+
+def test_many_minions_are_forgotten_at_once(
+    master_keys: keys.MasterKeys, pair: keys.KeyPair
+) -> None:
+    names = [f"app-{i}-blog-dev" for i in range(5)]
+    for name in [*names, "app-0-blog-prod"]:
+        master_keys.accept(name, pair.public_pem)
+    assert master_keys.forget(*names[:3], "app-9-blog-dev") is True
+    assert master_keys.minions() == {*names[3:], "app-0-blog-prod"}
+    assert master_keys.forget() is False
