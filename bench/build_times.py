@@ -103,9 +103,10 @@ def measure(
 
 def plot(rows: list[dict], measured: str, previous: dict | None, path: Path) -> Path:
     """Build time against app servers, this run's beside the one it replaces (dashed)."""
-    series = build_time_series(rows, measured[:10])
+    series = build_time_series(rows, measured[5:16].replace("T", " "))
     if previous and previous.get("rows"):
-        series += build_time_series(previous["rows"], str(previous.get("measured"))[:10], True)
+        when = str(previous.get("measured"))[5:16].replace("T", " ")
+        series += build_time_series(previous["rows"], when, True)
     return write_line_chart(path, "gdl.build, local provider", "app servers", "seconds", series)
 
 

@@ -257,10 +257,11 @@ def plot_build_times(results: dict, path: Path) -> Path | None:
     if "rows" not in now:
         return None
     when = now.get("measured") or results.get("measured")
-    series = svgplot.build_time_series(now["rows"], str(when)[:10])
+    series = svgplot.build_time_series(now["rows"], str(when)[5:16].replace("T", " "))
     before = results.get("build_times_before") or {}
     if before.get("rows"):
-        series += svgplot.build_time_series(before["rows"], str(before["measured"])[:10], True)
+        then = str(before["measured"])[5:16].replace("T", " ")
+        series += svgplot.build_time_series(before["rows"], then, True)
     return svgplot.write_line_chart(
         path, "gdl.build, local provider", "app servers", "seconds", series
     )
