@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,7 @@ class SaltDaemon:
         self.root = Path(root).resolve()
         self.process: subprocess.Popen[bytes] | None = None
         self._short_sock_dir: str | None = None
+        self._sock_dir_cleanup: weakref.finalize | None = None
 
     # Paths inside the root ------------------------------------------------------
     @property
@@ -139,6 +141,12 @@ class SaltDaemon:
             return preferred
         if self._short_sock_dir is None:
             self._short_sock_dir = tempfile.mkdtemp(prefix=f"gdl-{self.role}-")
+            # Asking for the configuration makes the directory too: it goes with this
+            # object unless a daemon is started on it (then stop() removes it, and a
+            # daemon left running on purpose keeps it).
+            self._sock_dir_cleanup = weakref.finalize(
+                self, shutil.rmtree, self._short_sock_dir, ignore_errors=True
+            )
         return Path(self._short_sock_dir)
 
     def common_config(self) -> dict[str, Any]:
@@ -169,6 +177,8 @@ class SaltDaemon:
             raise DaemonError(f"salt-{self.role} in {self.root} is already running")
         for directory in (self.log_file.parent, self.pid_file.parent, self.sock_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        if self._sock_dir_cleanup is not None:
+            self._sock_dir_cleanup.detach()
         with open(self.output_file, "ab") as output:
             self.process = subprocess.Popen(
                 [salt_script(self.script), "-c", str(self.config_dir)],
@@ -194,6 +204,7 @@ class SaltDaemon:
             timeout = self.stop_grace
         process = self.process
         if process is None:
+            self._remove_short_sock_dir()
             return
         pgid = process.pid  # its own session and process group (start_new_session)
         marker = f"-c {self.config_dir}"
@@ -219,9 +230,15 @@ class SaltDaemon:
                 raise DaemonError(f"could not stop salt-{self.role} processes {sorted(leftovers)}")
         _running.pop(process.pid, None)
         self.pid_file.unlink(missing_ok=True)
+        self._remove_short_sock_dir()
+
+    def _remove_short_sock_dir(self) -> None:
         if self._short_sock_dir:
             shutil.rmtree(self._short_sock_dir, ignore_errors=True)
             self._short_sock_dir = None
+        if self._sock_dir_cleanup is not None:
+            self._sock_dir_cleanup.detach()
+            self._sock_dir_cleanup = None
 
     def __enter__(self):
         self.start()
