@@ -19,9 +19,9 @@ from typing import Any, Protocol
 from gdl.errors import MinionsSilent
 from gdl.progress import Heartbeat, named
 from gdl.providers.base import Progress, no_progress
+from gdl.relay import JOB_RET
 
 START_TAG = re.compile(r"^salt/minion/(?P<id>[^/]+)/start$")
-RETURN_TAG = re.compile(r"^salt/job/(?P<jid>[^/]+)/ret/(?P<id>[^/]+)$")
 # Seconds before a minion that has not answered is asked again, doubling up to
 # the second figure while it stays silent. A minion that announces its start
 # is asked at once and its pause starts again from the first.
@@ -103,7 +103,7 @@ def wait_for_minions(
         if started:
             schedule.started(started["id"], time.monotonic())
             continue
-        answered = RETURN_TAG.match(tag)
+        answered = JOB_RET.match(tag)
         if (
             answered
             and answered["jid"] in jids

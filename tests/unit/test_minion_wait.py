@@ -8,6 +8,7 @@ import pytest
 
 from gdl import minion_wait, progress
 from gdl.errors import MinionsSilent
+from gdl.relay import JOB_RET
 
 
 class Cloud:
@@ -48,7 +49,7 @@ class Cloud:
         if self.events and self.events[0][0] <= self.now + wait:
             at, event = self.events.pop(0)
             self.now = max(self.now, at)
-            answered = minion_wait.RETURN_TAG.match(event["tag"])
+            answered = JOB_RET.match(event["tag"])
             if answered:
                 self.answered.add(answered["id"])
             return event
