@@ -205,7 +205,29 @@ def run_pip(
 
     With ``check`` False a pip that ran and failed is returned, for the caller to read.
     """
-    command = [python, "-m", "pip", *arguments]
+    return run_as_builder(
+        space,
+        [python, "-m", "pip", *arguments],
+        what=what,
+        hint=hint,
+        run=run,
+        timeout=timeout,
+        check=check,
+    )
+
+
+def run_as_builder(
+    space: Workspace,
+    command: list[str],
+    *,
+    what: str,
+    hint: str,
+    run: Runner = run_bounded,
+    timeout: float = WHEEL_TIMEOUT,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """``command`` (a Python's) as the build user; a failure is one line naming ``what``."""
+    python = command[0]
     try:
         done = run(command, timeout=timeout, user=space.user, cwd=str(space.home), env=space.env)
     except OSError as error:
@@ -332,16 +354,11 @@ def compile_site_packages(
     compiles nothing, one of another version compiles its own beside it.
     Compiling runs none of the requirements' code.
     """
-    command = [python, "-c", COMPILE_AT_TIME_ZERO, str(space.wheels)]
-    try:
-        done = run(command, timeout=timeout, user=space.user, cwd=str(space.home), env=space.env)
-    except subprocess.TimeoutExpired:
-        raise GdlError(
-            f"compiling the requirements took longer than {timeout:.0f} s",
-            "run the build again on a less busy master",
-        ) from None
-    if done.returncode != 0:
-        raise GdlError(
-            f"compiling the requirements failed ({last_line(done)})",
-            "check that every requirement's sources are Python this interpreter reads",
-        )
+    run_as_builder(
+        space,
+        [python, "-c", COMPILE_AT_TIME_ZERO, str(space.wheels)],
+        what="compiling the requirements",
+        hint="check that every requirement's sources are Python this interpreter reads",
+        run=run,
+        timeout=timeout,
+    )
