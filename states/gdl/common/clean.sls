@@ -1,12 +1,11 @@
-{%- from tpldir ~ '/map.jinja' import gdl, role with context %}
+{%- from tpldir ~ '/map.jinja' import gdl, role, hosts_begin, hosts_end with context %}
 # Undo gdl.common: the environment's block of /etc/hosts (and the one line per
 # server an older gdl wrote). Packages stay: other software may need them.
-{%- set env_id = gdl['app'] ~ '-' ~ gdl['env'] %}
 
 gdl-common-hosts-absent:
   file.replace:
     - name: /etc/hosts
-    - pattern: {{ ('(?ms)^# gdl ' ~ env_id ~ ': its servers, written by Salt$.*?^# gdl ' ~ env_id ~ ': end\n') | json }}
+    - pattern: {{ ('(?ms)^' ~ (hosts_begin | regex_escape) ~ '$.*?^' ~ (hosts_end | regex_escape) ~ '\n') | json }}
     - repl: ''
     - backup: false
     - ignore_if_missing: true

@@ -1,4 +1,4 @@
-{%- from tpldir ~ '/map.jinja' import gdl, role with context %}
+{%- from tpldir ~ '/map.jinja' import gdl, role, hosts_begin, hosts_end with context %}
 
 gdl-common-base-dir:
   file.directory:
@@ -12,7 +12,6 @@ gdl-common-base-dir:
     however many servers there are (one host.present each made a build of N
     servers run N times N states), and a server made again at another address
     leaves no line behind. #}
-{%- set env_id = gdl['app'] ~ '-' ~ gdl['env'] %}
 {%- set lines = [] %}
 {%- for server in gdl['servers'] + gdl['lbs'] %}
 {%-   do lines.append(server['address'] ~ '\t' ~ server['name']) %}
@@ -21,8 +20,8 @@ gdl-common-base-dir:
 gdl-common-hosts:
   file.blockreplace:
     - name: /etc/hosts
-    - marker_start: '# gdl {{ env_id }}: its servers, written by Salt'
-    - marker_end: '# gdl {{ env_id }}: end'
+    - marker_start: {{ hosts_begin | json }}
+    - marker_end: {{ hosts_end | json }}
     - content: {{ (lines | join('\n') ~ '\n') | json }}
     - append_if_not_found: true
     - backup: false
