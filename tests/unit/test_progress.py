@@ -160,29 +160,32 @@ def test_salts_stray_lines_are_dropped_and_the_rest_passes(monkeypatch):
     assert target.getvalue() == "blog-dev: pillar ...\nthe end"
 
 
-def test_salts_leak_warnings_are_dropped_even_by_the_last_resort_handler(capsys):
+def warned_with_salt_quieted(capsys, logger_name: str, *warnings: str) -> str:
+    """What reaches stderr of ``warnings`` logged with no handler but Python's last resort."""
     terminal.quiet_salt_noise()
-    logger = logging.getLogger("salt.utils.event")
+    logger = logging.getLogger(logger_name)
     handlers, logging.root.handlers = logging.root.handlers, []
     try:
-        logger.warning("unclosed MasterEvent <x>; call destroy()")
-        logger.warning("a real warning")
+        for warning in warnings:
+            logger.warning(warning)
     finally:
         logging.root.handlers = handlers
-    err = capsys.readouterr().err
+    return capsys.readouterr().err
+
+
+def test_salts_leak_warnings_are_dropped_even_by_the_last_resort_handler(capsys):
+    err = warned_with_salt_quieted(
+        capsys, "salt.utils.event", "unclosed MasterEvent <x>; call destroy()", "a real warning"
+    )
     assert "unclosed" not in err
     assert "a real warning" in err
 
 
 def test_the_orchestrations_not_highstate_warning_is_dropped(capsys):
-    terminal.quiet_salt_noise()
-    logger = logging.getLogger("salt.loaded.int.states.saltmod")
-    handlers, logging.root.handlers = logging.root.handlers, []
-    try:
-        logger.warning("Output from salt state not highstate")
-    finally:
-        logging.root.handlers = handlers
-    assert "highstate" not in capsys.readouterr().err
+    err = warned_with_salt_quieted(
+        capsys, "salt.loaded.int.states.saltmod", "Output from salt state not highstate"
+    )
+    assert "highstate" not in err
 
 
 class LateBus:
