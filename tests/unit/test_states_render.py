@@ -154,6 +154,8 @@ def test_app_role_renders_for_a_host_without_systemd(local_salt):
     script = render_file(unit)
     assert "--startas" in script and "--pidfile" in script
     assert "blog:app" in script and "GDL_APP_VERSION=1.0.0" in script
+    # The app is imported once, before gunicorn forks its workers.
+    assert "--preload blog:app" in script
     check = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
     assert check.returncode == 0, check.stderr
 
@@ -171,7 +173,7 @@ def test_app_role_renders_for_systemd_and_for_another_app(tmp_path):
         app="hello_world",
         version="0.9.0",
         releases={"0.9.0": release_entry("hello_world", "0.9.0")},
-        roles={"app": {"init": "systemd"}},
+        roles={"app": {"init": "systemd", "gunicorn": {"preload": False}}},
     )
     salt = LocalSalt(tmp_path, pillar, SECRET)
     states = salt.show_sls("app-0-hello_world-dev", "gdl.app")
@@ -185,6 +187,8 @@ def test_app_role_renders_for_systemd_and_for_another_app(tmp_path):
     assert current["target"] == "/srv/gdl/hello_world/releases/0.9.0"
     text = render_file(unit)
     assert "User=gdl" in text and "hello_world:app" in text
+    # An app that must be imported in each worker turns preloading off.
+    assert "--preload" not in text
     # hello_world has no static directory: nginx proxies everything.
     assert "location /static/" not in render_file(state_args(states, "gdl-app-nginx-site")[1])
 
