@@ -38,6 +38,7 @@ from gdl import certs, naming
 from gdl.providers.openstack import MARK_SERVER, group_name, vip_port_name
 from gdl_harness.salt_daemons import SaltMaster
 from gdl_harness.salt_process import salt_script
+from tests.openstack.masters import outside_master
 from tests.support.runs import run, served_by
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
@@ -200,33 +201,18 @@ def build(
 
 @pytest.fixture(scope="module")
 def os_master(tmp_path_factory, rig, admin, openstack_section) -> Iterator[SaltMaster]:
-    """A master outside the cloud, with gdl's OpenStack settings.
-
-    It is bound to the external network's gateway address, which the rig puts on the
-    machine: the environment's servers reach it through their router's SNAT.
-    """
-    gateway = admin.network.find_subnet("public-subnet").gateway_ip
-    master = SaltMaster(tmp_path_factory.mktemp("osmaster", numbered=True), gateway)
-    master.gdl_settings = {
-        "provider": "openstack",
-        "openstack": {
-            **openstack_section,
-            "master_address": gateway,
-            "master_port": master.ret_port,
-            "publish_port": master.publish_port,
-            # The rig's images have Salt: a minion answers in seconds when the machine
-            # is quiet, in minutes when the whole test suite runs beside it.
-            "minion_timeout": 600,
-        },
+    """A master outside the cloud, with gdl's OpenStack settings."""
+    settings = {
+        **openstack_section,
+        # The rig's images have Salt: a minion answers in seconds when the machine
+        # is quiet, in minutes when the whole test suite runs beside it.
+        "minion_timeout": 600,
     }
-    master.write_config()
-    master.add_cloud("openstack", {"gdl-openstack": {"driver": "gdl_openstack"}})
-    master.start()
-    try:
-        yield master
-    finally:
-        run(master, "gdl.destroy", f"app={APP}", f"env={ENV}")
-        master.stop()
+    with outside_master(tmp_path_factory, admin, "osmaster", settings) as master:
+        try:
+            yield master
+        finally:
+            run(master, "gdl.destroy", f"app={APP}", f"env={ENV}")
 
 
 @pytest.fixture(scope="module")
@@ -643,29 +629,19 @@ def other_master(tmp_path_factory, admin, os_master, other_project) -> Iterator[
     the shared network by its id and wants no floating IP: the VIP's fixed address is
     the environment's address. No key pair is named: none is given.
     """
-    gateway = admin.network.find_subnet("public-subnet").gateway_ip
-    master = SaltMaster(tmp_path_factory.mktemp("osother", numbered=True), gateway)
-    master.gdl_settings = {
-        "provider": "openstack",
-        "openstack": {
-            **os_master.gdl_settings["openstack"],
-            "cloud": OTHER_CLOUD,
-            "clouds_file": str(other_project["clouds_file"]),
-            "network": other_project["network"].id,
-            "floating_ip": False,
-            "key_name": None,
-            "master_port": master.ret_port,
-            "publish_port": master.publish_port,
-        },
+    settings = {
+        **os_master.gdl_settings["openstack"],
+        "cloud": OTHER_CLOUD,
+        "clouds_file": str(other_project["clouds_file"]),
+        "network": other_project["network"].id,
+        "floating_ip": False,
+        "key_name": None,
     }
-    master.write_config()
-    master.add_cloud("openstack", {"gdl-openstack": {"driver": "gdl_openstack"}})
-    master.start()
-    try:
-        yield master
-    finally:
-        run(master, "gdl.destroy", f"app={APP}", f"env={ENV}")
-        master.stop()
+    with outside_master(tmp_path_factory, admin, "osother", settings) as master:
+        try:
+            yield master
+        finally:
+            run(master, "gdl.destroy", f"app={APP}", f"env={ENV}")
 
 
 def project_parts(conn, project_id: str) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ import salt.version
 from gdl import naming, salt_wheelhouse
 from gdl.providers.openstack import MARK_SERVER
 from gdl_harness.salt_daemons import SaltMaster
+from tests.openstack.masters import outside_master
 from tests.openstack.test_build import (
     build,
     env_servers,
@@ -54,29 +56,19 @@ METADATA = "169.254.169.254/32"
 @pytest.fixture(scope="module")
 def plain_master(tmp_path_factory, rig, admin, openstack_section) -> Iterator[SaltMaster]:
     """A master outside the cloud, for the plain image, its wheelhouse in place."""
-    gateway = admin.network.find_subnet("public-subnet").gateway_ip
-    master = SaltMaster(tmp_path_factory.mktemp("plainmaster", numbered=True), gateway)
-    master.gdl_settings = {
-        "provider": "openstack",
-        "openstack": {
-            **openstack_section,
-            "image": PLAIN_IMAGE,
-            "salt_in_image": False,
-            "master_address": gateway,
-            "master_port": master.ret_port,
-            "publish_port": master.publish_port,
-            "minion_timeout": BROKEN_MINION_TIMEOUT,
-        },
+    settings = {
+        **openstack_section,
+        "image": PLAIN_IMAGE,
+        "salt_in_image": False,
+        "minion_timeout": BROKEN_MINION_TIMEOUT,
     }
-    master.write_config()
-    master.add_cloud("openstack", {"gdl-openstack": {"driver": "gdl_openstack"}})
-    # The master's defaults: Debian 12's Python 3.11 on x86_64, as the rig's instances run.
-    seed_master(master.state_dir, salt_wheelhouse.Target(salt_version=salt.version.__version__))
-    master.start()
-    try:
+
+    def wheelhouse(master: SaltMaster, _profiles: Path) -> None:
+        # The master's defaults: Debian 12's Python 3.11 on x86_64, as the rig's instances run.
+        seed_master(master.state_dir, salt_wheelhouse.Target(salt_version=salt.version.__version__))
+
+    with outside_master(tmp_path_factory, admin, "plainmaster", settings, wheelhouse) as master:
         yield master
-    finally:
-        master.stop()
 
 
 @pytest.fixture

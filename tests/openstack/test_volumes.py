@@ -16,12 +16,14 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from gdl_harness.salt_daemons import SaltMaster
+from tests.openstack.masters import outside_master
 from tests.openstack.test_build import APP, build, env_servers, floating_ip, leftovers
 from tests.support.runs import run, served_by
 
@@ -52,32 +54,24 @@ def volume_master(
 
     Its salt-cloud profiles give the load balancers the flavor with no disk too.
     """
-    gateway = admin.network.find_subnet("public-subnet").gateway_ip
-    master = SaltMaster(tmp_path_factory.mktemp("volmaster", numbered=True), gateway)
-    master.gdl_settings = {
-        "provider": "openstack",
-        "openstack": {
-            **openstack_section,
-            "master_address": gateway,
-            "master_port": master.ret_port,
-            "publish_port": master.publish_port,
-            "minion_timeout": 600,
-            "boot_from_volume": True,
-            "volume_size": VOLUME_GB,
-        },
+    settings = {
+        **openstack_section,
+        "minion_timeout": 600,
+        "boot_from_volume": True,
+        "volume_size": VOLUME_GB,
     }
-    master.write_config()
-    profiles = master.add_cloud("openstack", {"gdl-openstack": {"driver": "gdl_openstack"}})
-    profile_file = profiles / "openstack.conf"
-    profile = yaml.safe_load(profile_file.read_text())
-    for each in profile.values():
-        each["size"] = diskless_flavor
-    profile_file.write_text(yaml.safe_dump(profile))
-    master.start()
-    try:
+
+    def diskless_profiles(_master: SaltMaster, profiles: Path) -> None:
+        profile_file = profiles / "openstack.conf"
+        profile = yaml.safe_load(profile_file.read_text())
+        for each in profile.values():
+            each["size"] = diskless_flavor
+        profile_file.write_text(yaml.safe_dump(profile))
+
+    with outside_master(
+        tmp_path_factory, admin, "volmaster", settings, diskless_profiles
+    ) as master:
         yield master
-    finally:
-        master.stop()
 
 
 def volume_files(rig: dict[str, Any]) -> set[str]:
