@@ -9,18 +9,15 @@ the environment in the project. The rig's fixtures it takes (``rig``, ``demo``,
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gdl.providers.openstack import marks_of
 from gdl_harness.salt_daemons import SaltMaster
-
-SALT_NOISE = ("unclosed Runner", "unclosed MasterMinion")
+from tests.support.runs import footprint, one_line_refusal
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +29,6 @@ def os_master(tmp_path_factory: pytest.TempPathFactory, rig) -> Iterator[SaltMas
         yield daemon
     finally:
         daemon.stop()
-
-
-def footprint(*roots: Path) -> dict[str, str]:
-    """Every file and directory under ``roots``: its path and a digest of its content."""
-    seen: dict[str, str] = {}
-    for root in roots:
-        for path in sorted(root.rglob("*")):
-            seen[str(path)] = (
-                hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
-            )
-    return seen
 
 
 def made_for(conn, env: str) -> list[str]:
@@ -93,19 +79,7 @@ def refused(os_master: SaltMaster, openstack_section: dict, demo) -> Callable[..
             f"size={size}",
             timeout=180,
         )
-        output = result.stdout + result.stderr
-        assert "Traceback" not in output, output
-        assert result.returncode != 0, output
-        lines = [line for line in result.stdout.splitlines() if line.strip()]
-        assert len(lines) == 1, output
-        line = lines[0]
-        assert ": " in line and len(line) < 300 and line.isprintable(), line
-        stray = [
-            text
-            for text in result.stderr.splitlines()
-            if text.strip() and not any(noise in text for noise in SALT_NOISE)
-        ]
-        assert stray == [], output
+        line = one_line_refusal(result)
         # Nothing made: no key, record or lock on the master, nothing in the project.
         assert footprint(*roots) == before
         assert made_for(project or demo, env) == []

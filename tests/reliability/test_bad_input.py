@@ -15,7 +15,6 @@ it must refuse before it does anything.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import subprocess
@@ -37,10 +36,8 @@ from gdl.providers.local import LocalProvider
 from gdl.providers.local import network as local_network
 from gdl_harness.salt_daemons import REPO_ROOT, SaltMaster
 from tests.support.local_salt import SALT_CALL, SAMPLE_PILLAR, LocalSalt
+from tests.support.runs import footprint, one_line_refusal
 
-# Lines Salt 3008 itself writes to stderr at the end of every salt-run,
-# whatever the runner did; they are not gdl's output.
-SALT_NOISE = ("unclosed Runner", "unclosed MasterMinion")
 # What a refusal of gdl.deploy / gdl.rollback says while they are not there.
 NOT_AVAILABLE = "is not available in this version"
 
@@ -201,18 +198,6 @@ CASES: list[tuple[str, list[str], str]] = [
 ]
 
 
-def footprint(*roots: Path) -> dict[str, str]:
-    """Every file and directory under ``roots``: its path and a digest of its content."""
-    seen: dict[str, str] = {}
-    for root in roots:
-        for path in sorted(root.rglob("*")):
-            if path.is_file():
-                seen[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-            else:
-                seen[str(path)] = "dir"
-    return seen
-
-
 def bridge_exists(name: str) -> bool:
     return subprocess.run(["ip", "link", "show", "dev", name], capture_output=True).returncode == 0
 
@@ -240,28 +225,6 @@ def master(tmp_path_factory: pytest.TempPathFactory, bridge: str) -> Iterator[Sa
         daemon.stop()
 
 
-def check_one_line_refusal(result: subprocess.CompletedProcess[str], fragment: str) -> str:
-    """The refusal's line, after checking it is the whole of what the operator sees."""
-    output = result.stdout + result.stderr
-    assert "Traceback" not in output, output
-    assert result.returncode != 0, output
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
-    assert len(lines) == 1, output
-    line = lines[0]
-    assert fragment in line, output
-    # problem: fix, in few enough characters to read, with nothing a terminal would act on.
-    assert ": " in line, line
-    assert len(line) < 300, line
-    assert all(ch.isprintable() for ch in line), repr(line)
-    stray = [
-        line
-        for line in result.stderr.splitlines()
-        if line.strip() and not any(noise in line for noise in SALT_NOISE)
-    ]
-    assert stray == [], output
-    return line
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize(("args", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_runner_refuses_bad_input(
@@ -272,7 +235,7 @@ def test_runner_refuses_bad_input(
     result = master.run(*args, timeout=120)
     if args[0] in ("gdl.deploy", "gdl.rollback") and NOT_AVAILABLE in result.stdout:
         pytest.skip(f"{args[0]} is not implemented in this tree")
-    check_one_line_refusal(result, fragment)
+    one_line_refusal(result, fragment)
     # No host, key, pillar file, record or lock: the state and key directories are unchanged.
     assert footprint(*roots) == before
     assert not bridge_exists(bridge)
@@ -360,7 +323,7 @@ def test_runner_refuses_bad_tls_files(
         f"tls_key={tls_files[key]}",
         timeout=120,
     )
-    check_one_line_refusal(result, fragment)
+    one_line_refusal(result, fragment)
     assert footprint(*roots) == before
     assert not (master.state_dir / "tls").exists()
     assert not bridge_exists(bridge)

@@ -6,6 +6,7 @@ Shared by the integration, fault and OpenStack tests.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import ssl
 import subprocess
@@ -16,6 +17,10 @@ from pathlib import Path
 
 from gdl_harness.salt_daemons import SaltMaster
 from gdl_harness.salt_process import salt_script
+
+# Lines Salt 3008 itself writes to stderr at the end of a salt-run, whatever the
+# runner did: they are not gdl's output.
+SALT_NOISE = ("unclosed Runner", "unclosed MasterMinion")
 
 
 def documents(text: str) -> list[object]:
@@ -50,6 +55,42 @@ def refusal(output: str) -> str:
     """The runner's error: salt-run --out=json prints it as a JSON string, last."""
     found = [d for d in documents(output) if isinstance(d, str)]
     return found[-1] if found else ""
+
+
+def one_line_refusal(result: subprocess.CompletedProcess[str], fragment: str = "") -> str:
+    """A refused command's line, after checking it is the whole of what the operator sees.
+
+    problem: fix, in few enough characters to read, with nothing a terminal would act on;
+    a non-zero exit, no traceback, nothing else on stdout or stderr.
+    """
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert result.returncode != 0, output
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    line = lines[0]
+    assert fragment in line, output
+    assert ": " in line, line
+    assert len(line) < 300, line
+    assert line.isprintable(), repr(line)
+    stray = [
+        text
+        for text in result.stderr.splitlines()
+        if text.strip() and not any(noise in text for noise in SALT_NOISE)
+    ]
+    assert stray == [], output
+    return line
+
+
+def footprint(*roots: Path) -> dict[str, str]:
+    """Every file and directory under ``roots``: its path and a digest of its content."""
+    seen: dict[str, str] = {}
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            seen[str(path)] = (
+                hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+            )
+    return seen
 
 
 class Background:
