@@ -39,7 +39,7 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "tests": ["pytest", "pytest-xdist", "flask", "gunicorn", "markdown"],
+        "tests": ["pytest", "pytest-xdist>=3.7", "flask", "gunicorn", "markdown"],
         "lint": ["ruff", "bandit"],
         # bench/run.py's failover plot.
         "bench": ["matplotlib"],

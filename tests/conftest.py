@@ -25,6 +25,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from gdl_harness import salt_process  # noqa: E402
 from gdl_harness.salt_daemons import SaltMaster, SaltMinion  # noqa: E402
+from tests import module_seconds  # noqa: E402
 
 MINION_ID = "app-1-harness-test"
 
@@ -32,6 +33,18 @@ MINION_ID = "app-1-harness-test"
 def _short_root(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     # Short roots keep Salt's unix sockets well inside the 108-byte path limit.
     return tmp_path_factory.mktemp(name, numbered=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slowest modules first (tests/module_seconds.py says why), a module not yet
+    measured before them all; each module's tests keep their order."""
+    seconds = module_seconds.load()
+
+    def slowest_first(item: pytest.Item) -> float:
+        module = item.path.relative_to(REPO_ROOT).as_posix()
+        return -seconds.get(module, float("inf"))
+
+    items.sort(key=slowest_first)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -109,18 +109,21 @@ else
     # The whole suite: test files run on several workers, since most of an integration
     # test is waiting for daemons. The few files marked `long` (many minutes each) run
     # in a session of their own from the start, beside the rest, so that they do not
-    # end up running alone at the end.
+    # end up running alone at the end. Within each session the slowest files are handed
+    # out first (tests/module_seconds.py, refreshed from the two JUnit reports).
     long_log=$REPO/.pytest-long.log
     long_tmp=$(mktemp -d)
     say "pytest -m long (in the background; its report follows the other one)"
-    "$VENV/bin/python" -m pytest -m long -n 2 --dist loadfile --durations=10 \
+    "$VENV/bin/python" -m pytest -m long -n 2 --dist loadfile --no-loadscope-reorder \
+        --durations=10 --junitxml="$REPO/.pytest-long.xml" \
         -p no:cacheprovider --basetemp "$long_tmp/t" tests >"$long_log" 2>&1 &
     long_pid=$!
     # The rest runs a little nicer, so that the long files (the OpenStack build among
     # them, with the rig) keep their share of a small machine and still end first.
     say "pytest -m 'not long' (nice 5)"
     nice -n 5 "$VENV/bin/python" -m pytest -m "not long" -n "${GDL_TEST_WORKERS:-3}" \
-        --dist loadfile --durations=20 tests || status=$?
+        --dist loadfile --no-loadscope-reorder --durations=20 \
+        --junitxml="$REPO/.pytest-short.xml" tests || status=$?
     long_status=0
     wait "$long_pid" || long_status=$?
     say "pytest -m long exited $long_status:"
