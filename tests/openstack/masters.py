@@ -35,8 +35,9 @@ def outside_master(
     master.gdl_settings = {
         "provider": "openstack",
         "openstack": {
-            "master_address": gateway,
             **openstack_settings,
+            # This master's own address and ports, whatever the settings it starts from say.
+            "master_address": gateway,
             "master_port": master.ret_port,
             "publish_port": master.publish_port,
         },
