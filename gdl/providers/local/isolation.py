@@ -17,7 +17,12 @@ ports of each local cloud:
 
 The rules are rebuilt from the cloud's records (in one ``ebtables-restore``
 transaction, under the cloud's allocation lock) whenever hosts are made or
-deleted, and removed with the cloud's last host.  Chains are named
+deleted, and removed with the cloud's last host.  The nf_tables ebtables
+races with other writers of the machine's rule set: a command fails ("RULE_DELETE
+failed (No such file or directory)") when another process commits between its
+read of the rule set and its own commit.  So every local cloud's changes to the
+filtering go one at a time, under a machine-wide lock, and a failed command is
+tried again.  Chains are named
 ``gdl-<cloud tag>`` (forwarding), ``gdl-<tag>-src`` (sources) and
 ``gdl-<tag>-<env hash>`` (one environment's ports).
 """
@@ -25,18 +30,27 @@ deleted, and removed with the cloud's last host.  Chains are named
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from gdl import naming
-from gdl.errors import ProviderError
+from gdl.errors import LockHeld, ProviderError
+from gdl.lock import lock_within
 from gdl.providers.local import host, network
 from gdl.providers.local.records import Records
 
 EBTABLES = "ebtables"
 # The built-in chains that jump into the cloud's chains.
 HOOKS = {"FORWARD": "", "INPUT": "-src"}
+# Shared by every local cloud on the machine (each cloud's own lock is in its state dir).
+MACHINE_LOCK = Path("/run/lock/gdl-bridge-filtering.lock")
+MACHINE_LOCK_TIMEOUT = 60.0
+# Tries of one ebtables command; the race above is over in milliseconds.
+ATTEMPTS = 4
 
 
 def forward_chain(tag: str) -> str:
@@ -51,15 +65,42 @@ def env_chain(tag: str, app: str, env: str) -> str:
     return f"gdl-{tag}-{naming.short_hash(app, env, length=8)}"
 
 
+@contextlib.contextmanager
+def machine_locked() -> Iterator[None]:
+    """Hold the machine-wide lock on the local clouds' bridge filtering."""
+    MACHINE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        lock_within(
+            fd,
+            MACHINE_LOCK_TIMEOUT,
+            lambda: LockHeld(
+                f"another process has held the bridge filtering lock {MACHINE_LOCK} "
+                f"for more than {MACHINE_LOCK_TIMEOUT:.0f} s",
+                f"stop the stuck gdl or salt-cloud process that holds it (fuser -v "
+                f"{MACHINE_LOCK} names it), then run this again",
+            ),
+        )
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
 def _ebtables(*args: str, stdin: str | None = None, check: bool = True) -> str:
-    result = subprocess.run(
-        [EBTABLES if not stdin else f"{EBTABLES}-restore", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
+    # Each command is one nf_tables transaction: a failed one changed nothing,
+    # so trying it again is safe.
+    for attempt in range(ATTEMPTS):
+        result = subprocess.run(
+            [EBTABLES if not stdin else f"{EBTABLES}-restore", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        if result.returncode == 0:
+            break
+        time.sleep(0.05 * (attempt + 1))
     if check and result.returncode != 0:
         raise ProviderError(
             f"'{EBTABLES} {' '.join(args)}' failed: {result.stderr.strip()}",
@@ -116,7 +157,7 @@ def _jumps(hook: str, chain: str) -> int:
 def sync(records: Records) -> None:
     """Make the cloud's filtering match its records (none left when no host is)."""
     tag = records.tag
-    with network.locked(records.state_dir):
+    with network.locked(records.state_dir), machine_locked():
         hosts = [r for r in records.hosts().values() if r.get("address")]
         vips = {(r["app"], r["env"]): r.get("vip", "") for r in records.envs().values()}
         before = chains(tag)
