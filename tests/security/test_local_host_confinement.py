@@ -314,7 +314,18 @@ def test_only_ipv4_and_arp_of_its_own_address_leave_a_host(cloud: LocalProvider)
             ["88b5", "gdl-raw-mark"],  # a protocol of its own
         ],
     )
-    arp_sources = {socket.inet_ntoa(frame[28:32]) for frame in seen if frame[12:14] == b"\x08\x06"}
+    # Only NEIGHBOUR's frames count: HOST may well send ARP of its own meanwhile.
+    argv = cloud.run(NEIGHBOUR, ["cat", "/sys/class/net/eth0/address"])
+    mac = bytes.fromhex(
+        subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        .stdout.strip()
+        .replace(":", "")
+    )
+    arp_sources = {
+        socket.inet_ntoa(frame[28:32])
+        for frame in seen
+        if frame[12:14] == b"\x08\x06" and frame[6:12] == mac
+    }
     assert own in arp_sources
     assert other not in arp_sources
     assert not [f for f in seen if b"gdl-ipv6-mark" in f or b"gdl-raw-mark" in f]
