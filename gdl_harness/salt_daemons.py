@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -32,7 +31,14 @@ import yaml
 
 from gdl import keys
 from gdl.config import Settings
-from gdl_harness.salt_process import DaemonError, SaltDaemon, free_port, port_open, salt_script
+from gdl_harness.salt_process import (
+    DaemonError,
+    SaltDaemon,
+    free_port,
+    port_open,
+    run_client,
+    salt_script,
+)
 
 # The source tree gdl runs from (states/, pillar/, apps/, cloud configs): the masters serve it.
 REPO_ROOT = Settings().source_dir
@@ -167,14 +173,7 @@ class SaltMaster(SaltDaemon):
     ) -> subprocess.CompletedProcess[str]:
         """Run a Salt client command (``salt-run`` ...) with this master's config."""
         cmd = [salt_script(script), "-c", str(self.config_dir), *map(str, args)]
-        result = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **(env or {})},
-            cwd=str(self.root),
-        )
+        result = run_client(cmd, timeout, env=env, cwd=str(self.root))
         if check and result.returncode != 0:
             raise DaemonError(
                 f"{' '.join(cmd)} exited {result.returncode}\n"

@@ -52,6 +52,47 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+class ClientTimeout(subprocess.TimeoutExpired):
+    """A client command ran past its time; its message ends with where its threads stood."""
+
+    def __str__(self) -> str:
+        tail = "\n".join((self.output or "").splitlines()[-20:])
+        return (
+            f"{super().__str__()}\nits last output:\n{tail}\n"
+            f"its threads when it was stopped:\n{self.stderr or ''}"
+        )
+
+
+def run_client(
+    cmd: list[str], timeout: float, env: dict[str, str] | None = None, cwd: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a Python client command (salt-run, gdl) to its end, at most ``timeout`` seconds.
+
+    A command still running then is stopped with SIGABRT, on which Python's fault
+    handler prints every thread's stack: the ClientTimeout raised says where it hung.
+    """
+    environment = {**os.environ, **(env or {}), "PYTHONFAULTHANDLER": "1"}
+    with subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+        cwd=cwd,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            try:
+                stdout, stderr = process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, stderr = process.communicate()
+            raise ClientTimeout(cmd, timeout, stdout, stderr) from None
+    return subprocess.CompletedProcess(cmd, process.returncode, stdout, stderr)
+
+
 def salt_script(name: str) -> str:
     """Path of a Salt command (``salt-master``, ``salt-run``, ...) of this interpreter's venv."""
     path = SALT_BIN_DIR / name

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gdl import envstore, naming
+from gdl_harness.salt_process import run_client
 
 pytestmark = pytest.mark.integration
 
@@ -20,12 +21,8 @@ APP = "hello_world"
 
 
 def gdl(master, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(GDL), "-c", str(master.config_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=str(master.root),
+    return run_client(
+        [str(GDL), "-c", str(master.config_dir), *args], timeout, cwd=str(master.root)
     )
 
 
