@@ -13,12 +13,19 @@ event bus in a thread and prints, through the command's own :class:`Reporter`:
 
 All of the command's lines go out from the relay's thread while it runs (the
 others queue for it), so Salt's event objects are used by one thread at a time.
+
+The orchestration forks its steps (``parallel: True``) from the process the
+relay runs in.  A child forked while the relay's thread held a lock (stdout's,
+the bus's) would wait for it for good, and the orchestration for the child.  So
+the thread works only while it holds :data:`FORK_GATE`, which every fork of the
+process takes first: a fork waits for the thread to be idle, never the reverse.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import re
 import threading
@@ -44,6 +51,14 @@ IDLE_POLL = 0.1
 # steps it saw start (fired by their processes before they ended, still in transit).
 DRAIN_LIMIT = 2.0
 ROLE_NAMES = {"gdl.app": "app role", "gdl.lb": "LB role", "gdl.common": "common role"}
+# Held by a relay's thread while it works, and by the forking thread across a fork
+# (re-entrant: a fork from inside the relay's own work must not wait for itself).
+FORK_GATE = threading.RLock()
+os.register_at_fork(
+    before=FORK_GATE.acquire,
+    after_in_parent=FORK_GATE.release,
+    after_in_child=FORK_GATE.release,
+)
 
 
 @dataclass
@@ -223,50 +238,61 @@ class EventRelay:
     def _run(self) -> None:
         assert self._print is not None
         try:
-            import salt.utils.event
+            with FORK_GATE:
+                import salt.utils.event
 
-            # Held by the relay, not the thread: a process forked meanwhile (salt-cloud's
-            # workers) keeps it referenced instead of finalising it as the thread goes.
-            self._bus = salt.utils.event.get_master_event(
-                self.opts, self.opts["sock_dir"], listen=True
-            )
+                # Held by the relay, not the thread: a process forked meanwhile (salt-cloud's
+                # workers) keeps it referenced instead of finalising it as the thread goes.
+                self._bus = salt.utils.event.get_master_event(
+                    self.opts, self.opts["sock_dir"], listen=True
+                )
         except Exception:  # the lines still go out, without the bus's
             log.info("gdl: cannot follow the master's event bus", exc_info=True)
         finally:
             self._ready.set()
-        bus = self._bus
         stop_by: float | None = None
         try:
             while True:
-                self._flush(self._print)
-                event = bus.get_event(no_block=True, full=True) if bus is not None else None
-                if not event and self._stop.is_set():
-                    # The command is done, but the last lines of its nested steps may
-                    # still be on their way to the bus: wait for them, a little.
-                    stop_by = stop_by or time.monotonic() + DRAIN_LIMIT
-                    if not self.follower.nested_steps or time.monotonic() >= stop_by:
-                        break
+                with FORK_GATE:
+                    event, done = self._step(stop_by)
+                if done:
+                    break
                 if not event:
-                    # Idle outside Salt's event code: the orchestration forks its steps
-                    # from this process, and a step forked while this thread held a
-                    # lock in there would wait for it for good (seen once).
+                    if self._stop.is_set():
+                        stop_by = stop_by or time.monotonic() + DRAIN_LIMIT
+                    # Idle outside the gate and Salt's event code: a fork goes now.
                     time.sleep(IDLE_POLL)
-                now = time.monotonic()
-                if event:
-                    data = event.get("data")
-                    for line in self.follower.lines(
-                        str(event.get("tag", "")), data if isinstance(data, dict) else {}, now
-                    ):
-                        self.reporter.emit(line, {})
-                self._enforce(now)
-                self._flush(self._print)
-                self._heartbeat(now)
         except Exception:
             log.info("gdl: progress relay stopped", exc_info=True)
         finally:
-            if bus is not None:
-                with contextlib.suppress(Exception):
-                    bus.destroy()
+            if self._bus is not None:
+                with FORK_GATE, contextlib.suppress(Exception):
+                    self._bus.destroy()
+
+    def _step(self, stop_by: float | None) -> tuple[dict[str, Any] | None, bool]:
+        """One look at the bus and what follows from it: (the event, whether to stop)."""
+        assert self._print is not None
+        self._flush(self._print)
+        bus = self._bus
+        event = bus.get_event(no_block=True, full=True) if bus is not None else None
+        # Once the command is done, the last lines of its nested steps may still
+        # be on their way to the bus: wait for them, a little.
+        drained = not self.follower.nested_steps or (
+            stop_by is not None and time.monotonic() >= stop_by
+        )
+        if not event and self._stop.is_set() and drained:
+            return None, True
+        now = time.monotonic()
+        if event:
+            data = event.get("data")
+            for line in self.follower.lines(
+                str(event.get("tag", "")), data if isinstance(data, dict) else {}, now
+            ):
+                self.reporter.emit(line, {})
+        self._enforce(now)
+        self._flush(self._print)
+        self._heartbeat(now)
+        return event, False
 
     def _enforce(self, now: float) -> None:
         """Stop the state runs that outlived the limit, on the minions still running them."""

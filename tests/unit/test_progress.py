@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import sys
 import threading
@@ -144,6 +145,38 @@ def test_the_relay_prints_every_line_from_its_thread_and_beats_when_quiet(monkey
     # After the relay, lines go straight out again.
     reporter("after")
     assert threads[-1] == threading.current_thread().name
+
+
+def test_a_fork_waits_until_the_relays_thread_is_out_of_its_work(monkeypatch):
+    """A child forked while the relay prints would inherit stdout's lock, held for good."""
+
+    def no_bus(*args, **kwargs):
+        raise OSError("no master here")
+
+    monkeypatch.setattr(salt.utils.event, "get_master_event", no_bus)
+    printing = threading.Event()
+    state = {"in_print": False}
+
+    def slow_show(message: str, marks: dict) -> None:
+        state["in_print"] = True
+        printing.set()
+        time.sleep(0.3)
+        state["in_print"] = False
+
+    reporter = progress.Reporter(slow_show)
+    with EventRelay({"sock_dir": "/nonexistent"}, "blog", "dev", reporter):
+        reporter("a line the relay's thread prints")
+        assert printing.wait(5)
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # the child: tell what the relay was doing when it was forked
+            os.write(write_end, b"1" if state["in_print"] else b"0")
+            os._exit(0)
+        os.close(write_end)
+        seen = os.read(read_end, 1)
+        os.close(read_end)
+        os.waitpid(child, 0)
+    assert seen == b"0"
 
 
 def test_salts_stray_lines_are_dropped_and_the_rest_passes(monkeypatch):
