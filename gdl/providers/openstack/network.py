@@ -258,14 +258,19 @@ class Parts:
     def _make_security_group(self, app: str, env: str, role: str) -> Any:
         marks = naming.ownership(app, env, role)
         name, description = group_name(app, env, role), group_description(app, env, role)
-        group = create_once(
+
+        def twins() -> list[Any]:
+            return self.cloud.owned("security_groups", name=name, description=description)
+
+        # One left untagged by a build that died is taken as it is, not made again: a
+        # twin made in the same second could otherwise be the one kept, as Neutron's
+        # creation times are whole seconds.
+        group = keeper_or_none(twins()) or create_once(
             lambda: self.conn.network.create_security_group(name=name, description=description),
-            lambda: keeper_or_none(
-                self.cloud.owned("security_groups", name=name, description=description)
-            ),
+            lambda: keeper_or_none(twins()),
         )
         self.cloud.set_tags(group, marks)
-        same = self.cloud.owned("security_groups", name=name, description=description)
+        same = twins()
         winner = self._settle(
             group,
             same,
@@ -341,6 +346,12 @@ class Parts:
             MARK_VRID: str(router_id),
         }
         name, description = vip_port_name(app, env), vip_description(app, env)
+
+        def twins() -> list[Any]:
+            return self.cloud.owned(
+                "ports", network_id=network.id, name=name, description=description
+            )
+
         port = create_once(
             lambda: self.conn.network.create_port(
                 name=name,
@@ -349,12 +360,10 @@ class Parts:
                 security_group_ids=[parts.security_groups["lb"].id],
                 description=description,
             ),
-            lambda: keeper_or_none(
-                self.cloud.owned("ports", network_id=network.id, name=name, description=description)
-            ),
+            lambda: keeper_or_none(twins()),
         )
         self.cloud.set_tags(port, marks)
-        same = self.cloud.owned("ports", network_id=network.id, name=name, description=description)
+        same = twins()
         # Never re-tag another builder's VIP port: its router id may already be in use.
         winner = self._settle(
             port, same, {}, lambda p: self.conn.network.delete_port(p, ignore_missing=True)
