@@ -26,6 +26,8 @@ from gdl.providers.openstack import (
     group_name,
     marks_of,
     tags_of,
+    vip_description,
+    vip_port_name,
 )
 from gdl.spec import EnvSpec
 
@@ -327,17 +329,26 @@ def test_concurrent_builders_share_one_set_of_parts(make_provider, demo, env_nam
 def test_parts_left_untagged_are_adopted_and_torn_down(provider, demo, env_name, cleanup):
     app, env = "blog", env_name()
     cleanup.append((app, env))
-    # A build died between making the group and tagging it.
+    # A build died between making the group and the VIP port and tagging them; the
+    # next build comes within the same second (Neutron's times are whole seconds).
     orphan = demo.network.create_security_group(
         name=group_name(app, env, "lb"), description=group_description(app, env, "lb")
+    )
+    network = provider.cloud.network()
+    orphan_port = demo.network.create_port(
+        name=vip_port_name(app, env), network_id=network.id, description=vip_description(app, env)
     )
     provider.ensure_env(app, env)
     groups = list(demo.network.security_groups(name=group_name(app, env, "lb")))
     assert [g.id for g in groups] == [orphan.id]  # adopted, not doubled
     assert "gdl_role=lb" in groups[0].tags
+    ports = list(demo.network.ports(network_id=network.id, name=vip_port_name(app, env)))
+    assert [p.id for p in ports] == [orphan_port.id]
+    assert marks_of(ports[0].tags).get("gdl_vrid", "").isdigit(), ports[0].tags
     provider.teardown_env(app, env)
     assert env_leftovers(demo, app, env) == {}
     assert demo.network.find_security_group(orphan.id, ignore_missing=True) is None
+    assert demo.network.find_port(orphan_port.id, ignore_missing=True) is None
 
 
 def test_a_master_in_the_cloud_is_given_salts_ports_in_its_own_group(

@@ -47,6 +47,7 @@ from gdl.providers.openstack.marks import (
     marks_of,
     next_router_id,
     tags_of,
+    vip_description,
     vip_port_name,
 )
 from gdl.providers.openstack.provider import OpenStackProvider
@@ -68,5 +69,6 @@ __all__ = [
     "retry_after",
     "tags_of",
     "translate",
+    "vip_description",
     "vip_port_name",
 ]

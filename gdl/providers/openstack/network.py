@@ -352,24 +352,29 @@ class Parts:
                 "ports", network_id=network.id, name=name, description=description
             )
 
-        port = create_once(
-            lambda: self.conn.network.create_port(
-                name=name,
-                network_id=network.id,
-                fixed_ips=[{"subnet_id": parts.subnet.id}],
-                security_group_ids=[parts.security_groups["lb"].id],
-                description=description,
-            ),
-            lambda: keeper_or_none(twins()),
-        )
-        self.cloud.set_tags(port, marks)
-        same = twins()
-        # Never re-tag another builder's VIP port: its router id may already be in use.
+        # One left by a build that died before tagging it is taken as it is (the parts
+        # lock keeps this master's builders apart): made again, a twin made in the same
+        # second could be the one kept, as Neutron's creation times are whole seconds.
+        port = keeper_or_none(twins())
+        if port is None:
+            port = create_once(
+                lambda: self.conn.network.create_port(
+                    name=name,
+                    network_id=network.id,
+                    fixed_ips=[{"subnet_id": parts.subnet.id}],
+                    security_group_ids=[parts.security_groups["lb"].id],
+                    description=description,
+                ),
+                lambda: keeper_or_none(twins()),
+            )
+            # Tagged at once: other builders on the network see its router id as taken.
+            self.cloud.set_tags(port, marks)
         winner = self._settle(
-            port, same, {}, lambda p: self.conn.network.delete_port(p, ignore_missing=True)
+            port, twins(), {}, lambda p: self.conn.network.delete_port(p, ignore_missing=True)
         )
+        # Never re-tag a port that has a router id: it may already be in use.
         if not marks_of(self.conn.network.get_port(winner.id).tags).get(MARK_VRID):
-            self.cloud.set_tags(winner, marks)  # adopted from a build that died before tagging
+            self.cloud.set_tags(winner, marks)
         return self.conn.network.get_port(winner.id)
 
     def make_floating_ip(
