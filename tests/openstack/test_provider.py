@@ -329,8 +329,7 @@ def test_concurrent_builders_share_one_set_of_parts(make_provider, demo, env_nam
 def test_parts_left_untagged_are_adopted_and_torn_down(provider, demo, env_name, cleanup):
     app, env = "blog", env_name()
     cleanup.append((app, env))
-    # A build died between making the group and the VIP port and tagging them; the
-    # next build comes within the same second (Neutron's times are whole seconds).
+    # A build died between making the group and the VIP port and tagging them.
     orphan = demo.network.create_security_group(
         name=group_name(app, env, "lb"), description=group_description(app, env, "lb")
     )

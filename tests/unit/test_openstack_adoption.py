@@ -110,18 +110,29 @@ def test_an_untagged_security_group_is_adopted_not_made_again():
     assert marks_of(orphan.tags) == naming.ownership(APP, ENV, "lb")
 
 
-def test_an_untagged_vip_port_is_adopted_and_given_a_router_id():
-    neutron = FakeNeutron()
-    network = SimpleNamespace(id="net-1", name="private")
-    orphan = neutron.orphan(
+NETWORK = SimpleNamespace(id="net-1", name="private")
+
+
+def make_vip_port(neutron: FakeNeutron) -> Any:
+    """What ``ensure_env`` asks for once the environment's groups exist: its VIP port."""
+    env_parts = EnvParts(app=APP, env=ENV, network=NETWORK, subnet=SimpleNamespace(id="sub-1"))
+    env_parts.security_groups["lb"] = SimpleNamespace(id="g-lb")
+    return parts_on(neutron)._make_vip_port(APP, ENV, NETWORK, env_parts)
+
+
+def orphan_vip_port(neutron: FakeNeutron) -> Any:
+    return neutron.orphan(
         "ports",
         name=vip_port_name(APP, ENV),
         description=vip_description(APP, ENV),
-        network_id=network.id,
+        network_id=NETWORK.id,
     )
-    env_parts = EnvParts(app=APP, env=ENV, network=network, subnet=SimpleNamespace(id="sub-1"))
-    env_parts.security_groups["lb"] = SimpleNamespace(id="g-lb")
-    port = parts_on(neutron)._make_vip_port(APP, ENV, network, env_parts)
+
+
+def test_an_untagged_vip_port_is_adopted_and_given_a_router_id():
+    neutron = FakeNeutron()
+    orphan = orphan_vip_port(neutron)
+    port = make_vip_port(neutron)
     assert port.id == orphan.id
     assert neutron.created == [] and neutron.deleted == []
     assert marks_of(orphan.tags)[MARK_VRID] == str(naming.preferred_router_id(APP, ENV))
@@ -130,26 +141,15 @@ def test_an_untagged_vip_port_is_adopted_and_given_a_router_id():
 def test_a_vip_port_with_a_router_id_keeps_it():
     """A port tagged by another builder keeps its router id: it may be in use already."""
     neutron = FakeNeutron()
-    network = SimpleNamespace(id="net-1", name="private")
-    theirs = neutron.orphan(
-        "ports",
-        name=vip_port_name(APP, ENV),
-        description=vip_description(APP, ENV),
-        network_id=network.id,
-    )
+    theirs = orphan_vip_port(neutron)
     theirs.tags = [f"{MARK_VRID}=7"]
-    env_parts = EnvParts(app=APP, env=ENV, network=network, subnet=SimpleNamespace(id="sub-1"))
-    env_parts.security_groups["lb"] = SimpleNamespace(id="g-lb")
-    port = parts_on(neutron)._make_vip_port(APP, ENV, network, env_parts)
+    port = make_vip_port(neutron)
     assert port.id == theirs.id
     assert marks_of(theirs.tags)[MARK_VRID] == "7"
 
 
 def test_a_new_vip_port_is_made_when_none_is_left():
     neutron = FakeNeutron()
-    network = SimpleNamespace(id="net-1", name="private")
-    env_parts = EnvParts(app=APP, env=ENV, network=network, subnet=SimpleNamespace(id="sub-1"))
-    env_parts.security_groups["lb"] = SimpleNamespace(id="g-lb")
-    port = parts_on(neutron)._make_vip_port(APP, ENV, network, env_parts)
+    port = make_vip_port(neutron)
     assert neutron.created == ["port"]
     assert marks_of(port.tags)[MARK_VRID].isdigit()
