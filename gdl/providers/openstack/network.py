@@ -372,9 +372,11 @@ class Parts:
         winner = self._settle(
             port, twins(), {}, lambda p: self.conn.network.delete_port(p, ignore_missing=True)
         )
+        current = self.conn.network.get_port(winner.id)
         # Never re-tag a port that has a router id: it may already be in use.
-        if not marks_of(self.conn.network.get_port(winner.id).tags).get(MARK_VRID):
-            self.cloud.set_tags(winner, marks)
+        if marks_of(current.tags).get(MARK_VRID):
+            return current
+        self.cloud.set_tags(winner, marks)
         return self.conn.network.get_port(winner.id)
 
     def make_floating_ip(
