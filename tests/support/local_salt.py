@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import yaml
 
 from gdl import apps, release_build, spec
@@ -54,6 +56,15 @@ SAMPLE_PILLAR = {
         "vrrp": {"router_id": 42, "interface": "eth0", **spec.vrrp_settings("default")},
     }
 }
+
+
+def salt_jinja() -> jinja2.Environment:
+    """A jinja environment that renders the role's file templates as Salt's renderer does."""
+    environment = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    environment.filters["quote"] = shlex.quote  # as Salt's jinja renderer has it
+    return environment
 
 
 class LocalSalt:

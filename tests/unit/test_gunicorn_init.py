@@ -9,14 +9,14 @@ root (``start-stop-daemon --chuid root``), so nothing outside that directory cha
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
-import jinja2
 import pytest
+
+from tests.support.local_salt import salt_jinja
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO_ROOT / "states" / "gdl" / "app" / "files" / "gunicorn.init.jinja"
@@ -48,12 +48,12 @@ def init_script(root: Path, delay: str) -> Path:
     gunicorn = current / "venv" / "bin" / "gunicorn"
     gunicorn.write_text(STAND_IN.format(notes=root / "notes", delay=delay))
     gunicorn.chmod(0o755)
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
-    environment.filters["quote"] = shlex.quote
     app = {"service": "gdl-test", "name": "test", "current": str(current)}
     app["run_dir"] = str(root / "run")
-    text = environment.from_string(TEMPLATE.read_text()).render(
-        app=app, user="root", group="root", args=["--bind", "127.0.0.1:8000", "app:app"]
+    text = (
+        salt_jinja()
+        .from_string(TEMPLATE.read_text())
+        .render(app=app, user="root", group="root", args=["--bind", "127.0.0.1:8000", "app:app"])
     )
     script = root / "init"
     script.write_text(text)

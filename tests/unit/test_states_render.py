@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import pytest
 import yaml
 
-from tests.support.local_salt import SALT_CALL, SAMPLE_PILLAR, LocalSalt, release_entry
+from tests.support.local_salt import (
+    SALT_CALL,
+    SAMPLE_PILLAR,
+    LocalSalt,
+    release_entry,
+    salt_jinja,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,12 +92,8 @@ def render_file(args: dict[str, Any], pillar: dict[str, Any] | None = None) -> s
     """Render a file.managed template the way Salt's jinja renderer would (with ``pillar``)."""
     assert args["source"].startswith("salt://")
     path = REPO_ROOT / "states" / args["source"][len("salt://") :]
-    environment = jinja2.Environment(
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
-    )
-    environment.filters["quote"] = shlex.quote  # as Salt's jinja renderer has it
     context = {"pillar": merged(SAMPLE, SECRET) if pillar is None else pillar}
-    return environment.from_string(path.read_text()).render(**context, **args.get("context", {}))
+    return salt_jinja().from_string(path.read_text()).render(**context, **args.get("context", {}))
 
 
 @pytest.fixture(scope="module")
